@@ -1,0 +1,3 @@
+from metagait_edge.cli import main
+
+raise SystemExit(main())
