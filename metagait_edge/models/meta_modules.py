@@ -1,0 +1,329 @@
+"""MetaGait's meta-learned calibration: Meta Hyper Network, Meta Triple Attention, Meta Temporal Pooling.
+
+Dou et al., "MetaGait: Learning to Learn an Omni Sample Adaptive Representation for Gait Recognition",
+ECCV 2022. The idea: the *calibration network* of an attention / pooling block does not have fixed weights;
+a small Meta Hyper Network (MHN) reads global statistics of the current sample's features and emits that
+sample's calibration weights. Everything here keeps one code path for the dynamic (MHN) and static
+(ordinary ``nn.Parameter``) variants, so the ablation only changes where the weights come from.
+
+Per-sample weights are applied with ``einsum`` over a batch of weight tensors, never with a
+``groups=batch`` convolution, so the graph exports to ONNX with a dynamic batch axis. Per-sample
+convolutions first extract neighbourhoods with a *fixed* one-hot ("identity") convolution (an im2col that
+ONNX understands) and then contract them with the sample's kernel by ``einsum``.
+
+Design choices that go beyond the paper's text (the paper gives no layer-exact recipe):
+
+* The generated weights are ``base + delta(sample)``: ``base`` is an ordinary parameter (exactly the static
+  variant) and the MHN's output is a per-sample offset. The MHN's output layer starts small, so training
+  starts near the static model, but not at zero, so weights depend on the sample from the first step.
+* MHN input is the per-channel mean and standard deviation over (T, H, W) of the block's input features.
+* Temporal and spatial attention must work for any sequence length, so their "global" stream is an MLP
+  over the (projected) channel descriptor of every position (reduction ``r``), and their "local" streams
+  are convolutions over neighbouring positions (kernels 1, 3, 5). The channel attention's global stream is
+  the usual squeeze-excitation MLP over the channel vector and its local streams are 1-D convolutions
+  along the channel axis.
+* The three attentions are computed in parallel from the same input and multiplied onto the features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_DIMS = ("spatial", "channel", "temporal")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One generated parameter: ``shape`` per sample; ``fan_in`` > 0 is a weight, 0 is a bias (zeros)."""
+
+    name: str
+    shape: tuple[int, ...]
+    fan_in: int = 0
+    bias_init: float = 0.0
+
+
+def gap_statistics(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, ...] -> [B, 2C]: per-channel mean and standard deviation over all remaining axes."""
+    flat = x.flatten(2)
+    mean = flat.mean(-1)
+    # E[x^2] - E[x]^2 rather than torch.std: exports to plain ONNX ops and never divides by (n - 1) = 0.
+    var = (flat * flat).mean(-1) - mean * mean
+    std = torch.sqrt(var.clamp(min=0.0) + 1e-6)
+    return torch.cat([mean, std], dim=1)
+
+
+class MetaHyperNetwork(nn.Module):
+    """GAP statistics -> MLP (LeakyReLU) -> per-sample parameters of a calibration network.
+
+    ``forward(stats [B, S])`` returns ``{name: [B, *shape]}``. With ``dynamic=False`` there is no MLP and
+    every sample gets the same (learned) ``base`` parameters: the static ablation.
+    """
+
+    def __init__(
+        self,
+        stats_dim: int,
+        specs: Sequence[ParamSpec],
+        hidden: int = 16,
+        dynamic: bool = True,
+        delta_scale: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not specs:
+            raise ValueError("MetaHyperNetwork needs at least one ParamSpec")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate generated parameter names: {names}")
+        self.specs = tuple(specs)
+        self.dynamic = dynamic
+        self.base = nn.ParameterDict()
+        for spec in self.specs:
+            if spec.fan_in > 0:
+                bound = 1.0 / math.sqrt(spec.fan_in)
+                init = torch.empty(spec.shape).uniform_(-bound, bound)
+            else:
+                init = torch.full(spec.shape, float(spec.bias_init))
+            # ParameterDict keys may not contain dots.
+            self.base[self._key(spec.name)] = nn.Parameter(init)
+        self.numels = [int(math.prod(s.shape)) for s in self.specs]
+        if dynamic:
+            out = nn.Linear(hidden, sum(self.numels))
+            with torch.no_grad():
+                out.weight.mul_(delta_scale)
+                out.bias.zero_()
+            self.mlp = nn.Sequential(nn.Linear(stats_dim, hidden), nn.LeakyReLU(0.1), out)
+        else:
+            self.mlp = None
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.replace(".", "__")
+
+    @property
+    def num_generated(self) -> int:
+        """Number of calibration parameters produced per sample."""
+        return sum(self.numels)
+
+    def forward(self, stats: torch.Tensor) -> dict[str, torch.Tensor]:
+        params: dict[str, torch.Tensor] = {}
+        if self.mlp is None:
+            batch = stats.shape[0]
+            for spec in self.specs:
+                base = self.base[self._key(spec.name)]
+                params[spec.name] = base.unsqueeze(0).expand(batch, *spec.shape)
+            return params
+        flat = self.mlp(stats)
+        for spec, chunk in zip(self.specs, torch.split(flat, self.numels, dim=1)):
+            base = self.base[self._key(spec.name)]
+            params[spec.name] = base.unsqueeze(0) + chunk.reshape(-1, *spec.shape)
+        return params
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-sample (batched-weight) operations, ONNX-exportable with a dynamic batch.
+
+
+def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [B, N, I], weight [B, O, I], bias [B, O] -> [B, N, O]."""
+    y = torch.einsum("bni,boi->bno", x, weight)
+    if bias is not None:
+        y = y + bias.unsqueeze(1)
+    return y
+
+
+def batched_mlp(x: torch.Tensor, params: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    """Two-layer MLP (ReLU) with per-sample weights ``prefix.w1/b1/w2/b2``; x [B, N, I] -> [B, N, O]."""
+    h = F.relu(batched_linear(x, params[f"{prefix}.w1"], params[f"{prefix}.b1"]))
+    return batched_linear(h, params[f"{prefix}.w2"], params[f"{prefix}.b2"])
+
+
+def _identity_kernel_1d(k: int, device, dtype) -> torch.Tensor:
+    return torch.eye(k, device=device, dtype=dtype).reshape(k, 1, k)
+
+
+def _identity_kernel_2d(k: int, device, dtype) -> torch.Tensor:
+    return torch.eye(k * k, device=device, dtype=dtype).reshape(k * k, 1, k, k)
+
+
+def batched_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Same-padded 1-D convolution to one output channel with per-sample kernels.
+
+    x [B, C, L], weight [B, C, k] (k odd), bias [B] -> [B, L].
+    """
+    c, k = weight.shape[1], weight.shape[2]
+    length = x.shape[-1]
+    # im2col by a fixed one-hot convolution: patches[b, c, j, l] = x_padded[b, c, l + j].
+    patches = F.conv1d(x.reshape(-1, 1, length), _identity_kernel_1d(k, x.device, x.dtype), padding=k // 2)
+    patches = patches.reshape(-1, c, k, length)
+    y = torch.einsum("bcjl,bcj->bl", patches, weight)
+    if bias is not None:
+        y = y + bias.reshape(-1, 1)
+    return y
+
+
+def batched_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Same-padded 2-D convolution to one output channel with per-sample kernels.
+
+    x [B, C, H, W], weight [B, C, k, k] (k odd), bias [B] -> [B, H, W].
+    """
+    c, k = weight.shape[1], weight.shape[2]
+    h, w = x.shape[-2], x.shape[-1]
+    patches = F.conv2d(x.reshape(-1, 1, h, w), _identity_kernel_2d(k, x.device, x.dtype), padding=k // 2)
+    patches = patches.reshape(-1, c, k * k, h, w)
+    y = torch.einsum("bcjhw,bcj->bhw", patches, weight.reshape(-1, c, k * k))
+    if bias is not None:
+        y = y + bias.reshape(-1, 1, 1)
+    return y
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def _mlp_specs(prefix: str, d_in: int, d_hidden: int, d_out: int, out_bias: float = 0.0) -> list[ParamSpec]:
+    return [
+        ParamSpec(f"{prefix}.w1", (d_hidden, d_in), d_in),
+        ParamSpec(f"{prefix}.b1", (d_hidden,)),
+        ParamSpec(f"{prefix}.w2", (d_out, d_hidden), d_hidden),
+        ParamSpec(f"{prefix}.b2", (d_out,), 0, out_bias),
+    ]
+
+
+class MetaTripleAttention(nn.Module):
+    """Meta Triple Attention on the spatial, channel and temporal dimensions of [B, C, T, H, W] features.
+
+    For each enabled dimension: a global MLP stream (reduction ``reduction``) and local convolution streams
+    (one per kernel in ``kernels``) produce attention logits; a soft aggregation gate (MLP + sigmoid on the
+    channel mean) weights the streams; the weighted sum goes through a sigmoid and multiplies the features.
+    All stream and gate weights come from a :class:`MetaHyperNetwork` (``dynamic=True``) or are static.
+
+    ``forward`` returns ``(features, gates)`` with ``gates`` [B, n_dims, 1 + len(kernels)].
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        dims: Sequence[str] = ATTENTION_DIMS,
+        kernels: Sequence[int] = (1, 3, 5),
+        reduction: int = 2,
+        descriptor_channels: int = 32,
+        gate_hidden: int = 16,
+        mhn_hidden: int = 16,
+        dynamic: bool = True,
+    ) -> None:
+        super().__init__()
+        dims = tuple(dims)
+        bad = [d for d in dims if d not in ATTENTION_DIMS]
+        if bad or not dims or len(set(dims)) != len(dims):
+            raise ValueError(f"MTA dims must be distinct entries of {ATTENTION_DIMS}, got {dims}")
+        if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(f"MTA kernels must be odd positive integers, got {tuple(kernels)}")
+        if reduction < 1:
+            raise ValueError(f"MTA reduction must be >= 1, got {reduction}")
+        self.channels = channels
+        self.dims = dims
+        self.kernels = tuple(int(k) for k in kernels)
+        self.dynamic = dynamic
+        self.n_streams = 1 + len(self.kernels)
+        cd = min(descriptor_channels, channels)
+        self.descriptor_channels = cd
+        specs: list[ParamSpec] = []
+        if "channel" in dims:
+            specs += _mlp_specs("channel.global", channels, max(channels // reduction, 1), channels)
+            for k in self.kernels:
+                specs += [ParamSpec(f"channel.local{k}.w", (1, k), k), ParamSpec(f"channel.local{k}.b", (1,))]
+        for dim in ("temporal", "spatial"):
+            if dim not in dims:
+                continue
+            specs += _mlp_specs(f"{dim}.global", cd, max(cd // reduction, 1), 1)
+            for k in self.kernels:
+                shape = (cd, k) if dim == "temporal" else (cd, k, k)
+                fan_in = cd * k if dim == "temporal" else cd * k * k
+                specs += [ParamSpec(f"{dim}.local{k}.w", shape, fan_in), ParamSpec(f"{dim}.local{k}.b", (1,))]
+        for dim in dims:
+            specs += _mlp_specs(f"{dim}.gate", channels, gate_hidden, self.n_streams)
+        # Static projections that make the temporal / spatial descriptors small and length-agnostic; they are
+        # not part of the calibration network (the paper's MHN calibrates the attention, not the features).
+        self.temporal_proj = nn.Linear(channels, cd) if "temporal" in dims else None
+        self.spatial_proj = nn.Conv2d(channels, cd, 1) if "spatial" in dims else None
+        self.hyper = MetaHyperNetwork(2 * channels, specs, hidden=mhn_hidden, dynamic=dynamic)
+
+    def _mix(self, streams: list[torch.Tensor], gate: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(streams, dim=1)  # [B, S, ...]
+        shape = (-1, self.n_streams) + (1,) * (stacked.dim() - 2)
+        return torch.sigmoid((stacked * gate.reshape(shape)).sum(1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() != 5 or x.shape[1] != self.channels:
+            raise ValueError(f"MetaTripleAttention expects [B, {self.channels}, T, H, W], got {tuple(x.shape)}")
+        mean_c = x.mean(dim=(2, 3, 4))
+        p = self.hyper(gap_statistics(x))
+        out = x
+        gates = []
+        for dim in self.dims:
+            gate = torch.sigmoid(batched_mlp(mean_c.unsqueeze(1), p, f"{dim}.gate").squeeze(1))  # [B, S]
+            gates.append(gate)
+            if dim == "channel":
+                z = mean_c.unsqueeze(1)  # [B, 1, C]
+                streams = [batched_mlp(z, p, "channel.global").squeeze(1)]
+                for k in self.kernels:
+                    streams.append(batched_conv1d(z, p[f"channel.local{k}.w"], p[f"channel.local{k}.b"]))
+                att = self._mix(streams, gate)  # [B, C]
+                out = out * att.reshape(-1, self.channels, 1, 1, 1)
+            elif dim == "temporal":
+                d = self.temporal_proj(x.mean(dim=(3, 4)).transpose(1, 2))  # [B, T, cd]
+                streams = [batched_mlp(d, p, "temporal.global").squeeze(2)]
+                dt = d.transpose(1, 2)
+                for k in self.kernels:
+                    streams.append(batched_conv1d(dt, p[f"temporal.local{k}.w"], p[f"temporal.local{k}.b"]))
+                att = self._mix(streams, gate)  # [B, T]
+                out = out * att.unsqueeze(1).unsqueeze(-1).unsqueeze(-1)
+            else:
+                d = self.spatial_proj(x.mean(dim=2))  # [B, cd, H, W]
+                h, w = d.shape[-2], d.shape[-1]
+                flat = d.flatten(2).transpose(1, 2)  # [B, HW, cd]
+                streams = [batched_mlp(flat, p, "spatial.global").reshape(-1, h, w)]
+                for k in self.kernels:
+                    streams.append(batched_conv2d(d, p[f"spatial.local{k}.w"], p[f"spatial.local{k}.b"]))
+                att = self._mix(streams, gate)  # [B, H, W]
+                out = out * att.unsqueeze(1).unsqueeze(1)
+        return out, torch.stack(gates, dim=1)
+
+
+def gem(x: torch.Tensor, p: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
+    """Generalized mean pooling over ``dim``: (mean(clamp(x, eps)^p))^(1/p)."""
+    return x.clamp(min=eps).pow(p).mean(dim=dim).pow(1.0 / p)
+
+
+MTP_METHODS = ("max", "mean", "gem")
+
+
+class MetaTemporalPooling(nn.Module):
+    """Meta Temporal Pooling: temporal max, mean and GeM mixed by per-sample weights.
+
+    [B, C, T, H, W] -> ([B, C, H, W], weights [B, 3] in the order of ``MTP_METHODS``). The weighting network
+    (channel mean -> MLP -> softmax) takes its weights from a :class:`MetaHyperNetwork` (``dynamic``) or
+    from static parameters.
+    """
+
+    def __init__(self, channels: int, hidden: int = 16, mhn_hidden: int = 16, dynamic: bool = True,
+                 gem_p_init: float = 3.0) -> None:
+        super().__init__()
+        self.channels = channels
+        self.dynamic = dynamic
+        self.gem_p = nn.Parameter(torch.tensor(float(gem_p_init)))
+        self.hyper = MetaHyperNetwork(2 * channels, _mlp_specs("weighting", channels, hidden, len(MTP_METHODS)),
+                                      hidden=mhn_hidden, dynamic=dynamic)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() != 5 or x.shape[1] != self.channels:
+            raise ValueError(f"MetaTemporalPooling expects [B, {self.channels}, T, H, W], got {tuple(x.shape)}")
+        p = self.hyper(gap_statistics(x))
+        logits = batched_mlp(x.mean(dim=(2, 3, 4)).unsqueeze(1), p, "weighting").squeeze(1)
+        weights = torch.softmax(logits, dim=1)
+        pooled = torch.stack([x.max(dim=2)[0], x.mean(dim=2), gem(x, self.gem_p, dim=2)], dim=1)
+        return torch.einsum("bk,bkchw->bchw", weights, pooled), weights
