@@ -511,3 +511,52 @@ def status_message(
 def imu_readings(messages: Iterable[Any], frame_prefix: str = "") -> Iterable[ImuReading]:
     for msg in messages:
         yield imu_from_message(msg, frame_prefix)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runtime IMU frames (raw int16 counts of all six IMUs, metagait_edge.runtime.imu_protocol) <-> readings
+# ---------------------------------------------------------------------------------------------------
+
+STANDARD_GRAVITY = 9.80665  # m/s^2 per g
+
+
+def _scales() -> tuple[float, float]:
+    from metagait_edge.runtime.imu_protocol import ACC_LSB_PER_G, GYRO_LSB_PER_DPS
+
+    return STANDARD_GRAVITY / ACC_LSB_PER_G, np.deg2rad(1.0) / GYRO_LSB_PER_DPS
+
+
+def readings_from_raw(raw: Any, stamp_ns: int) -> list[ImuReading]:
+    """Six SI readings (rf, rs, rt, lf, ls, lt) from one runtime frame of 36 raw counts
+    (per IMU: acc x y z, gyro x y z; accelerometer 16384 LSB/g, gyroscope 16.4 LSB per deg/s)."""
+    arr = np.asarray(raw, dtype=np.float64)
+    if arr.shape != (6 * len(SENSORS),):
+        raise ValueError(f"readings_from_raw: expected 36 raw values, got shape {arr.shape}")
+    acc_scale, gyro_scale = _scales()
+    per = arr.reshape(len(SENSORS), 6)
+    return [
+        ImuReading(sensor, stamp_ns, tuple(per[i, :3] * acc_scale), tuple(per[i, 3:] * gyro_scale))
+        for i, sensor in enumerate(SENSORS)
+    ]
+
+
+def raw_from_readings(readings: Iterable[ImuReading]) -> np.ndarray:
+    """The 36 raw int16 counts of a frame from its six readings (any order; each sensor exactly once)."""
+    acc_scale, gyro_scale = _scales()
+    by_sensor: dict[str, ImuReading] = {}
+    for r in readings:
+        if r.sensor in by_sensor:
+            raise ValueError(f"raw_from_readings: sensor {r.sensor!r} appears twice in one frame")
+        by_sensor[r.sensor] = r
+    missing = [s for s in SENSORS if s not in by_sensor]
+    if missing:
+        raise ValueError(f"raw_from_readings: frame lacks sensor(s) {', '.join(missing)}")
+    values = []
+    for s in SENSORS:
+        r = by_sensor[s]
+        values.extend(np.asarray(r.accel) / acc_scale)
+        values.extend(np.asarray(r.gyro) / gyro_scale)
+    counts = np.rint(np.asarray(values))
+    if counts.min() < -32768 or counts.max() > 32767:
+        raise ValueError("raw_from_readings: values exceed the int16 range of the IMU counts")
+    return counts.astype(np.int16)
