@@ -1,0 +1,31 @@
+"""Meta-learning: MAML / MAML++ / ANIL on functional calls, and the fine-tuning baseline."""
+
+from __future__ import annotations
+
+from metagait_edge.meta.maml import (
+    MAML,
+    Batch,
+    LossFn,
+    MAMLConfig,
+    Task,
+    adapt,
+    batch_loss,
+    finetune,
+    functional_forward,
+    model_params,
+    multi_step_weights,
+)
+
+__all__ = [
+    "MAML",
+    "Batch",
+    "LossFn",
+    "MAMLConfig",
+    "Task",
+    "adapt",
+    "batch_loss",
+    "finetune",
+    "functional_forward",
+    "model_params",
+    "multi_step_weights",
+]

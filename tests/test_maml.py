@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from metagait_edge.meta import MAML, Batch, MAMLConfig, Task, adapt, batch_loss, finetune, model_params, multi_step_weights
+from metagait_edge.models import TCN, TCNConfig
+
+
+class Scalar(nn.Module):
+    """y = w * x: small enough to derive the MAML meta-gradient by hand."""
+
+    def __init__(self, w: float):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w, dtype=torch.float64))
+
+    def forward(self, x, mask=None):
+        return {"output": self.w * x}
+
+
+def _scalar_task():
+    xs = torch.tensor([[[1.0, 2.0, -1.0]]], dtype=torch.float64)
+    ys = torch.tensor([[[0.5, 3.0, -2.0]]], dtype=torch.float64)
+    xq = torch.tensor([[[0.5, -1.5, 2.5, 1.0]]], dtype=torch.float64)
+    yq = torch.tensor([[[1.0, -2.0, 4.0, 0.0]]], dtype=torch.float64)
+    return Task(Batch(xs, ys), Batch(xq, yq)), (xs.flatten(), ys.flatten(), xq.flatten(), yq.flatten())
+
+
+def _hand_gradients(w, a, xs, ys, xq, yq):
+    g = 2 * torch.mean(xs * (w * xs - ys))  # dL_s/dw with L_s = mean((w xs - ys)^2)
+    h = 2 * torch.mean(xs**2)  # d2L_s/dw2
+    w1 = w - a * g
+    dq = 2 * torch.mean(xq * (w1 * xq - yq))  # dL_q/dw' at w'
+    second = dq * (1 - a * h)  # chain rule through w' = w - a g(w)
+    first = dq  # first-order MAML treats g as a constant
+    d_lr = dq * (-g)  # dL_q/da, the same for both orders
+    return second.item(), first.item(), d_lr.item()
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_matches_hand_derivation(first_order):
+    w0, a = 0.7, 0.125  # a exactly representable: the lr is created in float32
+    task, (xs, ys, xq, yq) = _scalar_task()
+    model = Scalar(w0)
+    cfg = MAMLConfig(inner_steps=1, inner_lr=a, first_order=first_order, learn_inner_lr=True, multi_step_loss=False)
+    maml = MAML(model, cfg).double()
+    maml.meta_loss([task]).backward()
+    second, first, d_lr = _hand_gradients(torch.tensor(w0, dtype=torch.float64), a, xs, ys, xq, yq)
+    expected = first if first_order else second
+    assert model.w.grad.item() == pytest.approx(expected, rel=1e-10)
+    assert maml.inner_lrs["w"].grad.item() == pytest.approx(d_lr, rel=1e-10)
+    # the Hessian term is not negligible here, so the two orders are distinguishable
+    assert abs(second - first) > 0.1 * abs(first)
+
+
+def test_two_inner_steps_second_order_matches_finite_differences():
+    task, _ = _scalar_task()
+    model = Scalar(0.3)
+    maml = MAML(model, MAMLConfig(inner_steps=2, inner_lr=0.0625, multi_step_loss=False)).double()
+    maml.meta_loss([task]).backward()
+
+    eps = 1e-6
+    fd = (_meta_value(0.3 + eps, task) - _meta_value(0.3 - eps, task)) / (2 * eps)
+    assert model.w.grad.item() == pytest.approx(fd, rel=1e-6)
+
+
+def _meta_value(w, task):
+    m = Scalar(w)
+    params = adapt(m, model_params(m, detach=True), task.support, steps=2, lrs=0.0625, detach=True)
+    return batch_loss(m, params, task.query).item()
+
+
+def _tiny_tcn(**kw):
+    cfg = dict(in_channels=2, out_channels=2, hidden_channels=8, levels=2, kernel_size=3, min_receptive_field=0)
+    cfg.update(kw)
+    return TCN(TCNConfig(**cfg))
+
+
+def _sine_task(seed, shots=3, T=16):
+    g = torch.Generator().manual_seed(seed)
+    amp, phase = 0.5 + torch.rand(2, generator=g), 6.28 * torch.rand(2, generator=g)
+    t = torch.linspace(0, 6.28, T)
+
+    def sample(n):
+        noise = 0.05 * torch.randn(n, 2, T, generator=g)
+        x = torch.sin(t + phase[:, None])[None].repeat(n, 1, 1) + noise
+        y = amp[None, :, None] * torch.sin(t + phase[:, None] + 0.5)[None].repeat(n, 1, 1)
+        return Batch(x, y, torch.ones(n, 2))
+
+    return Task(sample(shots), sample(shots))
+
+
+def test_adaptation_lowers_support_loss():
+    model = _tiny_tcn()
+    maml = MAML(model, MAMLConfig(inner_steps=5, inner_lr=0.05)).eval()
+    task = _sine_task(0)
+    before = batch_loss(model, model_params(model), task.support).item()
+    fast = maml.adapt(task.support.x, task.support.y, task.support.mask)
+    after = batch_loss(model, fast, task.support).item()
+    assert after < 0.9 * before
+    assert all(v.grad_fn is None for v in fast.values())  # deployment adaptation is detached
+    # the model itself is untouched
+    assert batch_loss(model, model_params(model), task.support).item() == pytest.approx(before)
+
+
+def test_learned_inner_lrs_receive_gradients_and_model_too():
+    model = _tiny_tcn()
+    maml = MAML(model, MAMLConfig(inner_steps=3, inner_lr=0.05, multi_step_loss=True)).train()
+    loss = maml.meta_loss([_sine_task(1), _sine_task(2)])
+    loss.backward()
+    assert maml.last_step_losses.shape == (3,)
+    for name, lr in maml.learning_rates().items():
+        assert lr.grad is not None and torch.isfinite(lr.grad).all(), name
+        assert lr.grad.abs().sum() > 0, name
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_inner_lrs_fixed_when_not_learned():
+    maml = MAML(_tiny_tcn(), MAMLConfig(learn_inner_lr=False))
+    assert not any(p.requires_grad for p in maml.inner_lrs.parameters())
+
+
+def test_anil_adapts_only_head():
+    model = _tiny_tcn()
+    maml = MAML(model, MAMLConfig(adapt="head", inner_steps=2, inner_lr=0.1)).eval()
+    task = _sine_task(3)
+    fast = maml.adapt(task.support.x, task.support.y, task.support.mask)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, fast[n])}
+    assert changed == {"head.weight", "head.bias"}
+    assert set(maml.learning_rates()) == {"head.weight", "head.bias"}
+
+
+@pytest.mark.parametrize("kind", ["film", "bias"])
+def test_small_adaptation_groups(kind):
+    model = _tiny_tcn()
+    names = model.adaptation_parameter_names(kind)
+    assert names and len(names) < len(list(model.parameters()))
+    maml = MAML(model, MAMLConfig(adapt=kind, inner_steps=2, inner_lr=0.1)).eval()
+    task = _sine_task(4)
+    fast = maml.adapt(task.support.x, task.support.y, task.support.mask)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, fast[n])}
+    assert changed and changed <= set(names)
+
+
+def test_film_kind_needs_film():
+    with pytest.raises(ValueError, match="film=True"):
+        MAML(_tiny_tcn(film=False), MAMLConfig(adapt="film"))
+
+
+def test_maml_adapt_is_the_pure_adapt_function():
+    model = _tiny_tcn()
+    maml = MAML(model, MAMLConfig(inner_steps=3, inner_lr=0.02)).eval()
+    with torch.no_grad():  # per-layer per-step rates, as after meta-training
+        for i, lr in enumerate(maml.inner_lrs.values()):
+            lr.copy_(torch.tensor([0.01, 0.03, 0.02]) * (1 + i % 3))
+    task = _sine_task(5)
+    a = maml.adapt(task.support.x, task.support.y, task.support.mask)
+    with torch.no_grad():  # on-device calibration runs inside no_grad
+        b = adapt(model, model_params(model, detach=True), task.support, steps=3, lrs=maml.learning_rates(), detach=True)
+    assert all(torch.allclose(a[n], b[n]) for n in a)
+
+
+def test_finetune_sgd_has_the_same_budget_as_adapt():
+    model = _tiny_tcn()
+    task = _sine_task(6)
+    sgd = finetune(model, task.support, steps=4, lr=0.03, optimizer="sgd")
+    ref = adapt(model, model_params(model), task.support, steps=4, lrs=0.03, detach=True)
+    assert all(torch.allclose(sgd[n], ref[n], atol=1e-6) for n in ref)
+    before = batch_loss(model, model_params(model), task.support).item()
+    adam = finetune(model, task.support, steps=10, lr=1e-2, optimizer="adam")
+    assert batch_loss(model, adam, task.support).item() < before
+    with pytest.raises(ValueError, match="optimizer"):
+        finetune(model, task.support, optimizer="rmsprop")
+
+
+def test_multi_step_weights_anneal():
+    w0 = multi_step_weights(5, 0.0, 0.3)
+    assert w0 == pytest.approx([0.2] * 5)
+    mid = multi_step_weights(5, 0.15, 0.3)
+    assert mid[0] == pytest.approx(0.1) and sum(mid) == pytest.approx(1.0)
+    end = multi_step_weights(5, 0.9, 0.3)
+    assert end[:4] == pytest.approx([0.006] * 4) and sum(end) == pytest.approx(1.0)
+    assert multi_step_weights(1, 0.0) == [1.0]
+
+
+def test_meta_loss_uses_multi_step_weights():
+    model = _tiny_tcn()
+    task = _sine_task(7)
+    maml = MAML(model, MAMLConfig(inner_steps=3, inner_lr=0.05, multi_step_loss=True))
+    loss = maml.meta_loss([task], progress=0.0)
+    assert loss.item() == pytest.approx(maml.last_step_losses.mean().item(), rel=1e-5)
+    loss_end = maml.meta_loss([task], progress=1.0)
+    w = multi_step_weights(3, 1.0, 0.3)
+    assert loss_end.item() == pytest.approx(float((torch.tensor(w) * maml.last_step_losses).sum()), rel=1e-5)
+
+
+def test_bad_config_and_inputs():
+    with pytest.raises(ValueError, match="inner_steps"):
+        MAMLConfig(inner_steps=0)
+    with pytest.raises(KeyError, match="nope"):
+        adapt(_tiny_tcn(), model_params(_tiny_tcn()), _sine_task(0).support, adapt_names=["nope"])
+    with pytest.raises(ValueError, match="empty"):
+        MAML(_tiny_tcn()).meta_loss([])
