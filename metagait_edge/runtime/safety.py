@@ -1,0 +1,204 @@
+"""Safety envelope between the gait model and the actuator controller.
+
+Every reference trajectory (float32 [C, 101], one row per joint, degrees over one gait cycle) passes
+through ``SafetyEnvelope.apply`` before it is published:
+
+- a trajectory with any NaN/Inf is replaced as a whole by HOLD (never patched: a model that emits NaN
+  cannot be trusted for the other points either), and counted;
+- stale IMU input (no sample for ``staleness_timeout_s``) means the model runs on old data: HOLD;
+- every point is clamped to the joint's angle limits and the change between consecutive points is
+  limited to ``max_rate_dps * cycle_duration / 100`` (101 points span one cycle);
+- a personalized reference whose identity confidence is below ``confidence_threshold`` is passed on as
+  non-personalized and flagged DEGRADED, as is a reference that was never personalized.
+
+HOLD means: no new reference; the controller keeps (or ramps to) its own safe posture.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Dict, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+N_POINTS = 101
+
+
+class SafetyStatus(str, enum.Enum):
+    OK = "OK"
+    DEGRADED = "DEGRADED"  # safe reference, but generic (not personalized) or otherwise reduced
+    HOLD = "HOLD"  # no reference: controller holds its safe posture
+
+
+@dataclass
+class JointLimit:
+    min_deg: float
+    max_deg: float
+    max_rate_dps: float
+
+    def __post_init__(self) -> None:
+        vals = (self.min_deg, self.max_deg, self.max_rate_dps)
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError(f"joint limit values must be finite, got {vals}")
+        if self.min_deg > self.max_deg:
+            raise ValueError(f"min_deg {self.min_deg} > max_deg {self.max_deg}")
+        if self.max_rate_dps <= 0:
+            raise ValueError(f"max_rate_dps must be > 0, got {self.max_rate_dps}")
+
+
+def _default_joint_limits() -> Dict[str, JointLimit]:
+    # Conservative sagittal-plane ranges for level walking assistance (degrees, deg/s).
+    hip = JointLimit(-25.0, 45.0, 300.0)
+    knee = JointLimit(-5.0, 75.0, 450.0)
+    ankle = JointLimit(-25.0, 25.0, 300.0)
+    return {
+        "hip_r": hip, "hip_l": JointLimit(**hip.__dict__),
+        "knee_r": knee, "knee_l": JointLimit(**knee.__dict__),
+        "ankle_r": ankle, "ankle_l": JointLimit(**ankle.__dict__),
+    }
+
+
+@dataclass
+class SafetyConfig:
+    joint_limits: Dict[str, JointLimit] = field(default_factory=_default_joint_limits)
+    default_limit: Optional[JointLimit] = None  # for channels not in joint_limits; None: such a channel -> HOLD
+    staleness_timeout_s: float = 0.1
+    confidence_threshold: float = 0.7
+    cycle_duration_s: float = 1.1  # used when apply() gets no cycle duration
+    min_cycle_duration_s: float = 0.4  # a shorter claimed cycle would allow faster motion than plausible
+
+    def __post_init__(self) -> None:
+        if not self.staleness_timeout_s > 0:
+            raise ValueError(f"staleness_timeout_s must be > 0, got {self.staleness_timeout_s}")
+        if not 0.0 <= self.confidence_threshold <= 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1], got {self.confidence_threshold}")
+        if not self.cycle_duration_s > 0 or not self.min_cycle_duration_s > 0:
+            raise ValueError("cycle_duration_s and min_cycle_duration_s must be > 0")
+
+
+class SafetyResult(NamedTuple):
+    trajectory: Optional[np.ndarray]  # float32 [C, 101] within limits, or None on HOLD
+    status: SafetyStatus
+    reason: str  # "" when OK
+    personalized: bool  # what the consumer may treat it as
+    clamped_points: int = 0
+    rate_limited_points: int = 0
+
+
+@dataclass
+class SafetyCounters:
+    calls: int = 0
+    ok: int = 0
+    degraded: int = 0
+    hold: int = 0
+    nonfinite: int = 0
+    stale: int = 0
+    unknown_channel: int = 0
+    clamped_points: int = 0
+    rate_limited_points: int = 0
+
+
+class SafetyEnvelope:
+    def __init__(self, config: Optional[SafetyConfig] = None) -> None:
+        self.config = config or SafetyConfig()
+        self.counters = SafetyCounters()
+        self._limits_cache: dict = {}
+
+    def _limits(self, channels: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
+        hit = self._limits_cache.get(channels)
+        if hit is not None:
+            return hit
+        lo, hi, rate = [], [], []
+        for name in channels:
+            lim = self.config.joint_limits.get(name, self.config.default_limit)
+            if lim is None:
+                return f"no safety limits configured for channel {name!r}"
+            lo.append(lim.min_deg)
+            hi.append(lim.max_deg)
+            rate.append(lim.max_rate_dps)
+        out = (np.asarray(lo, np.float64), np.asarray(hi, np.float64), np.asarray(rate, np.float64))
+        self._limits_cache[channels] = out
+        return out
+
+    def _hold(self, reason: str) -> SafetyResult:
+        self.counters.hold += 1
+        return SafetyResult(None, SafetyStatus.HOLD, reason, False)
+
+    def apply(
+        self,
+        trajectory: np.ndarray,
+        channel_names: Sequence[str],
+        last_imu_time: Optional[float],
+        now: float,
+        confidence: float,
+        personalized: bool,
+        cycle_duration_s: Optional[float] = None,
+    ) -> SafetyResult:
+        """Bound one reference trajectory; see the module docstring for the rules.
+
+        ``last_imu_time`` and ``now`` are on the same clock (the ring buffer's, ``time.monotonic``).
+        Wrong shapes are programming errors and raise ``ValueError``; everything about the *values*
+        (NaN, stale input, unknown channel) ends in HOLD instead, because the control loop must go on.
+        """
+        traj = np.asarray(trajectory)
+        channels = tuple(channel_names)
+        if traj.ndim != 2 or traj.shape[1] != N_POINTS:
+            raise ValueError(f"trajectory must be [channels, {N_POINTS}], got shape {traj.shape}")
+        if len(channels) != traj.shape[0]:
+            raise ValueError(f"{len(channels)} channel names for a trajectory with {traj.shape[0]} channels")
+        self.counters.calls += 1
+        if not np.issubdtype(traj.dtype, np.number) or not np.isfinite(traj).all():
+            self.counters.nonfinite += 1
+            return self._hold("trajectory contains NaN or Inf")
+        if last_imu_time is None:
+            self.counters.stale += 1
+            return self._hold("no IMU sample received yet")
+        age = now - last_imu_time
+        if not math.isfinite(age) or age > self.config.staleness_timeout_s:
+            self.counters.stale += 1
+            return self._hold(f"IMU stale: {age:.3f} s since the last sample > {self.config.staleness_timeout_s:.3f} s")
+        limits = self._limits(channels)
+        if isinstance(limits, str):
+            self.counters.unknown_channel += 1
+            return self._hold(limits)
+        lo, hi, rate = limits
+        cycle = self.config.cycle_duration_s if cycle_duration_s is None else float(cycle_duration_s)
+        if not math.isfinite(cycle) or cycle <= 0:
+            self.counters.nonfinite += 1
+            return self._hold(f"invalid cycle duration {cycle_duration_s!r}")
+        cycle = max(cycle, self.config.min_cycle_duration_s)
+        max_step = rate * (cycle / (N_POINTS - 1))
+
+        x = traj.astype(np.float64)
+        clamped = np.clip(x, lo[:, None], hi[:, None])
+        n_clamped = int(np.count_nonzero(clamped != x))
+        y = np.empty_like(clamped)
+        y[:, 0] = clamped[:, 0]
+        n_rate = 0
+        for i in range(1, N_POINTS):
+            step = clamped[:, i] - y[:, i - 1]
+            limited = np.clip(step, -max_step, max_step)
+            n_rate += int(np.count_nonzero(limited != step))
+            # y[i-1] is within limits and the limited step points toward the target, so clipping keeps
+            # both the limit and the rate bound.
+            y[:, i] = np.clip(y[:, i - 1] + limited, lo, hi)
+        out = y.astype(np.float32)
+        # float32 rounding can step just outside a limit; pull it back in float32 terms.
+        out = np.clip(out, lo.astype(np.float32)[:, None], hi.astype(np.float32)[:, None])
+        self.counters.clamped_points += n_clamped
+        self.counters.rate_limited_points += n_rate
+
+        conf = float(confidence) if confidence is not None else 0.0
+        if not math.isfinite(conf):
+            conf = 0.0
+        if personalized and conf >= self.config.confidence_threshold:
+            self.counters.ok += 1
+            return SafetyResult(out, SafetyStatus.OK, "", True, n_clamped, n_rate)
+        self.counters.degraded += 1
+        if personalized:
+            reason = f"identity confidence {conf:.2f} < {self.config.confidence_threshold:.2f}: generic reference"
+        else:
+            reason = "no personalized model: generic reference"
+        return SafetyResult(out, SafetyStatus.DEGRADED, reason, False, n_clamped, n_rate)

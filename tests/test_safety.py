@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from metagait_edge.config import ConfigError, from_dict
+from metagait_edge.runtime.safety import JointLimit, SafetyConfig, SafetyEnvelope, SafetyStatus
+
+CH = ("hip_r", "knee_r")
+
+
+def _env(**kw):
+    cfg = SafetyConfig(
+        joint_limits={"hip_r": JointLimit(-20, 40, 200), "knee_r": JointLimit(0, 70, 400)},
+        staleness_timeout_s=0.1, confidence_threshold=0.6, cycle_duration_s=1.0, **kw,
+    )
+    return SafetyEnvelope(cfg)
+
+
+def _gait():
+    t = np.linspace(0, 2 * np.pi, 101)
+    return np.stack([10 + 20 * np.sin(t), 30 + 30 * np.sin(t - 1)]).astype(np.float32)
+
+
+def test_in_range_personalized_reference_passes_unchanged():
+    env = _env()
+    r = env.apply(_gait(), CH, last_imu_time=10.0, now=10.05, confidence=0.9, personalized=True)
+    assert r.status is SafetyStatus.OK and r.personalized and r.reason == ""
+    assert r.clamped_points == 0 and r.rate_limited_points == 0
+    assert np.array_equal(r.trajectory, _gait())
+
+
+def test_nan_or_inf_anywhere_means_hold_and_is_counted():
+    env = _env()
+    for bad in (np.nan, np.inf, -np.inf):
+        x = _gait()
+        x[1, 57] = bad
+        r = env.apply(x, CH, 10.0, 10.0, 0.9, True)
+        assert r.trajectory is None and r.status is SafetyStatus.HOLD and "NaN or Inf" in r.reason
+    assert env.counters.nonfinite == 3 and env.counters.hold == 3
+
+
+def test_stale_or_missing_imu_means_hold():
+    env = _env()
+    r = env.apply(_gait(), CH, last_imu_time=10.0, now=10.25, confidence=0.9, personalized=True)
+    assert r.status is SafetyStatus.HOLD and r.trajectory is None and "stale" in r.reason and "0.250" in r.reason
+    r = env.apply(_gait(), CH, last_imu_time=None, now=10.0, confidence=0.9, personalized=True)
+    assert r.status is SafetyStatus.HOLD and "no IMU" in r.reason
+    assert env.counters.stale == 2
+
+
+def test_confidence_gate_flags_non_personalized():
+    env = _env()
+    r = env.apply(_gait(), CH, 10.0, 10.0, confidence=0.3, personalized=True)
+    assert r.status is SafetyStatus.DEGRADED and not r.personalized and "0.30 < 0.60" in r.reason
+    assert r.trajectory is not None
+    r = env.apply(_gait(), CH, 10.0, 10.0, confidence=float("nan"), personalized=True)
+    assert r.status is SafetyStatus.DEGRADED and not r.personalized
+    r = env.apply(_gait(), CH, 10.0, 10.0, confidence=0.99, personalized=False)
+    assert r.status is SafetyStatus.DEGRADED and not r.personalized and "no personalized" in r.reason
+
+
+def test_clamps_to_angle_limits_and_limits_rate():
+    env = _env()
+    x = _gait()
+    x[0, 50] = 90.0  # above hip max 40, and a spike
+    x[1, :] = 35.0
+    x[1, 60:] = 65.0  # a 30 deg step in one point; knee max rate 400 deg/s * 10 ms = 4 deg per point
+    r = env.apply(x, CH, 10.0, 10.0, 0.9, True)
+    y = r.trajectory
+    assert y[0].max() <= 40.0 and r.clamped_points == 1
+    assert y[1, 59] == 35.0 and y[1, 60] == pytest.approx(39.0) and y[1, 66] == pytest.approx(63.0)
+    assert y[1, 67] == pytest.approx(65.0) and y[1, -1] == pytest.approx(65.0)
+    assert r.rate_limited_points > 0
+    # A shorter cycle means a smaller per-point allowance: more limiting.
+    r_fast = env.apply(x, CH, 10.0, 10.0, 0.9, True, cycle_duration_s=0.5)
+    assert r_fast.trajectory[1, 60] == pytest.approx(37.0)
+
+
+def test_unknown_channel_holds_unless_a_default_limit_is_configured():
+    env = _env()
+    r = env.apply(_gait(), ("hip_r", "elbow"), 10.0, 10.0, 0.9, True)
+    assert r.status is SafetyStatus.HOLD and "'elbow'" in r.reason
+    env = _env(default_limit=JointLimit(-5, 5, 100))
+    r = env.apply(_gait(), ("hip_r", "elbow"), 10.0, 10.0, 0.9, True)
+    assert r.status is SafetyStatus.OK and r.trajectory[1].max() <= 5.0
+
+
+def test_wrong_shapes_raise_clear_errors():
+    env = _env()
+    with pytest.raises(ValueError, match=r"\[channels, 101\]"):
+        env.apply(np.zeros((2, 100)), CH, 0, 0, 1, True)
+    with pytest.raises(ValueError, match="3 channel names"):
+        env.apply(np.zeros((2, 101)), CH + ("x",), 0, 0, 1, True)
+
+
+def test_config_loads_from_yaml_mapping_and_rejects_typos():
+    cfg = from_dict(SafetyConfig, {"joint_limits": {"knee_l": {"min_deg": 0, "max_deg": 60, "max_rate_dps": 300}},
+                                   "staleness_timeout_s": 0.2})
+    assert cfg.joint_limits["knee_l"].max_deg == 60.0
+    with pytest.raises(ConfigError, match="joint_limits.knee_l.max_rate"):
+        from_dict(SafetyConfig, {"joint_limits": {"knee_l": {"min_deg": 0, "max_deg": 60, "max_rate": 3}}})
+    with pytest.raises(ConfigError, match="min_deg"):
+        from_dict(SafetyConfig, {"joint_limits": {"knee_l": {"min_deg": 70, "max_deg": 60, "max_rate_dps": 3}}})
+
+
+_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.floats(-1e6, 1e6, width=32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(np.float32, (2, 101), elements=_values),
+    st.floats(0.0, 0.3),
+    st.floats(0.01, 5.0),
+    st.floats(0.0, 1.0),
+    st.booleans(),
+)
+def test_output_is_always_finite_within_limits_and_rate(x, age, cycle, conf, personalized):
+    env = _env()
+    r = env.apply(x, CH, 10.0, 10.0 + age, conf, personalized, cycle_duration_s=cycle)
+    if r.trajectory is None:
+        assert r.status is SafetyStatus.HOLD
+        assert age > 0.1 or not np.isfinite(x).all()
+        return
+    y = r.trajectory
+    assert y.dtype == np.float32 and y.shape == (2, 101)
+    assert np.isfinite(y).all()
+    assert (y[0] >= -20).all() and (y[0] <= 40).all() and (y[1] >= 0).all() and (y[1] <= 70).all()
+    step = np.abs(np.diff(y.astype(np.float64), axis=1))
+    allow = np.array([200.0, 400.0])[:, None] * max(cycle, 0.4) / 100
+    assert (step <= allow + 1e-4).all()
+    assert r.personalized == (personalized and conf >= 0.6)
