@@ -24,6 +24,9 @@ class BasicConv3d(nn.Module):
                  padding=(1, 1, 1)) -> None:
         super().__init__()
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
+        # Without normalization layers, PyTorch's default init shrinks activations ~2x per layer; He init
+        # keeps their scale, which also keeps the MHN's input statistics informative.
+        nn.init.kaiming_normal_(self.conv.weight, a=0.01, mode="fan_in", nonlinearity="leaky_relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)

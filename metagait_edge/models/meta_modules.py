@@ -36,6 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 ATTENTION_DIMS = ("spatial", "channel", "temporal")
+# Initial bias of the global streams (and, minus one, of the gates): attention starts at about
+# sigmoid(sigmoid(2) * 3) = 0.93 instead of 0.5, so three stacked attentions on three stages do not shrink
+# the features by 0.5^9 before training has begun.
+OPEN_BIAS = 3.0
 
 
 @dataclass(frozen=True)
@@ -137,28 +141,35 @@ def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def batched_mlp(x: torch.Tensor, params: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-    """Two-layer MLP (ReLU) with per-sample weights ``prefix.w1/b1/w2/b2``; x [B, N, I] -> [B, N, O]."""
-    h = F.relu(batched_linear(x, params[f"{prefix}.w1"], params[f"{prefix}.b1"]))
+    """Two-layer MLP (LeakyReLU) with per-sample weights ``prefix.w1/b1/w2/b2``; x [B, N, I] -> [B, N, O]."""
+    # Leaky: the calibration MLPs have very few hidden units, and a dead ReLU would freeze a whole stream.
+    h = F.leaky_relu(batched_linear(x, params[f"{prefix}.w1"], params[f"{prefix}.b1"]), 0.1)
     return batched_linear(h, params[f"{prefix}.w2"], params[f"{prefix}.b2"])
 
 
-def _identity_kernel_1d(k: int, device, dtype) -> torch.Tensor:
-    return torch.eye(k, device=device, dtype=dtype).reshape(k, 1, k)
+def identity_kernel_1d(k: int) -> torch.Tensor:
+    """[k, 1, k] one-hot kernels: convolving with them extracts the k neighbours of every position."""
+    return torch.eye(k).reshape(k, 1, k)
 
 
-def _identity_kernel_2d(k: int, device, dtype) -> torch.Tensor:
-    return torch.eye(k * k, device=device, dtype=dtype).reshape(k * k, 1, k, k)
+def identity_kernel_2d(k: int) -> torch.Tensor:
+    """[k*k, 1, k, k] one-hot kernels extracting the k x k neighbourhood of every pixel."""
+    return torch.eye(k * k).reshape(k * k, 1, k, k)
 
 
-def batched_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def batched_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   eye: torch.Tensor | None = None) -> torch.Tensor:
     """Same-padded 1-D convolution to one output channel with per-sample kernels.
 
-    x [B, C, L], weight [B, C, k] (k odd), bias [B] -> [B, L].
+    x [B, C, L], weight [B, C, k] (k odd), bias [B] -> [B, L]. ``eye`` is ``identity_kernel_1d(k)``; modules
+    pass it as a buffer so that ONNX export sees a constant kernel of known shape.
     """
     c, k = weight.shape[1], weight.shape[2]
     length = x.shape[-1]
+    if eye is None:
+        eye = identity_kernel_1d(k)
     # im2col by a fixed one-hot convolution: patches[b, c, j, l] = x_padded[b, c, l + j].
-    patches = F.conv1d(x.reshape(-1, 1, length), _identity_kernel_1d(k, x.device, x.dtype), padding=k // 2)
+    patches = F.conv1d(x.reshape(-1, 1, length), eye.to(x.dtype), padding=k // 2)
     patches = patches.reshape(-1, c, k, length)
     y = torch.einsum("bcjl,bcj->bl", patches, weight)
     if bias is not None:
@@ -166,14 +177,17 @@ def batched_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return y
 
 
-def batched_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def batched_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   eye: torch.Tensor | None = None) -> torch.Tensor:
     """Same-padded 2-D convolution to one output channel with per-sample kernels.
 
-    x [B, C, H, W], weight [B, C, k, k] (k odd), bias [B] -> [B, H, W].
+    x [B, C, H, W], weight [B, C, k, k] (k odd), bias [B] -> [B, H, W]; ``eye`` is ``identity_kernel_2d(k)``.
     """
     c, k = weight.shape[1], weight.shape[2]
     h, w = x.shape[-2], x.shape[-1]
-    patches = F.conv2d(x.reshape(-1, 1, h, w), _identity_kernel_2d(k, x.device, x.dtype), padding=k // 2)
+    if eye is None:
+        eye = identity_kernel_2d(k)
+    patches = F.conv2d(x.reshape(-1, 1, h, w), eye.to(x.dtype), padding=k // 2)
     patches = patches.reshape(-1, c, k * k, h, w)
     y = torch.einsum("bcjhw,bcj->bhw", patches, weight.reshape(-1, c, k * k))
     if bias is not None:
@@ -233,24 +247,28 @@ class MetaTripleAttention(nn.Module):
         self.descriptor_channels = cd
         specs: list[ParamSpec] = []
         if "channel" in dims:
-            specs += _mlp_specs("channel.global", channels, max(channels // reduction, 1), channels)
+            specs += _mlp_specs("channel.global", channels, max(channels // reduction, 1), channels,
+                                out_bias=OPEN_BIAS)
             for k in self.kernels:
                 specs += [ParamSpec(f"channel.local{k}.w", (1, k), k), ParamSpec(f"channel.local{k}.b", (1,))]
         for dim in ("temporal", "spatial"):
             if dim not in dims:
                 continue
-            specs += _mlp_specs(f"{dim}.global", cd, max(cd // reduction, 1), 1)
+            specs += _mlp_specs(f"{dim}.global", cd, max(cd // reduction, 1), 1, out_bias=OPEN_BIAS)
             for k in self.kernels:
                 shape = (cd, k) if dim == "temporal" else (cd, k, k)
                 fan_in = cd * k if dim == "temporal" else cd * k * k
                 specs += [ParamSpec(f"{dim}.local{k}.w", shape, fan_in), ParamSpec(f"{dim}.local{k}.b", (1,))]
         for dim in dims:
-            specs += _mlp_specs(f"{dim}.gate", channels, gate_hidden, self.n_streams)
+            specs += _mlp_specs(f"{dim}.gate", channels, gate_hidden, self.n_streams, out_bias=OPEN_BIAS - 1.0)
         # Static projections that make the temporal / spatial descriptors small and length-agnostic; they are
         # not part of the calibration network (the paper's MHN calibrates the attention, not the features).
         self.temporal_proj = nn.Linear(channels, cd) if "temporal" in dims else None
         self.spatial_proj = nn.Conv2d(channels, cd, 1) if "spatial" in dims else None
         self.hyper = MetaHyperNetwork(2 * channels, specs, hidden=mhn_hidden, dynamic=dynamic)
+        for k in self.kernels:
+            self.register_buffer(f"eye1d_{k}", identity_kernel_1d(k), persistent=False)
+            self.register_buffer(f"eye2d_{k}", identity_kernel_2d(k), persistent=False)
 
     def _mix(self, streams: list[torch.Tensor], gate: torch.Tensor) -> torch.Tensor:
         stacked = torch.stack(streams, dim=1)  # [B, S, ...]
@@ -271,7 +289,8 @@ class MetaTripleAttention(nn.Module):
                 z = mean_c.unsqueeze(1)  # [B, 1, C]
                 streams = [batched_mlp(z, p, "channel.global").squeeze(1)]
                 for k in self.kernels:
-                    streams.append(batched_conv1d(z, p[f"channel.local{k}.w"], p[f"channel.local{k}.b"]))
+                    streams.append(batched_conv1d(z, p[f"channel.local{k}.w"], p[f"channel.local{k}.b"],
+                                                  getattr(self, f"eye1d_{k}")))
                 att = self._mix(streams, gate)  # [B, C]
                 out = out * att.reshape(-1, self.channels, 1, 1, 1)
             elif dim == "temporal":
@@ -279,7 +298,8 @@ class MetaTripleAttention(nn.Module):
                 streams = [batched_mlp(d, p, "temporal.global").squeeze(2)]
                 dt = d.transpose(1, 2)
                 for k in self.kernels:
-                    streams.append(batched_conv1d(dt, p[f"temporal.local{k}.w"], p[f"temporal.local{k}.b"]))
+                    streams.append(batched_conv1d(dt, p[f"temporal.local{k}.w"], p[f"temporal.local{k}.b"],
+                                                  getattr(self, f"eye1d_{k}")))
                 att = self._mix(streams, gate)  # [B, T]
                 out = out * att.unsqueeze(1).unsqueeze(-1).unsqueeze(-1)
             else:
@@ -288,7 +308,8 @@ class MetaTripleAttention(nn.Module):
                 flat = d.flatten(2).transpose(1, 2)  # [B, HW, cd]
                 streams = [batched_mlp(flat, p, "spatial.global").reshape(-1, h, w)]
                 for k in self.kernels:
-                    streams.append(batched_conv2d(d, p[f"spatial.local{k}.w"], p[f"spatial.local{k}.b"]))
+                    streams.append(batched_conv2d(d, p[f"spatial.local{k}.w"], p[f"spatial.local{k}.b"],
+                                                  getattr(self, f"eye2d_{k}")))
                 att = self._mix(streams, gate)  # [B, H, W]
                 out = out * att.unsqueeze(1).unsqueeze(1)
         return out, torch.stack(gates, dim=1)
