@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Dict, List, Literal, Mapping, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
@@ -131,6 +130,25 @@ def circular_pad(x: Tensor, left: int, right: int) -> Tensor:
     return torch.cat(parts, dim=-1)
 
 
+def edge_pad(x: Tensor, left: int, right: int, replicate: bool = False) -> Tensor:
+    """Zero (or edge-replicating) padding of the last axis from slices, ``expand`` and ``cat``.
+
+    Equivalent to ``F.pad``, but the dynamo ONNX exporter emits ``Pad`` at opset 18 and cannot convert
+    it down to opset 17; ``Concat``/``Expand`` exist in every opset we target.
+    """
+    if left == 0 and right == 0:
+        return x
+    parts = []
+    if left:
+        edge = x[..., :1] if replicate else torch.zeros_like(x[..., :1])
+        parts.append(edge.expand(-1, -1, left))
+    parts.append(x)
+    if right:
+        edge = x[..., -1:] if replicate else torch.zeros_like(x[..., -1:])
+        parts.append(edge.expand(-1, -1, right))
+    return torch.cat(parts, dim=-1)
+
+
 class _PaddedConv(nn.Module):
     """A weight-normalised dilated Conv1d with explicit padding (length-preserving)."""
 
@@ -143,10 +161,8 @@ class _PaddedConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.mode == "circular":
             x = circular_pad(x, self.left, self.right)
-        elif self.mode == "replicate":
-            x = F.pad(x, (self.left, self.right), mode="replicate")
         else:
-            x = F.pad(x, (self.left, self.right))
+            x = edge_pad(x, self.left, self.right, replicate=self.mode == "replicate")
         return self.conv(x)
 
 
@@ -294,7 +310,14 @@ def fold_weight_norm(model: nn.Module, inplace: bool = False) -> nn.Module:
         model = copy.deepcopy(model)
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            # Not parametrize.remove_parametrizations: it deletes the property from the module's
+            # dynamically created class, which a deepcopy shares with the original, breaking the original.
+            if len(module.parametrizations) != 1:
+                raise ValueError(f"fold_weight_norm: {type(module).__name__} has parametrisations besides weight")
+            weight = module.weight.detach().clone()
+            delattr(module, "parametrizations")
+            module.__class__ = module.__class__.__bases__[0]
+            module.register_parameter("weight", nn.Parameter(weight))
     return model
 
 
@@ -330,6 +353,7 @@ __all__ = [
     "FiLM",
     "build_tcn",
     "circular_pad",
+    "edge_pad",
     "count_parameters",
     "fold_weight_norm",
     "fold_weight_norm_params",
