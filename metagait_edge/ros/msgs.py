@@ -560,3 +560,37 @@ def raw_from_readings(readings: Iterable[ImuReading]) -> np.ndarray:
     if counts.min() < -32768 or counts.max() > 32767:
         raise ValueError("raw_from_readings: values exceed the int16 range of the IMU counts")
     return counts.astype(np.int16)
+
+
+class FrameAssembler:
+    """Regroups per-sensor readings (e.g. six ``Imu`` subscriptions) into whole frames by header stamp.
+
+    ``add`` returns ``(stamp_ns, raw int16[36])`` when the last of the six readings of a stamp arrives,
+    else None. Stamps older than the newest completed one can no longer complete; they are dropped and
+    counted in ``incomplete`` (a lost message must not stall the stream).
+    """
+
+    def __init__(self, max_pending: int = 64) -> None:
+        self.max_pending = max_pending
+        self.pending: dict[int, dict[str, ImuReading]] = {}
+        self.incomplete = 0
+        self.last_complete = -1
+
+    def add(self, reading: ImuReading) -> tuple[int, np.ndarray] | None:
+        if reading.stamp_ns <= self.last_complete:
+            self.incomplete += 1 if reading.stamp_ns < self.last_complete else 0
+            return None
+        group = self.pending.setdefault(reading.stamp_ns, {})
+        group[reading.sensor] = reading
+        if len(group) < len(SENSORS):
+            if len(self.pending) > self.max_pending:
+                oldest = min(self.pending)
+                del self.pending[oldest]
+                self.incomplete += 1
+            return None
+        for stamp in [s for s in self.pending if s < reading.stamp_ns]:
+            del self.pending[stamp]
+            self.incomplete += 1
+        del self.pending[reading.stamp_ns]
+        self.last_complete = reading.stamp_ns
+        return reading.stamp_ns, raw_from_readings(group.values())

@@ -1,0 +1,86 @@
+"""Launch the metagait-edge gait pipeline: imu_node, trajectory_node, calibration_node, camera_node.
+
+Defaults start the demo configuration: a synthetic IMU stream (no hardware), the torch backend with the
+embedded default checkpoint, ZeroMQ output on tcp://127.0.0.1:5557, no camera. The managed nodes are
+configured and activated automatically.
+
+    ros2 launch metagait_edge gait.launch.py serial_port:=/dev/ttyACM0 use_camera:=true camera:=0
+"""
+
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from launch_ros.parameter_descriptions import ParameterValue
+from lifecycle_msgs.msg import Transition
+
+#: Launch arguments: name -> (default, description). docs/ros2.md lists the same names.
+ARGUMENTS = {
+    "serial_port": ("synthetic", "IMU source: a serial port or pyserial URL, 'bag:<folder>', or 'synthetic'"),
+    "camera": ("", "camera device index or path; empty subscribes to camera/image_raw"),
+    "zmq_endpoint": ("tcp://127.0.0.1:5557", "ZeroMQ endpoint of the trajectory publisher; empty disables it"),
+    "backend": ("torch", "inference backend: torch, onnxruntime or tensorrt"),
+    "model_path": ("", "model checkpoint (.safetensors) or .onnx; empty uses the embedded default checkpoint"),
+    "engine_path": ("", "TensorRT engine file (backend tensorrt)"),
+    "use_camera": ("false", "start camera_node (silhouettes and walker identity)"),
+    "namespace": ("", "ROS namespace of all nodes and topics"),
+}
+
+
+def _managed(node: LifecycleNode) -> list:
+    """Configure ``node`` at startup and activate it once it is inactive."""
+    configure = EmitEvent(event=ChangeState(
+        lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_CONFIGURE))
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, goal_state="inactive",
+        entities=[EmitEvent(event=ChangeState(
+            lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_ACTIVATE))],
+    ))
+    return [node, activate, configure]
+
+
+def generate_launch_description() -> LaunchDescription:
+    params_file = os.path.join(get_package_share_directory("metagait_edge"), "config", "gait.yaml")
+    arg = {name: LaunchConfiguration(name) for name in ARGUMENTS}
+    overrides = {
+        "serial_port": arg["serial_port"],
+        "camera": arg["camera"],
+        "zmq_endpoint": arg["zmq_endpoint"],
+        "backend": arg["backend"],
+        "model_path": arg["model_path"],
+        "engine_path": arg["engine_path"],
+        "use_camera": ParameterValue(arg["use_camera"], value_type=bool),
+    }
+    # Empty strings from launch arguments must stay strings, not become "no value".
+    for name in ("camera", "zmq_endpoint", "model_path", "engine_path", "serial_port", "backend"):
+        overrides[name] = ParameterValue(arg[name], value_type=str)
+    parameters = [params_file, overrides]
+
+    def lifecycle(executable: str, **kwargs) -> LifecycleNode:
+        return LifecycleNode(package="metagait_edge", executable=executable, name=executable,
+                             namespace=arg["namespace"], parameters=parameters, output="screen", **kwargs)
+
+    imu = lifecycle("imu_node")
+    trajectory = lifecycle("trajectory_node")
+    camera = lifecycle("camera_node", condition=IfCondition(arg["use_camera"]))
+    calibration = Node(package="metagait_edge", executable="calibration_node", name="calibration_node",
+                       namespace=arg["namespace"], parameters=parameters, output="screen")
+
+    actions = [DeclareLaunchArgument(name, default_value=default, description=description)
+               for name, (default, description) in ARGUMENTS.items()]
+    actions += _managed(imu) + _managed(trajectory) + [calibration]
+    camera_actions = _managed(camera)
+    # Only drive camera_node's lifecycle when it is started.
+    for action in camera_actions[1:]:
+        action.condition = IfCondition(arg["use_camera"])
+    actions += camera_actions
+    return LaunchDescription(actions)

@@ -1,0 +1,125 @@
+"""camera_node: camera frames -> silhouettes (mono8) -> walker identity.
+
+Frames come from ``sensor_msgs/Image`` on ``camera/image_raw`` (``camera`` parameter empty) or from a
+camera device opened with OpenCV (``camera`` = device index or path). A background subtractor segments
+the walker; the library's pretreatment crops and centres each silhouette (64x64, as the recognizer was
+trained) and it is published mono8 on ``camera/silhouette``. With a gallery configured, every
+``silhouette_window`` silhouettes are matched by the library's recognizer and a ``WalkerIdentity`` is
+published on ``walker_identity``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import Image
+
+from metagait_edge import ros
+from metagait_edge.data.pretreatment import pretreat_frame
+from metagait_edge.ros import msgs
+from metagait_edge_interfaces.msg import WalkerIdentity
+from metagait_edge_ros.common import DEFAULT_QOS, SENSOR_QOS, RclpyFactory, declare_gait_params
+from metagait_edge_ros.runtime_adapter import load_recognizer
+
+
+class CameraNode(LifecycleNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("camera_node", **kwargs)
+        self.factory = RclpyFactory()
+        self.params = None
+        self.capture = None
+        self.subscription = None
+        self.timer = None
+        self.recognizer = None
+        self.window: list[np.ndarray] = []
+        self.subtractor = None
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.params = declare_gait_params(self) if self.params is None else self.params
+        try:
+            self.recognizer = load_recognizer(self.params) if self.params.gallery_path else None
+        except (ValueError, OSError, RuntimeError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        if self.recognizer is None:
+            self.get_logger().info("no gallery_path: publishing silhouettes only")
+        self.subtractor = cv2.createBackgroundSubtractorMOG2(history=300, detectShadows=False)
+        self.pub_silhouette = self.create_lifecycle_publisher(Image, ros.SILHOUETTE_TOPIC, SENSOR_QOS)
+        self.pub_identity = self.create_lifecycle_publisher(WalkerIdentity, ros.IDENTITY_TOPIC, DEFAULT_QOS)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        camera = self.params.camera
+        if camera:
+            self.capture = cv2.VideoCapture(int(camera) if camera.isdigit() else camera)
+            if not self.capture.isOpened():
+                self.get_logger().error(f"cannot open camera {camera!r}")
+                return TransitionCallbackReturn.FAILURE
+            self.timer = self.create_timer(1.0 / self.params.camera_rate_hz, self._on_capture)
+        else:
+            self.subscription = self.create_subscription(Image, ros.IMAGE_TOPIC, self._on_image, SENSOR_QOS)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.timer is not None:
+            self.destroy_timer(self.timer)
+            self.timer = None
+        if self.subscription is not None:
+            self.destroy_subscription(self.subscription)
+            self.subscription = None
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+        return super().on_deactivate(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.capture is not None:
+            self.capture.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _on_capture(self) -> None:
+        ok, frame = self.capture.read()
+        if ok:
+            self._process(frame, self.get_clock().now().nanoseconds)
+
+    def _on_image(self, message: Image) -> None:
+        try:
+            frame = msgs.image_from_message(message)
+        except ValueError as exc:
+            self.get_logger().warning(str(exc), throttle_duration_sec=5.0)
+            return
+        if message.encoding == "rgb8":
+            frame = frame[..., ::-1]
+        self._process(frame, msgs.stamp_ns(message.header.stamp))
+
+    def _process(self, frame: np.ndarray, stamp_ns: int) -> None:
+        mask = self.subtractor.apply(frame)
+        silhouette = pretreat_frame(mask)
+        if silhouette is None:
+            return  # nobody in view
+        self.pub_silhouette.publish(msgs.image_message(silhouette, stamp_ns, "camera", self.factory, "mono8"))
+        if self.recognizer is None:
+            return
+        self.window.append(silhouette)
+        if len(self.window) >= self.params.silhouette_window:
+            identity = self.recognizer.identify(np.stack(self.window), stamp_ns)
+            if not self.params.publish_embedding:
+                identity.embedding = np.zeros(0, np.float32)
+            self.pub_identity.publish(msgs.identity_message(identity, self.factory))
+            self.window.clear()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = CameraNode()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node.capture is not None:
+            node.capture.release()
+        node.destroy_node()
+        rclpy.try_shutdown()

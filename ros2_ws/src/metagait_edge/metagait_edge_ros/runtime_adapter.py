@@ -1,0 +1,140 @@
+"""The one place where the nodes meet the metagait_edge runtime (no rclpy here).
+
+What the nodes need from the library, as a small interface:
+
+- :func:`open_imu_source` -- an IMU stream that calls ``on_frame(ImuFrame, host_monotonic_s)`` per
+  sample: ``metagait_edge.runtime.serial_source.SerialSource`` for a port, a rosbag2 replay
+  (``metagait_edge.ros.bag``) for ``bag:<folder>``, or the synthetic demo session.
+- :class:`GaitRuntime` -- takes IMU frames, yields bounded trajectories, runs few-shot calibration. It is
+  built by the runtime orchestrator (``metagait_edge.runtime.orchestrator.build_runtime``); until that
+  module exists in the installed library :func:`load_runtime` raises a clear error naming it.
+- :func:`load_recognizer` -- silhouettes to :class:`~metagait_edge.ros.msgs.IdentityOutput`, likewise
+  from the library's gallery (``metagait_edge.runtime.recognition.build_recognizer``).
+- :func:`open_zmq_output` -- the runtime's ZeroMQ trajectory publisher (``metagait_edge.runtime.zmq_output``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from metagait_edge.ros import msgs
+from metagait_edge_ros.params import BAG_PREFIX, SYNTHETIC_PORT, GaitParams
+
+FrameCallback = Callable[[Any, float], None]
+
+
+class ImuSource(Protocol):
+    def start(self) -> Any: ...
+
+    def stop(self, timeout: float = 2.0) -> None: ...
+
+
+class _ReplaySource:
+    """Plays runtime ImuFrames at ``rate_hz`` on a thread, in a loop (bag replay and synthetic demo)."""
+
+    def __init__(self, frames: list, rate_hz: float, on_frame: FrameCallback, name: str) -> None:
+        if not frames:
+            raise ValueError(f"IMU source {name}: no frames to play")
+        self.frames, self.period, self.on_frame, self.name = frames, 1.0 / rate_hz, on_frame, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> _ReplaySource:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"imu-replay:{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        t_next = time.monotonic()
+        i = 0
+        while not self._stop.is_set():
+            self.on_frame(self.frames[i % len(self.frames)], time.monotonic())
+            i += 1
+            t_next += self.period
+            self._stop.wait(max(0.0, t_next - time.monotonic()))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def open_imu_source(params: GaitParams, on_frame: FrameCallback) -> ImuSource:
+    """The IMU stream selected by ``serial_port`` (not started)."""
+    port = params.serial_port
+    if port == SYNTHETIC_PORT:
+        from metagait_edge.ros.bag import synthetic_session
+        from metagait_edge.runtime.imu_protocol import ImuFrame
+
+        rows = synthetic_session(int(params.imu_rate_hz * 20), rate_hz=params.imu_rate_hz)["rows"]
+        frames = [ImuFrame(seq=i, t_us=None, raw=r) for i, r in enumerate(rows)]
+        return _ReplaySource(frames, params.imu_rate_hz, on_frame, "synthetic")
+    if port.startswith(BAG_PREFIX):
+        from metagait_edge.ros.bag import BagReader
+
+        with BagReader(port[len(BAG_PREFIX):]) as reader:
+            frames = list(reader.imu_frames(strict=False))
+        return _ReplaySource(frames, params.imu_rate_hz, on_frame, port)
+    from metagait_edge.runtime.serial_source import SerialSource, SerialSourceConfig
+
+    config = SerialSourceConfig(port=port, baudrate=params.baud_rate, format=params.imu_format)
+    return SerialSource(config, on_frame=on_frame)
+
+
+@dataclass
+class CalibrationOutcome:
+    success: bool
+    error_before: float
+    error_after: float
+    reason: str = ""
+
+
+class GaitRuntime(Protocol):
+    channel_names: list[str]
+
+    def push_imu(self, raw: np.ndarray, host_time_s: float) -> None: ...
+
+    def step(self, stamp_ns: int) -> msgs.TrajectoryOutput | None: ...
+
+    def calibrate(self, walker: str, shots: int, feedback: Callable[[int, int], None],
+                  cancelled: Callable[[], bool], timeout_s: float) -> CalibrationOutcome: ...
+
+
+class Recognizer(Protocol):
+    def identify(self, silhouettes: np.ndarray, stamp_ns: int) -> msgs.IdentityOutput: ...
+
+
+def _library_attr(module: str, attr: str, what: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise RuntimeError(
+            f"{what} needs {module}.{attr}, which the installed metagait_edge library does not provide "
+            f"({exc}); install a metagait_edge version with the runtime orchestrator"
+        ) from exc
+
+
+def load_runtime(params: GaitParams) -> GaitRuntime:
+    build = _library_attr("metagait_edge.runtime.orchestrator", "build_runtime", "the gait runtime")
+    return build(backend=params.backend, model_path=params.model_path or None,
+                 engine_path=params.engine_path or None, calibration_dir=params.calibration_dir or None,
+                 walker=params.walker or None)
+
+
+def load_recognizer(params: GaitParams) -> Recognizer:
+    build = _library_attr("metagait_edge.runtime.recognition", "build_recognizer", "walker identification")
+    return build(gallery_path=params.gallery_path, threshold=params.identity_threshold)
+
+
+def open_zmq_output(endpoint: str) -> Any:
+    """The runtime's ZeroMQ publisher bound to ``endpoint`` (``publish(TrajectoryOutput)``, ``close()``)."""
+    cls = _library_attr("metagait_edge.runtime.zmq_output", "ZmqTrajectoryPublisher", "ZeroMQ output")
+    return cls(endpoint)
