@@ -1,0 +1,179 @@
+"""The ZeroMQ message schema (docs/zmq_protocol.md), shared by the publisher and every subscriber.
+
+A message is three frames: ``[topic, header, payload]``.
+
+- ``topic``: ASCII bytes, one of ``TOPICS``; subscribers filter on it.
+- ``header``: a msgpack map with string keys (``HEADER_FIELDS``), the same keys on every topic.
+- ``payload``: ``prod(shape)`` little-endian IEEE-754 float32 values, C order (may be empty).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import msgpack
+import numpy as np
+
+SCHEMA_VERSION = 1
+TOPIC_TRAJECTORY = b"gait.trajectory"
+TOPIC_IDENTITY = b"gait.identity"
+TOPIC_STATUS = b"gait.status"
+TOPICS = (TOPIC_TRAJECTORY, TOPIC_IDENTITY, TOPIC_STATUS)
+STATUSES = ("OK", "DEGRADED", "HOLD")
+DTYPE = "float32"
+N_POINTS = 101
+
+# name -> accepted Python types after msgpack decoding
+HEADER_FIELDS: dict[str, tuple] = {
+    "v": (int,),  # schema version
+    "seq": (int,),  # per-topic counter, +1 per message the publisher accepted; gaps = lost messages
+    "t_ns": (int,),  # CLOCK_REALTIME (Unix epoch) nanoseconds when the message was created
+    "walker_id": (str, type(None)),  # recognized walker, or nil when unknown
+    "personalized": (bool,),  # the reference comes from a model adapted to walker_id
+    "phase": (float, int),  # gait phase in [0, 1) at t_ns (0 = right heel strike)
+    "cycle_s": (float, int),  # duration of the gait cycle the trajectory spans, seconds (0 if none)
+    "dtype": (str,),  # always "float32"
+    "shape": (list,),  # payload shape: [C, 101] trajectory, [D] identity embedding, [0] status
+    "channels": (list,),  # trajectory row names (len C); [] otherwise
+    "units": (str,),  # unit of payload values: "deg" for trajectories, "" otherwise
+    "status": (str,),  # "OK" | "DEGRADED" | "HOLD"
+    "reason": (str,),  # human-readable cause of a non-OK status; "" when OK
+    "distance": (float, int),  # identity: embedding distance to walker_id's gallery entry (NaN if none)
+    "confidence": (float, int),  # identity confidence in [0, 1]
+}
+
+
+class MessageError(ValueError):
+    """A received message does not follow the schema; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: bytes
+    header: dict
+    payload: np.ndarray  # float32, shaped per header["shape"]
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def make_header(
+    seq: int,
+    *,
+    t_ns: Optional[int] = None,
+    walker_id: Optional[str] = None,
+    personalized: bool = False,
+    phase: float = 0.0,
+    cycle_s: float = 0.0,
+    shape: Sequence[int] = (0,),
+    channels: Sequence[str] = (),
+    units: str = "",
+    status: str = "OK",
+    reason: str = "",
+    distance: float = float("nan"),
+    confidence: float = 0.0,
+) -> dict:
+    return {
+        "v": SCHEMA_VERSION,
+        "seq": int(seq),
+        "t_ns": int(now_ns() if t_ns is None else t_ns),
+        "walker_id": None if walker_id is None else str(walker_id),
+        "personalized": bool(personalized),
+        "phase": float(phase),
+        "cycle_s": float(cycle_s),
+        "dtype": DTYPE,
+        "shape": [int(s) for s in shape],
+        "channels": [str(c) for c in channels],
+        "units": str(units),
+        "status": str(status),
+        "reason": str(reason),
+        "distance": float(distance),
+        "confidence": float(confidence),
+    }
+
+
+def encode(topic: bytes, header: Mapping[str, Any], payload: Optional[np.ndarray] = None) -> list[bytes]:
+    """The three frames of a message. ``payload`` must match ``header['shape']``."""
+    if topic not in TOPICS:
+        raise ValueError(f"unknown topic {topic!r}; topics are {[t.decode() for t in TOPICS]}")
+    data = np.zeros(0, dtype="<f4") if payload is None else np.ascontiguousarray(payload, dtype="<f4")
+    if list(data.shape) != list(header["shape"]) and not (data.size == 0 and int(np.prod(header["shape"])) == 0):
+        raise ValueError(f"payload shape {list(data.shape)} does not match header shape {header['shape']}")
+    return [topic, msgpack.packb(dict(header), use_bin_type=True), data.tobytes()]
+
+
+def decode(frames: Sequence[bytes]) -> Message:
+    """Parse and validate one received multipart message; raises ``MessageError`` naming the problem."""
+    if len(frames) != 3:
+        raise MessageError(f"expected 3 frames [topic, header, payload], got {len(frames)}")
+    topic, raw_header, payload = (bytes(f) for f in frames)
+    if topic not in TOPICS:
+        raise MessageError(f"unknown topic {topic!r}")
+    try:
+        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise MessageError(f"{topic.decode()}: header is not valid msgpack: {exc}") from None
+    validate(topic, header, payload)
+    data = np.frombuffer(payload, dtype="<f4").astype(np.float32, copy=False).reshape(header["shape"])
+    return Message(topic, header, data)
+
+
+def validate(topic: bytes, header: Any, payload: bytes) -> None:
+    """Check schema version, field types, dtype, shape vs payload length, channel count, finiteness."""
+    where = topic.decode(errors="replace")
+    if not isinstance(header, dict):
+        raise MessageError(f"{where}: header must be a map, got {type(header).__name__}")
+    if header.get("v") != SCHEMA_VERSION:
+        raise MessageError(f"{where}: schema version {header.get('v')!r} is not {SCHEMA_VERSION}")
+    missing = [k for k in HEADER_FIELDS if k not in header]
+    if missing:
+        raise MessageError(f"{where}: header lacks field(s) {', '.join(missing)}")
+    for key, types in HEADER_FIELDS.items():
+        value = header[key]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise MessageError(f"{where}: field {key!r} has type {type(value).__name__}")
+    if header["dtype"] != DTYPE:
+        raise MessageError(f"{where}: dtype {header['dtype']!r} is not {DTYPE!r}")
+    if header["status"] not in STATUSES:
+        raise MessageError(f"{where}: status {header['status']!r} is not one of {STATUSES}")
+    shape = header["shape"]
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        raise MessageError(f"{where}: shape {shape!r} must be a list of non-negative integers")
+    n = int(np.prod(shape)) if shape else 1
+    if len(payload) != 4 * n:
+        raise MessageError(f"{where}: payload has {len(payload)} bytes, shape {shape} needs {4 * n}")
+    if not all(isinstance(c, str) for c in header["channels"]):
+        raise MessageError(f"{where}: channel names must be strings")
+    if header["seq"] < 0:
+        raise MessageError(f"{where}: negative seq {header['seq']}")
+    for key in ("phase", "cycle_s", "confidence"):
+        if not math.isfinite(header[key]):
+            raise MessageError(f"{where}: field {key!r} is not finite")
+    if not 0.0 <= header["phase"] < 1.0:
+        raise MessageError(f"{where}: phase {header['phase']} outside [0, 1)")
+    if topic == TOPIC_TRAJECTORY:
+        if header["status"] == "HOLD":
+            raise MessageError(f"{where}: a trajectory is never published with status HOLD")
+        if len(shape) != 2 or shape[1] != N_POINTS:
+            raise MessageError(f"{where}: trajectory shape {shape} is not [C, {N_POINTS}]")
+        if len(header["channels"]) != shape[0]:
+            raise MessageError(f"{where}: {len(header['channels'])} channel names for {shape[0]} rows")
+    values = np.frombuffer(payload, dtype="<f4")
+    if values.size and not np.isfinite(values).all():
+        raise MessageError(f"{where}: payload contains NaN or Inf")
+
+
+def trajectory_header(
+    seq: int, trajectory: np.ndarray, channels: Sequence[str], *, walker_id: Optional[str], personalized: bool,
+    phase: float, cycle_s: float, status: str = "OK", reason: str = "", confidence: float = 0.0,
+    distance: float = float("nan"), t_ns: Optional[int] = None,
+) -> dict:
+    return make_header(
+        seq, t_ns=t_ns, walker_id=walker_id, personalized=personalized, phase=phase, cycle_s=cycle_s,
+        shape=np.shape(trajectory), channels=channels, units="deg", status=status, reason=reason,
+        distance=distance, confidence=confidence,
+    )

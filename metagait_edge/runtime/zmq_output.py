@@ -1,0 +1,269 @@
+"""ZeroMQ PUB output of trajectories, identities and status (schema: ``runtime.messages``).
+
+The control path never waits on a subscriber: ``publish_*`` copies the data into a bounded queue and
+returns at once (a full queue drops the message and counts it); a dedicated thread owns the socket,
+encodes and sends with ``zmq.NOBLOCK`` under a small send high-water mark, so a slow or absent
+subscriber only loses messages (visible to it as ``seq`` gaps), never delays the producer.
+
+Optional CURVE: the server loads its secret key file; a ``ThreadAuthenticator`` admits only clients
+whose public key file is in ``curve_allowed_clients_dir``. Keys come from ``generate_keys`` (also
+``metagait-edge listen --gen-keys DIR``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from metagait_edge.runtime import messages as M
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ZmqOutputConfig:
+    endpoints: List[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5556"])
+    sndhwm: int = 10
+    queue_size: int = 32
+    linger_ms: int = 0
+    curve_server_secret_key: Optional[Path] = None  # e.g. keys/server.key_secret; enables CURVE
+    curve_allowed_clients_dir: Optional[Path] = None  # public keys of allowed clients; None: any client with the server key
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise ValueError("endpoints must name at least one tcp:// or ipc:// endpoint")
+        for ep in self.endpoints:
+            if not ep.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ValueError(f"endpoint {ep!r} must start with tcp://, ipc:// or inproc://")
+        if self.sndhwm < 1 or self.queue_size < 1:
+            raise ValueError("sndhwm and queue_size must be >= 1")
+        if self.curve_allowed_clients_dir is not None and self.curve_server_secret_key is None:
+            raise ValueError("curve_allowed_clients_dir needs curve_server_secret_key")
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    queued: int
+    sent: int
+    dropped_queue_full: int  # the publisher thread fell behind the producer
+    dropped_hwm: int  # the socket refused (would block)
+    send_errors: int
+
+
+def generate_keys(directory: str | Path) -> dict:
+    """Create a CURVE server and client key pair in ``directory``.
+
+    Layout: ``server.key`` / ``server.key_secret``, ``client.key`` / ``client.key_secret``, and
+    ``authorized_clients/client.key`` (the folder to give the server as allowed clients). Existing
+    files are overwritten by fresh keys.
+    """
+    import zmq.auth
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    server_public, server_secret = zmq.auth.create_certificates(str(d), "server")
+    client_public, client_secret = zmq.auth.create_certificates(str(d), "client")
+    allowed = d / "authorized_clients"
+    allowed.mkdir(exist_ok=True)
+    shutil.copyfile(client_public, allowed / "client.key")
+    return {
+        "server_public": Path(server_public), "server_secret": Path(server_secret),
+        "client_public": Path(client_public), "client_secret": Path(client_secret),
+        "allowed_clients_dir": allowed,
+    }
+
+
+def load_keypair(path: str | Path) -> tuple[bytes, Optional[bytes]]:
+    """(public, secret) from a ZeroMQ certificate file; secret is None for a public-only file."""
+    import zmq.auth
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"CURVE key file {p} does not exist (create keys with `metagait-edge listen --gen-keys DIR`)")
+    try:
+        public, secret = zmq.auth.load_certificate(str(p))
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{p}: not a ZeroMQ certificate file: {exc}") from None
+    return public, secret
+
+
+class ZmqPublisher:
+    """``start()`` binds every endpoint (errors raise here); ``publish_*`` never block; ``stop()`` joins."""
+
+    def __init__(self, config: Optional[ZmqOutputConfig] = None, context=None) -> None:
+        self.config = config or ZmqOutputConfig()
+        self._ctx = context
+        self._queue: "queue.Queue" = queue.Queue(maxsize=self.config.queue_size)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._ready = threading.Event()
+        self._start_error: Optional[BaseException] = None
+        self._seq = {t: 0 for t in M.TOPICS}
+        self._seq_lock = threading.Lock()  # publish_* may be called from more than one producer thread
+        self._queued = self._sent = self._drop_q = self._drop_hwm = self._errors = 0
+        self._auth = None
+        self.bound_endpoints: list[str] = []
+
+    # ------------------------------------------------------------------------------------- control
+    def start(self, timeout: float = 5.0) -> "ZmqPublisher":
+        if self._thread is not None:
+            raise RuntimeError("ZmqPublisher already started")
+        self._thread = threading.Thread(target=self._run, name="zmq-publisher", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"ZeroMQ publisher did not start within {timeout} s")
+        if self._start_error is not None:
+            self._thread.join(timeout)
+            self._thread = None
+            raise self._start_error
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"ZeroMQ publisher thread did not stop within {timeout} s")
+            self._thread = None
+
+    def __enter__(self) -> "ZmqPublisher":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def stats(self) -> PublisherStats:
+        return PublisherStats(self._queued, self._sent, self._drop_q, self._drop_hwm, self._errors)
+
+    # ------------------------------------------------------------------------------------ producers
+    def _enqueue(self, topic: bytes, fields: dict, payload: Optional[np.ndarray]) -> bool:
+        with self._seq_lock:
+            seq = self._seq[topic]
+            self._seq[topic] = seq + 1
+            try:
+                self._queue.put_nowait((topic, seq, fields, payload))
+            except queue.Full:
+                self._drop_q += 1
+                return False
+            self._queued += 1
+        return True
+
+    def publish_trajectory(
+        self, trajectory: np.ndarray, channels: Sequence[str], *, walker_id: Optional[str], personalized: bool,
+        phase: float, cycle_s: float, status: str = "OK", reason: str = "", confidence: float = 0.0,
+        t_ns: Optional[int] = None,
+    ) -> bool:
+        """Queue one reference trajectory (float32 [C, 101], degrees); False if it was dropped."""
+        traj = np.array(trajectory, dtype=np.float32, copy=True)  # the caller may reuse its buffer
+        if traj.ndim != 2 or traj.shape[1] != M.N_POINTS or traj.shape[0] != len(channels):
+            raise ValueError(f"trajectory must be [len(channels)={len(channels)}, {M.N_POINTS}], got {traj.shape}")
+        fields = dict(
+            t_ns=M.now_ns() if t_ns is None else t_ns, walker_id=walker_id, personalized=personalized,
+            phase=phase, cycle_s=cycle_s, shape=traj.shape, channels=list(channels), units="deg",
+            status=status, reason=reason, confidence=confidence,
+        )
+        return self._enqueue(M.TOPIC_TRAJECTORY, fields, traj)
+
+    def publish_identity(
+        self, walker_id: Optional[str], distance: float, confidence: float, *, embedding: Optional[np.ndarray] = None,
+        personalized: bool = False, t_ns: Optional[int] = None,
+    ) -> bool:
+        emb = None if embedding is None else np.array(embedding, dtype=np.float32, copy=True).reshape(-1)
+        fields = dict(
+            t_ns=M.now_ns() if t_ns is None else t_ns, walker_id=walker_id, personalized=personalized,
+            distance=distance if distance is not None else math.nan, confidence=confidence,
+            shape=(0,) if emb is None else emb.shape,
+        )
+        return self._enqueue(M.TOPIC_IDENTITY, fields, emb)
+
+    def publish_status(
+        self, status: str, reason: str = "", *, walker_id: Optional[str] = None, personalized: bool = False,
+        phase: float = 0.0, t_ns: Optional[int] = None,
+    ) -> bool:
+        if status not in M.STATUSES:
+            raise ValueError(f"status must be one of {M.STATUSES}, got {status!r}")
+        fields = dict(
+            t_ns=M.now_ns() if t_ns is None else t_ns, status=status, reason=reason, walker_id=walker_id,
+            personalized=personalized, phase=phase,
+        )
+        return self._enqueue(M.TOPIC_STATUS, fields, None)
+
+    # -------------------------------------------------------------------------------------- thread
+    def _open(self):
+        import zmq
+
+        ctx = self._ctx or zmq.Context.instance()
+        sock = ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, self.config.sndhwm)
+        sock.setsockopt(zmq.LINGER, self.config.linger_ms)
+        cfg = self.config
+        if cfg.curve_server_secret_key is not None:
+            public, secret = load_keypair(cfg.curve_server_secret_key)
+            if secret is None:
+                raise ValueError(f"{cfg.curve_server_secret_key}: holds no secret key (use the *.key_secret file)")
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(ctx)
+            self._auth.start()
+            if cfg.curve_allowed_clients_dir is not None:
+                allowed = Path(cfg.curve_allowed_clients_dir)
+                if not allowed.is_dir():
+                    raise FileNotFoundError(f"CURVE allowed clients folder {allowed} does not exist")
+                self._auth.configure_curve(domain="*", location=str(allowed))
+            else:
+                self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public
+            sock.curve_server = True
+        try:
+            for ep in cfg.endpoints:
+                sock.bind(ep)
+                self.bound_endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise OSError(f"cannot bind ZeroMQ endpoint {ep}: {exc}") from None
+        return sock
+
+    def _run(self) -> None:
+        import zmq
+
+        try:
+            sock = self._open()
+        except BaseException as exc:  # reported to start() in the caller's thread
+            self._start_error = exc
+            self._stop_auth()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                try:
+                    topic, seq, fields, payload = self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                try:
+                    frames = M.encode(topic, M.make_header(seq, **fields), payload)
+                    sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                    self._sent += 1
+                except zmq.Again:
+                    self._drop_hwm += 1
+                except (zmq.ZMQError, ValueError, TypeError) as exc:
+                    self._errors += 1
+                    log.warning("ZeroMQ publish failed: %s", exc)
+        finally:
+            sock.close(self.config.linger_ms)
+            self._stop_auth()
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None

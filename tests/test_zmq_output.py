@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from metagait_edge.cli import main
+from metagait_edge.commands.listen import listen
+from metagait_edge.runtime import messages as M
+from metagait_edge.runtime.zmq_output import ZmqOutputConfig, ZmqPublisher, generate_keys
+
+CH = ["hip_r", "knee_r", "ankle_r"]
+
+
+def _traj(k=0.0):
+    return (np.arange(3 * 101, dtype=np.float32).reshape(3, 101) / 10 + k)
+
+
+def _header(**kw):
+    h = M.trajectory_header(7, _traj(), CH, walker_id="w01", personalized=True, phase=0.25, cycle_s=1.1)
+    h.update(kw)
+    return h
+
+
+# ------------------------------------------------------------------------------------------ schema
+def test_encode_decode_roundtrip():
+    frames = M.encode(M.TOPIC_TRAJECTORY, _header(), _traj())
+    assert frames[0] == b"gait.trajectory" and len(frames[2]) == 3 * 101 * 4
+    assert np.array_equal(np.frombuffer(frames[2], "<f4"), _traj().ravel())  # little-endian, C order
+    msg = M.decode(frames)
+    assert msg.header["walker_id"] == "w01" and msg.header["shape"] == [3, 101] and msg.header["channels"] == CH
+    assert np.array_equal(msg.payload, _traj())
+    status = M.decode(M.encode(M.TOPIC_STATUS, M.make_header(0, status="HOLD", reason="IMU stale")))
+    assert status.payload.shape == (0,) and status.header["status"] == "HOLD"
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda f: [f[0], f[1]], "3 frames"),
+        (lambda f: [b"gait.other", f[1], f[2]], "unknown topic"),
+        (lambda f: [f[0], b"\xc1garbage", f[2]], "msgpack"),
+        (lambda f: [f[0], msgpack.packb(_header(v=2)), f[2]], "schema version 2"),
+        (lambda f: [f[0], msgpack.packb(_header(dtype="float64")), f[2]], "dtype"),
+        (lambda f: [f[0], f[1], f[2][:-4]], "payload has 1208 bytes"),
+        (lambda f: [f[0], msgpack.packb(_header(channels=CH[:2])), f[2]], "2 channel names for 3 rows"),
+        (lambda f: [f[0], f[1], np.full(303, np.nan, "<f4").tobytes()], "NaN"),
+        (lambda f: [f[0], msgpack.packb({k: v for k, v in _header().items() if k != "seq"}), f[2]], "lacks field"),
+        (lambda f: [f[0], msgpack.packb(_header(personalized=1)), f[2]], "'personalized'"),
+        (lambda f: [f[0], msgpack.packb(_header(status="HOLD")), f[2]], "never published with status HOLD"),
+        (lambda f: [f[0], msgpack.packb(_header(phase=1.5)), f[2]], "phase"),
+    ],
+)
+def test_validation_names_the_problem(mutate, match):
+    frames = M.encode(M.TOPIC_TRAJECTORY, _header(), _traj())
+    with pytest.raises(M.MessageError, match=match):
+        M.decode(mutate(frames))
+
+
+# ------------------------------------------------------------------------------------------ publisher
+def _sub(ctx, endpoint, topics=(b"",), curve=None):
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    if curve:
+        s.curve_publickey, s.curve_secretkey, s.curve_serverkey = curve
+    for t in topics:
+        s.setsockopt(zmq.SUBSCRIBE, t)
+    s.connect(endpoint)
+    return s
+
+
+def _recv_while_publishing(pub, sub, publish, until, timeout=3.0):
+    """Publish every 10 ms until ``until(messages)`` or timeout (PUB/SUB joins take a moment)."""
+    got = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not until(got):
+        publish()
+        if sub.poll(10):
+            while sub.poll(0):
+                got.append(M.decode(sub.recv_multipart()))
+    return got
+
+
+@contextlib.contextmanager
+def _publisher(**kw):
+    cfg = ZmqOutputConfig(**{"endpoints": ["tcp://127.0.0.1:*"], **kw})
+    pub = ZmqPublisher(cfg).start()
+    try:
+        yield pub
+    finally:
+        pub.stop()
+
+
+def test_publisher_sends_all_three_topics_with_per_topic_sequence():
+    ctx = zmq.Context.instance()
+    with _publisher() as pub:
+        sub = _sub(ctx, pub.bound_endpoints[0])
+        try:
+            def publish():
+                pub.publish_trajectory(_traj(), CH, walker_id="w01", personalized=True, phase=0.5, cycle_s=1.05)
+                pub.publish_identity("w01", 0.31, 0.92, embedding=np.ones(8))
+                pub.publish_status("DEGRADED", "identity confidence low")
+
+            got = _recv_while_publishing(pub, sub, publish, lambda g: len({m.topic for m in g}) == 3 and len(g) >= 9)
+        finally:
+            sub.close(0)
+    by_topic = {t: [m for m in got if m.topic == t] for t in M.TOPICS}
+    assert all(by_topic[t] for t in M.TOPICS)
+    tr = by_topic[M.TOPIC_TRAJECTORY][-1]
+    assert np.array_equal(tr.payload, _traj()) and tr.header["cycle_s"] == 1.05 and tr.header["units"] == "deg"
+    ident = by_topic[M.TOPIC_IDENTITY][-1]
+    assert ident.header["distance"] == pytest.approx(0.31) and ident.payload.shape == (8,)
+    assert by_topic[M.TOPIC_STATUS][-1].header["reason"] == "identity confidence low"
+    for t in M.TOPICS:
+        seqs = [m.header["seq"] for m in by_topic[t]]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert abs(time.time_ns() - tr.header["t_ns"]) < 5e9
+
+
+def test_ipc_endpoint_and_topic_filter():
+    d = tempfile.mkdtemp(prefix="mg", dir="/tmp")  # ipc paths must stay short
+    try:
+        ep = f"ipc://{d}/out.sock"
+        ctx = zmq.Context.instance()
+        with _publisher(endpoints=[ep]) as pub:
+            sub = _sub(ctx, ep, topics=[M.TOPIC_STATUS])
+            try:
+                def publish():
+                    pub.publish_status("OK")
+                    pub.publish_trajectory(_traj(), CH, walker_id=None, personalized=False, phase=0.0, cycle_s=1.0)
+
+                got = _recv_while_publishing(pub, sub, publish, lambda g: len(g) >= 3)
+            finally:
+                sub.close(0)
+        assert len(got) >= 3 and {m.topic for m in got} == {M.TOPIC_STATUS}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_producer_never_blocks_queue_and_slow_subscriber_drops_are_counted():
+    ctx = zmq.Context.instance()
+    with _publisher(queue_size=4, sndhwm=2) as pub:
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, 2)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(pub.bound_endpoints[0])
+        try:
+            _recv_while_publishing(pub, sub, lambda: pub.publish_status("OK"), lambda g: len(g) > 0)
+            n = 3000
+            big = np.zeros((64, 101), np.float32)
+            names = [f"j{i}" for i in range(64)]
+            accepted = sum(
+                pub.publish_trajectory(big, names, walker_id=None, personalized=False, phase=0.0, cycle_s=1.0)
+                for _ in range(n)
+            )  # the subscriber reads nothing meanwhile
+            time.sleep(0.3)
+            st = pub.stats
+            seqs = []
+            while sub.poll(100):
+                m = M.decode(sub.recv_multipart())
+                if m.topic == M.TOPIC_TRAJECTORY:
+                    seqs.append(m.header["seq"])
+        finally:
+            sub.close(0)
+    assert st.dropped_queue_full > 0 and accepted + st.dropped_queue_full == n
+    assert len(seqs) < n // 10  # the stalled subscriber got only what its small queues hold
+    assert seqs and max(seqs) > len(seqs)  # and the losses show up as sequence gaps
+
+
+def test_bind_failure_is_reported_by_start():
+    with _publisher() as pub:
+        ep = pub.bound_endpoints[0]
+        with pytest.raises(OSError, match="cannot bind"):
+            ZmqPublisher(ZmqOutputConfig(endpoints=[ep])).start()
+
+
+def test_config_rejects_bad_endpoints():
+    with pytest.raises(ValueError, match="endpoint"):
+        ZmqOutputConfig(endpoints=["udp://127.0.0.1:1"])
+    with pytest.raises(ValueError, match="trajectory must be"):
+        ZmqPublisher().publish_trajectory(np.zeros((2, 101)), CH, walker_id=None, personalized=False, phase=0, cycle_s=1)
+
+
+# ------------------------------------------------------------------------------------------ CURVE + listen
+def _publish_in_background(pub, stop):
+    def loop():
+        while not stop.is_set():
+            pub.publish_trajectory(_traj(), CH, walker_id="w02", personalized=True, phase=0.1, cycle_s=1.0)
+            pub.publish_status("OK")
+            time.sleep(0.01)
+
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    return th
+
+
+def test_curve_only_the_authorized_client_receives(tmp_path, capsys):
+    keys = generate_keys(tmp_path / "keys")
+    other = generate_keys(tmp_path / "other")  # a key pair the server does not know
+    with _publisher(curve_server_secret_key=keys["server_secret"],
+                    curve_allowed_clients_dir=keys["allowed_clients_dir"]) as pub:
+        ep = pub.bound_endpoints[0]
+        stop = threading.Event()
+        th = _publish_in_background(pub, stop)
+        try:
+            lines = []
+            ok = listen(ep, count=4, timeout=5, server_key=str(keys["server_public"]),
+                        client_keys=str(tmp_path / "keys" / "client.key_secret"), out=lines.append)
+            plain = listen(ep, timeout=0.8, out=lines.append)
+            wrong_server = listen(ep, timeout=0.5, server_key=str(other["server_public"]),
+                                  client_keys=str(keys["client_secret"]), out=lines.append)
+            unknown_client = listen(ep, timeout=0.5, server_key=str(keys["server_public"]),
+                                    client_keys=str(other["client_secret"]), out=lines.append)
+        finally:
+            stop.set()
+            th.join(2)
+    assert ok.total == 4 and ok.invalid == 0
+    assert plain.total == 0 and wrong_server.total == 0 and unknown_client.total == 0
+
+
+def test_listen_command_summary_and_exit_codes(capsys):
+    with _publisher() as pub:
+        ep = pub.bound_endpoints[0]
+        stop = threading.Event()
+        th = _publish_in_background(pub, stop)
+        try:
+            rc = main(["listen", "--endpoint", ep, "--count", "6", "--timeout", "5", "--topics", "gait.trajectory"])
+        finally:
+            stop.set()
+            th.join(2)
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "received 6 valid message(s)" in out and "gait.trajectory: 6 received" in out
+    assert "gait.status" not in out and "latency ms" in out and "walker=w02" in out
+    # Nobody publishing: --count not reached before --timeout.
+    assert main(["listen", "--endpoint", ep, "--count", "1", "--timeout", "0.3"]) == 3
+
+
+def test_listen_exits_nonzero_on_invalid_messages(capsys):
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.bind("tcp://127.0.0.1:*")
+    ep = raw.getsockopt_string(zmq.LAST_ENDPOINT)
+    stop = threading.Event()
+    bad = M.encode(M.TOPIC_TRAJECTORY, _header(), _traj())
+    bad[2] = bad[2][:-8]  # truncated payload
+
+    def loop():
+        while not stop.is_set():
+            raw.send_multipart(bad)
+            time.sleep(0.01)
+
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    try:
+        rc = main(["listen", "--endpoint", ep, "--count", "2", "--timeout", "5"])
+    finally:
+        stop.set()
+        th.join(2)
+        raw.close(0)
+    out = capsys.readouterr().out
+    assert rc == 1 and "2 invalid" in out and "payload has 1204 bytes" in out
+
+
+def test_gen_keys_command(tmp_path, capsys):
+    assert main(["listen", "--gen-keys", str(tmp_path / "k")]) == 0
+    for name in ("server.key", "server.key_secret", "client.key", "client.key_secret", "authorized_clients/client.key"):
+        assert (tmp_path / "k" / name).is_file()
+    assert "server.key_secret" in capsys.readouterr().out
+    assert main(["listen", "--server-key", str(tmp_path / "missing.key"), "--client-keys", str(tmp_path / "k")]) == 1
