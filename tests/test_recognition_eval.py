@@ -113,6 +113,8 @@ def test_casia_b_protocol_and_table():
     lines = text.splitlines()
     assert "000" in lines[1] and "180" in lines[1] and "mean" in lines[1]
     assert lines[2].startswith("NM") and lines[2].split()[-2] == "100.0"
+    assert len(lines[2].split()) == 1 + 11 + 2  # condition, 11 probe views, mean, mAP
+    assert all(len(line.split()) == 12 for line in lines[7:18])  # full table rows: view + 11 cells
     assert lines[4].startswith("CL") and lines[4].split()[-2] == "0.0"
     assert "rows probe view" in text and text.count("\n090") == 3
 

@@ -223,7 +223,7 @@ def format_result(result: RecognitionResult, full_tables: bool = False) -> str:
 
     With ``full_tables`` the [probe view x gallery view] matrix of every condition follows.
     """
-    w = max(5, max(len(v) for v in result.views) + 1)
+    w = max(7, max(len(v) for v in result.views) + 2)
     lines = [f"{result.dataset} rank-1 accuracy (%) per probe view, identical views excluded"]
     header = f"{'probe':<6}" + "".join(f"{v:>{w}}" for v in result.views) + f"{'mean':>{w + 1}}{'mAP':>{w + 1}}"
     lines.append(header)
