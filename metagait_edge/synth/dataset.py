@@ -223,3 +223,23 @@ def generate(
         "bytes": sum(r[4] for r in results),
         "seconds": elapsed,
     }
+
+
+def hugadb_subjects(readme: str | os.PathLike) -> dict[int, dict]:
+    """Subject table of HuGaDB's README (Table 2): {id: {"weight_kg", "height_cm", "age", "sex"}}.
+
+    Feed a row to ``identity_from_subject`` with a cadence measured from that subject's walking files.
+    """
+    import re
+
+    path = Path(readme)
+    row = re.compile(r"^\|\s*(\d+)\s*\|\s*(\d+(?:\.\d+)?)\s*\|\s*(\d+(?:\.\d+)?)\s*\|\s*(\d+)\s*\|\s*([MF])\s*\|")
+    out: dict[int, dict] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = row.match(line.strip())
+        if m:
+            out[int(m.group(1))] = {"weight_kg": float(m.group(2)), "height_cm": float(m.group(3)),
+                                    "age": int(m.group(4)), "sex": m.group(5)}
+    if not out:
+        raise ValueError(f"{path}: no subject table rows '|id |weight (kg) |height (cm) |age |sex|' found")
+    return out

@@ -60,7 +60,7 @@ class Camera:
 
 
 def camera_for_view(view_deg: float, image_size: tuple[int, int] = IMAGE_SIZE, distance: float = 8.0,
-                    person_fraction: float = 0.6) -> Camera:
+                    person_fraction: float = 0.5) -> Camera:
     """A CASIA-B-like camera: a 1.75 m person at ``distance`` spans ``person_fraction`` of the height."""
     w, h = image_size
     focal = person_fraction * h * distance / 1.75
