@@ -92,13 +92,20 @@ class RingBuffer:
         n = stop - start
         if n <= 0:
             return Window(np.empty((0, self.width), self._data.dtype), np.empty(0, np.float64), stop, 0)
-        seqs = np.arange(start, stop, dtype=np.int64)
-        slots = seqs % self.capacity
-        expected = 2 * seqs + 2
-        before = self._slot_seq[slots]
-        data = self._data[slots]
-        ts = self._ts[slots]
-        after = self._slot_seq[slots]
+        expected = np.arange(2 * start + 2, 2 * stop + 2, 2, dtype=np.int64)
+        s0 = start % self.capacity
+        if s0 + n <= self.capacity:  # contiguous: plain slice copies, the common case
+            sl = slice(s0, s0 + n)
+            before = self._slot_seq[sl].copy()
+            data = self._data[sl].copy()
+            ts = self._ts[sl].copy()
+            after = self._slot_seq[sl]
+        else:
+            slots = (np.arange(start, stop, dtype=np.int64) % self.capacity)
+            before = self._slot_seq[slots]
+            data = self._data[slots]
+            ts = self._ts[slots]
+            after = self._slot_seq[slots]
         bad = np.flatnonzero((before != expected) | (after != expected))
         if bad.size:
             # The writer overwrites oldest first, so bad slots are a prefix; keep the clean suffix after
