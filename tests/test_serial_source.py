@@ -230,3 +230,64 @@ def imu_sim_args(argv):
     p = argparse.ArgumentParser()
     imu_sim.add_arguments(p)
     return p.parse_args(argv)
+
+
+@pytest.mark.slow
+def test_imu_sim_pty_mode_feeds_a_serial_source():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metagait_edge", "imu-sim", "--pty", "--source", "synthetic", "--rate", "200",
+         "--max-frames", "300", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("pty: /dev/"), first + proc.stderr.read()
+        src = SerialSource(SerialSourceConfig(port=first.split(": ", 1)[1].strip(), read_timeout_s=0.02)).start()
+        try:
+            out, err = proc.communicate(timeout=20)
+        finally:
+            src.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "sent 300 binary frames" in out
+    st = src.stats
+    assert st.frames >= 200 and st.bad_frames <= 1
+    w = src.ring.latest(10)
+    assert 0.5 < float(np.mean(w.data[:, 2])) < 1.5  # acc_rf_z around 1 g
+
+
+def test_hugadb_fallback_reader_without_the_dataset_module(tmp_path, monkeypatch):
+    import sys
+
+    # As if the dataset module were absent (it is optional for the runtime).
+    monkeypatch.setitem(sys.modules, "metagait_edge.data.hugadb", None)
+    pkg = sys.modules.get("metagait_edge.data")
+    if pkg is not None:
+        monkeypatch.delattr(pkg, "hugadb", raising=False)
+    rec = tmp_path / "my_recording.txt"
+    rows = ["\t".join(str(v) for v in list(_raw(k)) + [3, 4, 1]) for k in range(5)]
+    rec.write_text("#Activity\twalking\n" + "\t".join(P.HUGADB_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    raw, extra, rate = imu_sim.load_hugadb_samples(str(rec))
+    assert raw.shape == (5, 36) and raw.dtype == np.int16 and np.array_equal(raw[3], _raw(3))
+    assert extra.tolist()[0] == [3, 4, 1] and rate == pytest.approx(58.8)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("#Activity\twalking\n")
+    with pytest.raises(ValueError, match="empty.txt: no HuGaDB data rows"):
+        imu_sim.load_hugadb_samples(str(empty))
+
+
+def test_serial_config_from_yaml_mapping():
+    from metagait_edge.config import ConfigError, from_dict
+
+    cfg = from_dict(SerialSourceConfig, {"port": "/dev/ttyUSB0", "format": "ascii", "baudrate": 921600})
+    assert cfg.format == "ascii" and cfg.baudrate == 921600
+    with pytest.raises(ConfigError, match="format"):
+        from_dict(SerialSourceConfig, {"format": "json"})
+    with pytest.raises(ConfigError, match="baud_rate"):
+        from_dict(SerialSourceConfig, {"baud_rate": 9600})

@@ -277,3 +277,12 @@ def test_gen_keys_command(tmp_path, capsys):
         assert (tmp_path / "k" / name).is_file()
     assert "server.key_secret" in capsys.readouterr().out
     assert main(["listen", "--server-key", str(tmp_path / "missing.key"), "--client-keys", str(tmp_path / "k")]) == 1
+
+
+def test_output_config_from_yaml_mapping(tmp_path):
+    from metagait_edge.config import ConfigError, from_dict
+
+    cfg = from_dict(ZmqOutputConfig, {"endpoints": ["ipc:///tmp/x.sock"], "curve_server_secret_key": "k/server.key_secret"})
+    assert cfg.curve_server_secret_key.name == "server.key_secret" and cfg.sndhwm == 10
+    with pytest.raises(ConfigError, match="snd_hwm"):
+        from_dict(ZmqOutputConfig, {"snd_hwm": 5})
