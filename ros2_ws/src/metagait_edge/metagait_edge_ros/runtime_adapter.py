@@ -10,7 +10,7 @@ What the nodes need from the library, as a small interface:
   module exists in the installed library :func:`load_runtime` raises a clear error naming it.
 - :func:`load_recognizer` -- silhouettes to :class:`~metagait_edge.ros.msgs.IdentityOutput`, likewise
   from the library's gallery (``metagait_edge.runtime.recognition.build_recognizer``).
-- :func:`open_zmq_output` -- the runtime's ZeroMQ trajectory publisher (``metagait_edge.runtime.zmq_output``).
+- :func:`open_zmq_output` -- the runtime's ZeroMQ publisher (``metagait_edge.runtime.zmq_output.ZmqPublisher``).
 """
 
 from __future__ import annotations
@@ -134,7 +134,31 @@ def load_recognizer(params: GaitParams) -> Recognizer:
     return build(gallery_path=params.gallery_path, threshold=params.identity_threshold)
 
 
-def open_zmq_output(endpoint: str) -> Any:
-    """The runtime's ZeroMQ publisher bound to ``endpoint`` (``publish(TrajectoryOutput)``, ``close()``)."""
-    cls = _library_attr("metagait_edge.runtime.zmq_output", "ZmqTrajectoryPublisher", "ZeroMQ output")
-    return cls(endpoint)
+# GaitTrajectory.status -> the runtime's ZeroMQ status words (metagait_edge.runtime.messages.STATUSES).
+ZMQ_STATUS = {msgs.STATUS_OK: "OK", msgs.STATUS_CLAMPED: "DEGRADED", msgs.STATUS_FALLBACK: "DEGRADED",
+              msgs.STATUS_STALE: "HOLD"}
+ZMQ_REASON = {msgs.STATUS_CLAMPED: "clamped", msgs.STATUS_FALLBACK: "fallback", msgs.STATUS_STALE: "stale input"}
+
+
+class ZmqTrajectoryOutput:
+    """The runtime's ZeroMQ publisher (``metagait_edge.runtime.zmq_output.ZmqPublisher``) for ROS outputs."""
+
+    def __init__(self, endpoint: str) -> None:
+        from metagait_edge.runtime.zmq_output import ZmqOutputConfig, ZmqPublisher
+
+        self.publisher = ZmqPublisher(ZmqOutputConfig(endpoints=[endpoint])).start()
+
+    def publish(self, out: msgs.TrajectoryOutput) -> bool:
+        return self.publisher.publish_trajectory(
+            out.trajectory, out.channel_names, walker_id=out.walker_id or None, personalized=out.personalized,
+            phase=out.phase, cycle_s=out.cycle_duration, status=ZMQ_STATUS[out.status],
+            reason=ZMQ_REASON.get(out.status, ""), t_ns=out.stamp_ns,
+        )
+
+    def close(self) -> None:
+        self.publisher.stop()
+
+
+def open_zmq_output(endpoint: str) -> ZmqTrajectoryOutput:
+    """The runtime's ZeroMQ trajectory publisher bound to ``endpoint`` (``publish(out)``, ``close()``)."""
+    return ZmqTrajectoryOutput(endpoint)
