@@ -286,3 +286,14 @@ def test_output_config_from_yaml_mapping(tmp_path):
     assert cfg.curve_server_secret_key.name == "server.key_secret" and cfg.sndhwm == 10
     with pytest.raises(ConfigError, match="snd_hwm"):
         from_dict(ZmqOutputConfig, {"snd_hwm": 5})
+
+
+def test_curve_key_problems_are_reported_by_start(tmp_path):
+    keys = generate_keys(tmp_path / "keys")
+    with pytest.raises(ValueError, match="no secret key"):
+        ZmqPublisher(ZmqOutputConfig(endpoints=["tcp://127.0.0.1:*"], curve_server_secret_key=keys["server_public"])).start()
+    with pytest.raises(FileNotFoundError, match="allowed clients folder"):
+        ZmqPublisher(ZmqOutputConfig(endpoints=["tcp://127.0.0.1:*"], curve_server_secret_key=keys["server_secret"],
+                                     curve_allowed_clients_dir=tmp_path / "nope")).start()
+    with pytest.raises(FileNotFoundError, match="--gen-keys"):
+        ZmqPublisher(ZmqOutputConfig(endpoints=["tcp://127.0.0.1:*"], curve_server_secret_key=tmp_path / "x")).start()

@@ -54,7 +54,9 @@ class PublisherStats:
     queued: int
     sent: int
     dropped_queue_full: int  # the publisher thread fell behind the producer
-    dropped_hwm: int  # the socket refused (would block)
+    # libzmq refused the send (EAGAIN). A PUB socket drops silently per subscriber at its high-water
+    # mark, so slow-subscriber losses are not counted here; subscribers see them as seq gaps.
+    dropped_hwm: int
     send_errors: int
 
 
@@ -110,6 +112,7 @@ class ZmqPublisher:
         self._seq_lock = threading.Lock()  # publish_* may be called from more than one producer thread
         self._queued = self._sent = self._drop_q = self._drop_hwm = self._errors = 0
         self._auth = None
+        self._own_ctx = None
         self.bound_endpoints: list[str] = []
 
     # ------------------------------------------------------------------------------------- control
@@ -201,8 +204,22 @@ class ZmqPublisher:
     def _open(self):
         import zmq
 
-        ctx = self._ctx or zmq.Context.instance()
+        if self._ctx is None:
+            # A private context: its ZAP authenticator (inproc://zeromq.zap.01) cannot clash with
+            # another publisher's, and stop() can terminate it.
+            self._ctx = self._own_ctx = zmq.Context()
+        ctx = self._ctx
         sock = ctx.socket(zmq.PUB)
+        try:
+            self._configure(sock, ctx)
+        except BaseException:
+            sock.close(0)  # an open socket would make the context's term() wait forever
+            raise
+        return sock
+
+    def _configure(self, sock, ctx) -> None:
+        import zmq
+
         sock.setsockopt(zmq.SNDHWM, self.config.sndhwm)
         sock.setsockopt(zmq.LINGER, self.config.linger_ms)
         cfg = self.config
@@ -210,28 +227,25 @@ class ZmqPublisher:
             public, secret = load_keypair(cfg.curve_server_secret_key)
             if secret is None:
                 raise ValueError(f"{cfg.curve_server_secret_key}: holds no secret key (use the *.key_secret file)")
-            from zmq.auth.thread import ThreadAuthenticator
-
-            self._auth = ThreadAuthenticator(ctx)
-            self._auth.start()
+            allowed = None
             if cfg.curve_allowed_clients_dir is not None:
                 allowed = Path(cfg.curve_allowed_clients_dir)
                 if not allowed.is_dir():
                     raise FileNotFoundError(f"CURVE allowed clients folder {allowed} does not exist")
-                self._auth.configure_curve(domain="*", location=str(allowed))
-            else:
-                self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(ctx)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(allowed) if allowed else zmq.auth.CURVE_ALLOW_ANY)
             sock.curve_secretkey = secret
             sock.curve_publickey = public
             sock.curve_server = True
-        try:
-            for ep in cfg.endpoints:
+        for ep in cfg.endpoints:
+            try:
                 sock.bind(ep)
-                self.bound_endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-        except zmq.ZMQError as exc:
-            sock.close(0)
-            raise OSError(f"cannot bind ZeroMQ endpoint {ep}: {exc}") from None
-        return sock
+            except zmq.ZMQError as exc:
+                raise OSError(f"cannot bind ZeroMQ endpoint {ep}: {exc}") from None
+            self.bound_endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
     def _run(self) -> None:
         import zmq
@@ -267,3 +281,6 @@ class ZmqPublisher:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+        if self._own_ctx is not None:
+            self._own_ctx.term()
+            self._own_ctx = self._ctx = None
