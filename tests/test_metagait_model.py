@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -302,6 +300,7 @@ def _separable_batch(num_classes=4, per_class=2, frames=6, seed=0):
     return x, labels
 
 
+@pytest.mark.slow  # ~2 s alone, more on a busy CI machine
 def test_tiny_training_run_lowers_the_loss():
     from metagait_edge.losses import LossAggregator
 

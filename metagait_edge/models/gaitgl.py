@@ -65,7 +65,7 @@ class GLConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, t, h, w = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-        if h % self.parts:
+        if not torch.jit.is_tracing() and h % self.parts:
             raise ValueError(f"GLConv: feature height {h} is not divisible into {self.parts} parts")
         ph = h // self.parts
         g = self.global_conv(x)
@@ -95,7 +95,7 @@ class GeMHPP(nn.Module):
         c, h, w = x.shape[1], x.shape[2], x.shape[3]
         out = []
         for b in self.bins:
-            if h % b:
+            if not torch.jit.is_tracing() and h % b:
                 raise ValueError(f"GeMHPP: feature height {h} is not divisible into {b} strips")
             z = x.reshape(-1, c, b, (h // b) * w)
             out.append(gem(z, self.p, dim=-1, eps=self.eps))

@@ -276,7 +276,7 @@ class MetaTripleAttention(nn.Module):
         return torch.sigmoid((stacked * gate.reshape(shape)).sum(1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.dim() != 5 or x.shape[1] != self.channels:
+        if not torch.jit.is_tracing() and (x.dim() != 5 or x.shape[1] != self.channels):
             raise ValueError(f"MetaTripleAttention expects [B, {self.channels}, T, H, W], got {tuple(x.shape)}")
         mean_c = x.mean(dim=(2, 3, 4))
         p = self.hyper(gap_statistics(x))
@@ -341,7 +341,7 @@ class MetaTemporalPooling(nn.Module):
                                       hidden=mhn_hidden, dynamic=dynamic)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.dim() != 5 or x.shape[1] != self.channels:
+        if not torch.jit.is_tracing() and (x.dim() != 5 or x.shape[1] != self.channels):
             raise ValueError(f"MetaTemporalPooling expects [B, {self.channels}, T, H, W], got {tuple(x.shape)}")
         p = self.hyper(gap_statistics(x))
         logits = batched_mlp(x.mean(dim=(2, 3, 4)).unsqueeze(1), p, "weighting").squeeze(1)
