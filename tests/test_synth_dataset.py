@@ -145,3 +145,14 @@ def test_cli_writes_a_loadable_dataset(tmp_path, capsys):
     assert len(index) == 8 and index.ids == ["001", "002"]
     assert (out / "identities.json").is_file()
     assert main(["synth-silhouettes", "--out", str(out), "--frames", "x"]) == 1
+
+
+@pytest.mark.slow
+def test_worker_count_does_not_change_output(tmp_path):
+    cfg = SynthConfig(**SMALL)
+    generate(tmp_path / "one", cfg, workers=1)
+    generate(tmp_path / "two", cfg, workers=2)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.pkl"))
+    assert len(files) == 8
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel

@@ -199,3 +199,10 @@ def eval_loader(index: SequenceIndex, labels: dict[str, int] | None = None, batc
     ds = SilhouetteDataset(index, train=False, labels=labels)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_silhouettes,
                                        num_workers=num_workers)
+
+
+def set_epoch(loader: torch.utils.data.DataLoader, epoch: int) -> None:
+    """Advance both the P x K sampler and the clip sampling of a ``train_loader`` to ``epoch``."""
+    for obj in (loader.batch_sampler, loader.dataset):
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
