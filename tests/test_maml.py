@@ -172,6 +172,22 @@ def test_finetune_sgd_has_the_same_budget_as_adapt():
     assert batch_loss(model, adam, task.support).item() < before
     with pytest.raises(ValueError, match="optimizer"):
         finetune(model, task.support, optimizer="rmsprop")
+    head = finetune(model, task.support, steps=2, lr=1e-2, adapt_names=["head.bias"])
+    assert {n for n, p in model.named_parameters() if not torch.equal(p, head[n])} == {"head.bias"}
+
+
+@pytest.mark.slow  # the first torch.optim step imports torch._dynamo (seconds)
+def test_finetune_adam_matches_torch_optim():
+    model = _tiny_tcn()
+    task = _sine_task(8)
+    ours = finetune(model, task.support, steps=4, lr=1e-2, optimizer="adam", weight_decay=1e-3)
+    ref = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    opt = torch.optim.Adam(list(ref.values()), lr=1e-2, weight_decay=1e-3)
+    for _ in range(4):
+        opt.zero_grad()
+        batch_loss(model, ref, task.support).backward()
+        opt.step()
+    assert all(torch.allclose(ours[n], ref[n], atol=1e-6) for n in ref)
 
 
 def test_multi_step_weights_anneal():
@@ -202,3 +218,31 @@ def test_bad_config_and_inputs():
         adapt(_tiny_tcn(), model_params(_tiny_tcn()), _sine_task(0).support, adapt_names=["nope"])
     with pytest.raises(ValueError, match="empty"):
         MAML(_tiny_tcn()).meta_loss([])
+
+
+@pytest.mark.slow
+def test_meta_training_improves_few_shot_adaptation_on_new_tasks():
+    torch.manual_seed(0)
+    model = _tiny_tcn()
+    maml = MAML(model, MAMLConfig(inner_steps=3, inner_lr=0.05, first_order_until=0.3))
+    held_out = [_sine_task(10_000 + i) for i in range(8)]
+
+    def post_adaptation_query_loss():
+        maml.eval()
+        losses = []
+        for task in held_out:
+            fast = maml.adapt(task.support.x, task.support.y, task.support.mask)
+            losses.append(batch_loss(model, fast, task.query).item())
+        maml.train()
+        return sum(losses) / len(losses)
+
+    before = post_adaptation_query_loss()
+    opt = torch.optim.Adam(maml.parameters(), lr=3e-3)
+    n = 20
+    for step in range(n):
+        maml.set_progress(step / n)
+        opt.zero_grad()
+        maml.meta_loss([_sine_task(4 * step + k) for k in range(4)]).backward()
+        opt.step()
+    after = post_adaptation_query_loss()
+    assert after < 0.5 * before

@@ -215,25 +215,46 @@ def finetune(
     *,
     adapt_names: Optional[Sequence[str]] = None,
     weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
     output_key: str = "output",
 ) -> Params:
-    """Plain fine-tuning baseline: ``steps`` full-batch optimizer steps on the support set.
+    """Plain fine-tuning baseline: ``steps`` full-batch SGD or Adam steps on the support set.
 
-    The model is not modified; returns a detached fast-weight dict for :func:`functional_forward`.
+    The update rules are those of ``torch.optim.SGD`` / ``torch.optim.Adam`` (L2 ``weight_decay`` added
+    to the gradient), written out on the fast-weight dict: no optimizer object, and no first-step import
+    of ``torch._dynamo`` (seconds on a small board). The model is not modified; returns a detached
+    fast-weight dict for :func:`functional_forward`.
     """
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"finetune: optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     params = model_params(model, detach=True)
     names = list(params) if adapt_names is None else list(adapt_names)
-    trainable = {n: params[n].clone().requires_grad_(True) for n in names}
-    params.update(trainable)
-    opt_cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
-    opt = opt_cls(list(trainable.values()), lr=lr, weight_decay=weight_decay)
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise KeyError(f"finetune: parameters {unknown} are not in the model")
+    b1, b2 = betas
+    m = {n: torch.zeros_like(params[n]) for n in names}
+    v = {n: torch.zeros_like(params[n]) for n in names}
     with torch.enable_grad():
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            batch_loss(model, params, support, loss_fn, output_key).backward()
-            opt.step()
+        for t in range(1, steps + 1):
+            leaves = {n: params[n].detach().requires_grad_(True) for n in names}
+            params.update(leaves)
+            loss = batch_loss(model, params, support, loss_fn, output_key)
+            grads = torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True)
+            with torch.no_grad():
+                for n, g in zip(names, grads):
+                    p = leaves[n].detach()
+                    g = torch.zeros_like(p) if g is None else g
+                    if weight_decay:
+                        g = g + weight_decay * p
+                    if optimizer == "sgd":
+                        params[n] = p - lr * g
+                        continue
+                    m[n] = b1 * m[n] + (1 - b1) * g
+                    v[n] = b2 * v[n] + (1 - b2) * g * g
+                    denom = (v[n] / (1 - b2**t)).sqrt() + eps
+                    params[n] = p - lr * (m[n] / (1 - b1**t)) / denom
     return {n: p.detach() for n, p in params.items()}
 
 
