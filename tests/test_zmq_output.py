@@ -297,3 +297,15 @@ def test_curve_key_problems_are_reported_by_start(tmp_path):
                                      curve_allowed_clients_dir=tmp_path / "nope")).start()
     with pytest.raises(FileNotFoundError, match="--gen-keys"):
         ZmqPublisher(ZmqOutputConfig(endpoints=["tcp://127.0.0.1:*"], curve_server_secret_key=tmp_path / "x")).start()
+
+
+def test_publisher_refuses_trajectories_the_protocol_forbids():
+    pub = ZmqPublisher()
+    kw = dict(walker_id=None, personalized=False, phase=0.0, cycle_s=1.0)
+    with pytest.raises(ValueError, match="use publish_status for HOLD"):
+        pub.publish_trajectory(_traj(), CH, status="HOLD", **kw)
+    bad = _traj()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        pub.publish_trajectory(bad, CH, **kw)
+    assert pub.stats.queued == 0

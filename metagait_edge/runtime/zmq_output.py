@@ -169,6 +169,11 @@ class ZmqPublisher:
         traj = np.array(trajectory, dtype=np.float32, copy=True)  # the caller may reuse its buffer
         if traj.ndim != 2 or traj.shape[1] != M.N_POINTS or traj.shape[0] != len(channels):
             raise ValueError(f"trajectory must be [len(channels)={len(channels)}, {M.N_POINTS}], got {traj.shape}")
+        if status not in ("OK", "DEGRADED"):
+            # HOLD means "no reference": announce it with publish_status("HOLD", reason), never with values.
+            raise ValueError(f"a trajectory's status must be OK or DEGRADED, got {status!r}; use publish_status for HOLD")
+        if not np.isfinite(traj).all():
+            raise ValueError("trajectory contains NaN or Inf; pass it through the SafetyEnvelope first")
         fields = dict(
             t_ns=M.now_ns() if t_ns is None else t_ns, walker_id=walker_id, personalized=personalized,
             phase=phase, cycle_s=cycle_s, shape=traj.shape, channels=list(channels), units="deg",
