@@ -160,17 +160,28 @@ def test_fold_weight_norm_keeps_function_and_gives_stable_names(causal):
     assert torch.allclose(load_folded_params(model, params)(x, mask)["output"], expect, atol=1e-5)
 
 
-def test_folded_model_exports_to_onnx_opset17(tmp_path):
+def _export_and_compare(tmp_path, causal, dynamo):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    model = fold_weight_norm(TCN(TCNConfig(mask_input=True, **SMALL))).eval()
+    model = fold_weight_norm(TCN(TCNConfig(causal=causal, mask_input=True, **SMALL))).eval()
     x, mask = torch.randn(1, 3, 101), torch.ones(1, 3)
     path = tmp_path / "tcn.onnx"
     torch.onnx.export(model, (x, mask), str(path), opset_version=17, input_names=["x", "mask"],
-                      output_names=["output"], dynamo=False)
+                      output_names=["output"], dynamo=dynamo)
     proto = onnx.load(str(path))
     assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {17}
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {"x": x.numpy(), "mask": mask.numpy()}
     )[0]
     assert np.allclose(got, model(x, mask)["output"].detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_folded_model_exports_to_onnx_opset17(tmp_path):
+    _export_and_compare(tmp_path, causal=False, dynamo=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("causal", [False, True])
+def test_folded_model_exports_with_dynamo_exporter_at_opset17(tmp_path, causal):
+    _export_and_compare(tmp_path, causal=causal, dynamo=True)
