@@ -1,0 +1,51 @@
+"""The personalization experiment's configuration (``training/configs/personalization*.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Tuple
+
+from metagait_edge.meta.maml import MAMLConfig
+from metagait_edge.models.tcn import TCNConfig
+from metagait_edge.personalization.inputs import MaskingConfig
+from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
+
+
+@dataclass
+class SplitConfig:
+    """Subject-disjoint folds: every subject is a test subject once; ``n_val`` others validate."""
+
+    n_folds: int = 3
+    n_val: int = 3
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    pooled_steps: int = 1200
+    pooled_lr: float = 1e-3
+    pooled_tasks_per_step: int = 8
+    meta_iterations: int = 400
+    meta_batch: int = 4
+    meta_lr: float = 3e-4
+    val_every: int = 50
+    val_max_tasks: int = 24
+    finetune_lrs: Tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+    scratch_lrs: Tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    adapt_optimizer: str = "adam"  # fine-tuning and scratch baselines; MAML uses its own SGD inner loop
+    reference_steps: int = 150
+    reference_lr: float = 1e-3
+    reference_batch: int = 32
+    seed: int = 0
+
+
+@dataclass
+class PersonalizationConfig:
+    problems: Tuple[str, ...] = ("generation", "reconstruction")
+    split: SplitConfig = field(default_factory=SplitConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    sampler: TaskSamplerConfig = field(default_factory=TaskSamplerConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    tcn: TCNConfig = field(default_factory=lambda: TCNConfig(hidden_channels=48, levels=5, film=True))
+    maml: MAMLConfig = field(default_factory=lambda: MAMLConfig(inner_steps=5, inner_lr=0.01, first_order=True))
+    train: TrainConfig = field(default_factory=TrainConfig)

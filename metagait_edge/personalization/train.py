@@ -1,0 +1,207 @@
+"""Training for the personalization experiment: the pooled model, MAML meta-training, baseline tuning.
+
+Each function does one job and returns what it made; checkpoints are written by the caller. All of them
+run unchanged on a CPU, one GPU, or many under ``torchrun`` (``metagait_edge.distributed``): each rank
+draws different tasks and DDP averages the gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metagait_edge import distributed
+from metagait_edge.meta.maml import MAML, Batch, MAMLConfig, functional_forward
+from metagait_edge.metrics.masked import masked_mse
+from metagait_edge.personalization.config import PersonalizationConfig
+from metagait_edge.personalization.episodes import CycleTensors, meta_task, query_batch, support_batch
+from metagait_edge.personalization.methods import AdaptHParams, predict_finetuned, predict_scratch
+from metagait_edge.personalization.model import CycleModel, CycleModelConfig
+from metagait_edge.personalization.tasks import Recording, Task, TaskSampler, evaluation_tasks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class History:
+    """Logged metrics, one dict a row (written as CSV by the command)."""
+
+    rows: List[Dict[str, float]] = field(default_factory=list)
+
+    def log(self, **values: float) -> None:
+        self.rows.append({k: float(v) for k, v in values.items()})
+
+
+def _cat(batches: Sequence[Batch]) -> Batch:
+    return Batch(
+        x=torch.cat([b.x for b in batches]),
+        y=torch.cat([b.y for b in batches]),
+        mask=torch.cat([b.mask for b in batches]),
+    )
+
+
+def model_config(config: PersonalizationConfig, problem: str, channels: int) -> CycleModelConfig:
+    return CycleModelConfig(problem=problem, channels=channels, tcn=config.tcn)
+
+
+def validation_tasks(recordings: Sequence[Recording], subjects: Sequence[int], config: PersonalizationConfig,
+                     problem: str) -> List[Task]:
+    """Main-protocol tasks of validation walkers, at every shot count, capped for speed."""
+    tasks: List[Task] = []
+    for k in config.protocol.shots:
+        tasks += evaluation_tasks(recordings, subjects, k, config.protocol, problem == "generation")
+    rng = np.random.default_rng(0)
+    cap = config.train.val_max_tasks
+    if len(tasks) > cap:
+        tasks = [tasks[i] for i in sorted(rng.choice(len(tasks), cap, replace=False))]
+    return tasks
+
+
+def _fixed_batches(data: CycleTensors, tasks: Sequence[Task], problem: str, config: PersonalizationConfig,
+                   seed: int) -> List[tuple]:
+    g = torch.Generator().manual_seed(seed)
+    return [(support_batch(data, t, problem, config.masking, g), query_batch(data, t, problem, config.masking, g))
+            for t in tasks]
+
+
+def train_pooled(data: CycleTensors, sampler: TaskSampler, config: PersonalizationConfig, problem: str,
+                 progress: bool = True) -> tuple[CycleModel, History]:
+    """Conventional training on query-style examples of many training walkers (no adaptation)."""
+    ctx = distributed.init_from_env()
+    tc = config.train
+    torch.manual_seed(tc.seed)
+    model = CycleModel(model_config(config, problem, data.x.shape[1])).to(ctx.device)
+    wrapped = distributed.wrap_model(model, ctx)
+    opt = torch.optim.Adam(wrapped.parameters(), lr=tc.pooled_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.pooled_steps)
+    rng = np.random.default_rng([tc.seed, ctx.rank, 1])
+    g = torch.Generator().manual_seed(tc.seed * 1000 + ctx.rank)
+    history = History()
+    bar = tqdm(range(tc.pooled_steps), desc=f"pooled {problem}", disable=not (progress and ctx.is_main))
+    for step in bar:
+        tasks = [sampler.sample(rng) for _ in range(tc.pooled_tasks_per_step)]
+        batch = _cat([query_batch(data, t, problem, config.masking, g) for t in tasks])
+        loss = masked_mse(wrapped(batch.x.to(ctx.device))["output"], batch.y.to(ctx.device), batch.mask.to(ctx.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        value = distributed.all_reduce_mean(loss.detach()).item()
+        if step % 20 == 0 or step == tc.pooled_steps - 1:
+            history.log(step=step, loss=value)
+            bar.set_postfix(loss=f"{value:.4f}")
+    return model, history
+
+
+@torch.no_grad()
+def _val_loss_pooled(model: CycleModel, batches) -> float:
+    return float(np.mean([masked_mse(model(q.x)["output"], q.y, q.mask).item() for _, q in batches]))
+
+
+def val_loss_maml(maml: MAML, batches) -> float:
+    losses = []
+    for s, q in batches:
+        fast = maml.adapt(s.x, s.y, s.mask, differentiable=False)
+        with torch.no_grad():
+            losses.append(masked_mse(maml.forward_with(fast, q.x)["output"], q.y, q.mask).item())
+    return float(np.mean(losses))
+
+
+def train_maml(data: CycleTensors, sampler: TaskSampler, config: PersonalizationConfig, problem: str,
+               init: CycleModel, val_batches, progress: bool = True) -> tuple[MAML, History, Dict[str, float]]:
+    """MAML(++) meta-training warm-started from the pooled model; the checkpoint is selected on validation
+    walkers (meta-overfitting sets in after a few hundred iterations with a dozen training walkers)."""
+    ctx = distributed.init_from_env()
+    tc = config.train
+    torch.manual_seed(tc.seed)
+    maml = MAML(copy.deepcopy(init), config.maml).to(ctx.device)
+    wrapped = distributed.wrap_model(maml, ctx)
+    opt = torch.optim.Adam(wrapped.parameters(), lr=tc.meta_lr)
+    rng = np.random.default_rng([tc.seed, ctx.rank, 2])
+    g = torch.Generator().manual_seed(tc.seed * 1000 + ctx.rank + 7)
+    history = History()
+    maml.eval()
+    best = {"iteration": 0, "val_loss": val_loss_maml(maml, val_batches)}
+    best_state = copy.deepcopy(maml.state_dict())
+    history.log(iteration=0, val_loss=best["val_loss"])
+    bar = tqdm(range(1, tc.meta_iterations + 1), desc=f"maml {problem}", disable=not (progress and ctx.is_main))
+    for it in bar:
+        maml.train()
+        maml.set_progress(it / tc.meta_iterations)
+        tasks = [meta_task(data, sampler.sample(rng), problem, config.masking, g) for _ in range(tc.meta_batch)]
+        loss = wrapped([t for t in tasks])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():  # learned inner rates must stay positive
+            for lr in maml.inner_lrs.values():
+                lr.clamp_(min=1e-6)
+        value = distributed.all_reduce_mean(loss.detach()).item()
+        if it % tc.val_every == 0 or it == tc.meta_iterations:
+            maml.eval()
+            val = val_loss_maml(maml, val_batches)
+            mean_lr = float(torch.stack([v.mean() for v in maml.inner_lrs.values()]).mean())
+            history.log(iteration=it, meta_loss=value, val_loss=val, mean_inner_lr=mean_lr)
+            bar.set_postfix(meta=f"{value:.4f}", val=f"{val:.4f}", lr=f"{mean_lr:.4f}")
+            if val < best["val_loss"]:
+                best = {"iteration": it, "val_loss": val}
+                best_state = copy.deepcopy(maml.state_dict())
+    maml.load_state_dict(best_state)
+    maml.eval()
+    return maml, history, best
+
+
+def tune_adaptation(pooled: CycleModel, val_batches, config: PersonalizationConfig, scratch: bool) -> AdaptHParams:
+    """Pick the learning rate of fine-tuning (or of training from scratch) on validation walkers only.
+
+    The budget is MAML's: the same number of full-batch steps on the same support set.
+    """
+    tc = config.train
+    steps = config.maml.eval_steps or config.maml.inner_steps
+    grid = tc.scratch_lrs if scratch else tc.finetune_lrs
+    scores = {}
+    for lr in grid:
+        hp = AdaptHParams(steps=steps, lr=lr, optimizer=tc.adapt_optimizer)
+        losses = []
+        for i, (s, q) in enumerate(val_batches):
+            pred = predict_scratch(pooled.config, s, q, hp, seed=i) if scratch else predict_finetuned(pooled, s, q, hp)
+            losses.append(masked_mse(pred, q.y, q.mask).item())
+        scores[lr] = float(np.mean(losses))
+    best_lr = min(scores, key=scores.get)
+    log.info("%s lr grid on validation: %s -> %g", "scratch" if scratch else "finetune", scores, best_lr)
+    return AdaptHParams(steps=steps, lr=best_lr, optimizer=tc.adapt_optimizer)
+
+
+def train_reference(pooled: CycleModel, examples: Batch, config: PersonalizationConfig, seed: int) -> dict:
+    """The personal reference: ``pooled`` trained further on hundreds of one walker's own cycles."""
+    tc = config.train
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in pooled.named_parameters()}
+    opt = torch.optim.Adam(list(params.values()), lr=tc.reference_lr)
+    g = torch.Generator().manual_seed(seed)
+    n = examples.x.shape[0]
+    with torch.enable_grad():
+        for _ in range(tc.reference_steps):
+            idx = torch.randint(0, n, (min(tc.reference_batch, n),), generator=g)
+            out = functional_forward(pooled, params, examples.x[idx])["output"]
+            loss = masked_mse(out, examples.y[idx], examples.mask[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return {k: v.detach() for k, v in params.items()}
+
+
+def timed(fn, repeats: int = 5) -> float:
+    """Median wall time of ``fn()`` in milliseconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
