@@ -61,9 +61,10 @@ def complementary_pitch(acc_g: np.ndarray, gyro_y_dps: np.ndarray, fs: float, ta
                         gyro_sign: float = -1.0) -> np.ndarray:
     """Causal complementary filter: theta[t] = a*(theta[t-1] + w[t]*dt) + (1-a)*theta_acc[t].
 
-    The filter is linear, so it runs as one IIR pass. The accelerometer angle is taken on the branch
-    nearest a first-pass estimate, so noisy samples near +-180 deg (or real full turns) never inject a
-    360-degree step (``np.unwrap`` would, permanently).
+    The filter is linear, so it runs as an IIR pass. Impacts often swing the accelerometer angle
+    across the +-180 deg cut for a sample or two (hundreds of times per walking file); a second pass
+    takes each accelerometer angle on the branch nearest the first-pass estimate, so such samples are
+    bounded outliers that the filter damps. (``np.unwrap`` would turn each into a permanent 360 step.)
     """
     from scipy import signal
 
@@ -74,9 +75,12 @@ def complementary_pitch(acc_g: np.ndarray, gyro_y_dps: np.ndarray, fs: float, ta
     dt = 1.0 / fs
     a = tau_s / (tau_s + dt)
 
+    # Trapezoidal integration: the gyro samples rates at the sample instants.
+    w_step = np.r_[w[:1], 0.5 * (w[1:] + w[:-1])] * dt
+
     def run(target: np.ndarray) -> np.ndarray:
-        init = float(np.median(target[: max(1, int(round(0.5 * fs)))]))
-        out, _ = signal.lfilter([1.0], [1.0, -a], a * w * dt + (1.0 - a) * target, zi=[a * init])
+        init = float(target[0] - w_step[0])  # so the output starts at the first accelerometer angle
+        out, _ = signal.lfilter([1.0], [1.0, -a], a * w_step + (1.0 - a) * target, zi=[a * init])
         return out
 
     first = run(theta_acc)
