@@ -38,7 +38,7 @@ from metagait_edge.data.segments import SegmentConfig, find_segments
 log = logging.getLogger(__name__)
 
 N_POINTS = 101
-CYCLE_CACHE_VERSION = 1
+CYCLE_CACHE_VERSION = 2  # bump when cycle extraction changes, so caches rebuild
 
 
 @dataclass(frozen=True)
