@@ -1,0 +1,124 @@
+"""``EdgeConfig``: the edge runtime's YAML configuration (sources, sinks, safety, calibration, models).
+
+Loaded with ``metagait_edge.config.load_config(EdgeConfig, path)``: an unknown or mistyped key is an
+error naming its dotted path. Example: ``deploy/edge.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from metagait_edge.runtime.safety import SafetyConfig
+from metagait_edge.runtime.zmq_output import ZmqOutputConfig
+
+SOURCE_KINDS = ("serial", "replay", "rosbag", "camera", "video", "frames")
+IMU_KINDS = ("serial", "replay", "rosbag")
+CAMERA_KINDS = ("camera", "video", "frames")
+
+
+@dataclass
+class SourceConfig:
+    """One input. ``kind``: serial (``port``), replay (a HuGaDB .txt ``path``), rosbag (a bag folder
+    ``path``), camera (a device ``index``), video (a video file ``path``) or frames (a folder of images)."""
+
+    kind: str = "serial"
+    port: str = "/dev/ttyACM0"
+    baudrate: int = 115200
+    format: str = "binary"
+    path: Optional[Path] = None
+    index: int = 0
+    rate_hz: float = 58.8  # IMU sample rate (gait detection and filters run on it); camera: frame rate
+    loop: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
+        if self.kind in ("replay", "rosbag", "video", "frames") and self.path is None:
+            raise ValueError(f"a {self.kind} source needs a path")
+        if self.format not in ("binary", "ascii"):
+            raise ValueError(f"format must be binary or ascii, got {self.format!r}")
+        if not self.rate_hz > 0:
+            raise ValueError(f"rate_hz must be > 0, got {self.rate_hz}")
+
+
+@dataclass
+class RecordingSinkConfig:
+    """Optional recording of every published message (msgpack lines) for later analysis."""
+
+    path: Optional[Path] = None
+
+
+@dataclass
+class SinksConfig:
+    zmq: ZmqOutputConfig = field(default_factory=ZmqOutputConfig)
+    recording: RecordingSinkConfig = field(default_factory=RecordingSinkConfig)
+
+
+@dataclass
+class CalibrationConfig:
+    shots: int = 5
+    min_cycle_s: float = 0.6
+    max_cycle_s: float = 1.8
+    min_knee_rom_deg: float = 15.0  # amplitude check: a shuffle or standing still is no gait cycle
+    min_gyro_peak_dps: float = 60.0
+    max_cycle_distance: float = 2.5  # consistency: RMS distance (normalized units) to the median cycle
+    max_gap_s: float = 0.1  # no-gap check: largest spacing between consecutive samples of a cycle
+    timeout_s: float = 120.0
+    min_improvement: float = 0.0  # relative: accept only if loss_after < loss_before * (1 - this)
+    directory: Optional[Path] = None  # profile store; None: $METAGAIT_CACHE/walkers
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shots <= 50:
+            raise ValueError(f"shots must be in 1..50, got {self.shots}")
+        if not 0 < self.min_cycle_s < self.max_cycle_s:
+            raise ValueError("need 0 < min_cycle_s < max_cycle_s")
+
+
+@dataclass
+class ModelsConfig:
+    personalization: Optional[Path] = None  # fold/problem folder with maml/pooled checkpoints; None: shipped
+    recognition: Optional[Path] = None  # MetaGait checkpoint; None: shipped (or a random tiny model)
+    gallery: Optional[Path] = None  # enrolled walkers (safetensors); None: an empty gallery
+    identity_threshold: Optional[float] = None  # None: the gallery file's threshold
+
+
+@dataclass
+class RuntimeConfig:
+    walker: str = ""  # declared walker (no camera): use this walker's profile with confidence 1
+    recognition_every: int = 15  # camera frames between identity queries
+    recognition_window: int = 30  # silhouettes per identity query
+    silhouette_method: str = "mog2"  # mog2 | knn | segmentation
+    status_period_s: float = 1.0
+    history_s: float = 6.0  # IMU history kept by the gait worker
+
+    def __post_init__(self) -> None:
+        if self.silhouette_method not in ("mog2", "knn", "segmentation"):
+            raise ValueError(f"silhouette_method must be mog2, knn or segmentation, got {self.silhouette_method!r}")
+        if self.recognition_every < 1 or self.recognition_window < 2:
+            raise ValueError("recognition_every must be >= 1 and recognition_window >= 2")
+
+
+@dataclass
+class EdgeConfig:
+    sources: List[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    sinks: SinksConfig = field(default_factory=SinksConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        imu = [s for s in self.sources if s.kind in IMU_KINDS]
+        cams = [s for s in self.sources if s.kind in CAMERA_KINDS]
+        if len(imu) > 1 or len(cams) > 1:
+            raise ValueError(f"at most one IMU source and one camera source, got {len(imu)} and {len(cams)}")
+
+    @property
+    def imu_source(self) -> Optional[SourceConfig]:
+        return next((s for s in self.sources if s.kind in IMU_KINDS), None)
+
+    @property
+    def camera_source(self) -> Optional[SourceConfig]:
+        return next((s for s in self.sources if s.kind in CAMERA_KINDS), None)

@@ -1,0 +1,136 @@
+"""Walker profile store: one folder per walker with the adapted weights and their metadata.
+
+Layout (``<root>/<walker>/``)::
+
+    weights-<id>.safetensors   adapted fast weights + the personal template (tensor ``__template__``)
+    profile.json               metadata; names the weights file and its SHA-256: the commit point
+
+A save writes the new weights file atomically (temp file, fsync, rename), then ``profile.json``
+atomically, then removes older weights files. A crash (even kill -9) or a full disk at any point leaves
+either the old profile or the new one loadable, never a mix: ``profile.json`` only ever names a complete,
+fsynced weights file, and the old weights stay until the new ``profile.json`` is on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from metagait_edge.atomic import atomic_write_text, atomic_write_with
+
+FORMAT = "metagait-edge-walker-profile"
+VERSION = 1
+TEMPLATE_KEY = "__template__"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ProfileError(ValueError):
+    """A profile is missing or unreadable; the message names the walker and the file."""
+
+
+def default_root() -> Path:
+    from metagait_edge.paths import cache_dir
+
+    return cache_dir() / "walkers"
+
+
+def check_walker_name(walker: str) -> str:
+    if not isinstance(walker, str) or not _NAME.match(walker):
+        raise ProfileError(f"walker name {walker!r} must be 1-64 characters of letters, digits, '_', '-', '.'")
+    return walker
+
+
+@dataclass
+class Profile:
+    walker: str
+    weights: Dict[str, np.ndarray]  # parameter name -> float32 array (adapted fast weights)
+    template: np.ndarray  # float32 [C, 101] normalized personal template (mean of the support cycles)
+    valid: np.ndarray  # bool [C]
+    meta: Dict[str, Any] = field(default_factory=dict)  # losses, shots, base checkpoint, created, ...
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ProfileStore:
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    def folder(self, walker: str) -> Path:
+        return self.root / check_walker_name(walker)
+
+    def walkers(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "profile.json").is_file())
+
+    def exists(self, walker: str) -> bool:
+        return (self.folder(walker) / "profile.json").is_file()
+
+    def save(self, profile: Profile) -> Path:
+        """Commit ``profile`` atomically (see the module docstring); returns the profile.json path."""
+        from safetensors.numpy import save_file
+
+        folder = self.folder(profile.walker)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in profile.weights.items()}
+        if TEMPLATE_KEY in tensors:
+            raise ProfileError(f"walker {profile.walker!r}: parameter name {TEMPLATE_KEY!r} is reserved")
+        tensors[TEMPLATE_KEY] = np.ascontiguousarray(profile.template, dtype=np.float32)
+        tensors["__valid__"] = np.asarray(profile.valid, dtype=np.float32)
+        name = f"weights-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.safetensors"
+        wpath = folder / name
+        atomic_write_with(wpath, lambda tmp: save_file(tensors, str(tmp), metadata={"walker": profile.walker}))
+        meta = {
+            "format": FORMAT, "version": VERSION, "walker": profile.walker, "weights": name,
+            "weights_sha256": _sha256(wpath), "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **profile.meta,
+        }
+        try:
+            atomic_write_text(folder / "profile.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        except BaseException:
+            wpath.unlink(missing_ok=True)  # not committed: do not leave an orphan behind
+            raise
+        for old in folder.glob("weights-*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        return folder / "profile.json"
+
+    def load(self, walker: str) -> Profile:
+        from safetensors.numpy import load_file
+
+        folder = self.folder(walker)
+        jpath = folder / "profile.json"
+        if not jpath.is_file():
+            raise ProfileError(f"walker {walker!r} has no profile ({jpath} does not exist); run `metagait-edge calibrate`")
+        try:
+            meta = json.loads(jpath.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ProfileError(f"{jpath}: invalid JSON: {exc}") from None
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ProfileError(f"{jpath}: not a version-{VERSION} walker profile")
+        wpath = folder / str(meta.get("weights", ""))
+        if not wpath.is_file():
+            raise ProfileError(f"{jpath}: weights file {wpath.name} is missing")
+        if _sha256(wpath) != meta.get("weights_sha256"):
+            raise ProfileError(f"{wpath}: content does not match the SHA-256 in {jpath.name}")
+        tensors = load_file(str(wpath))
+        if TEMPLATE_KEY not in tensors or "__valid__" not in tensors:
+            raise ProfileError(f"{wpath}: lacks the personal template")
+        template = tensors.pop(TEMPLATE_KEY)
+        valid = tensors.pop("__valid__") > 0.5
+        extra = {k: v for k, v in meta.items() if k not in ("format", "version", "walker", "weights", "weights_sha256")}
+        return Profile(walker=walker, weights=tensors, template=template, valid=valid, meta=extra)
