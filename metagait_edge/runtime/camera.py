@@ -1,0 +1,407 @@
+"""Camera input for walker recognition: frame sources, silhouette extraction, silhouette buffers, recognition.
+
+Pipeline (one thread, ``CameraPipeline``): a frame source (camera index, video file or folder of frames)
+-> ``SilhouetteExtractor`` (default: OpenCV background subtraction, MOG2 or KNN, + morphology + the
+largest connected component; no weights needed; or a person-segmentation model through the same
+interface) -> person crop + the OpenGait pretreatment (``data.pretreatment``: 64x64, cut to 64x44 at the
+model input) -> a per-walker ``SilhouetteBuffer`` -> every ``every`` frames the ``Recognizer`` embeds the
+newest ``window`` silhouettes and asks the ``Gallery`` who it is.
+
+cv2 and torch are imported inside functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, Iterator, Optional, Protocol, Tuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RECOGNITION_CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "resources" / "checkpoints" / "recognition"
+
+
+# ------------------------------------------------------------------------------------------- sources
+class FrameSource:
+    """Iterates ``(frame_bgr uint8 [H, W, 3], monotonic_time)``; ``None`` frames are read failures.
+
+    ``kind``: "camera" (``index``), "video" (``path``) or "frames" (a folder of images, name order).
+    ``fps``: pace video/frames playback in real time (None: as fast as possible); ``loop``: start over.
+    """
+
+    def __init__(self, kind: str, path: str | Path | None = None, index: int = 0, fps: Optional[float] = None,
+                 loop: bool = False, max_consecutive_failures: int = 30) -> None:
+        if kind not in ("camera", "video", "frames"):
+            raise ValueError(f"camera source kind must be camera, video or frames, got {kind!r}")
+        if kind != "camera":
+            if path is None or not Path(path).exists():
+                raise FileNotFoundError(f"{kind} source {path} does not exist")
+        self.kind, self.path, self.index, self.fps, self.loop = kind, path, index, fps, loop
+        self.max_failures = max_consecutive_failures
+        self.frames_read = 0
+        self.read_failures = 0
+
+    def _files(self) -> list[Path]:
+        from metagait_edge.data.pretreatment import list_frame_files
+
+        files = list_frame_files(self.path)
+        if not files:
+            raise FileNotFoundError(f"frames source {self.path}: no .png/.jpg images")
+        return files
+
+    def _raw(self) -> Iterator[Optional[np.ndarray]]:
+        import cv2
+
+        if self.kind == "frames":
+            files = self._files()
+            while True:
+                for f in files:
+                    yield cv2.imread(str(f), cv2.IMREAD_COLOR)
+                if not self.loop:
+                    return
+        while True:
+            cap = cv2.VideoCapture(self.index if self.kind == "camera" else str(self.path))
+            if not cap.isOpened():
+                raise OSError(f"cannot open {self.kind} source {self.path if self.kind != 'camera' else self.index}")
+            failures = 0
+            try:
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        if self.kind == "video":
+                            break  # end of file
+                        failures += 1
+                        if failures > self.max_failures:
+                            raise OSError(f"camera {self.index}: {failures} consecutive read failures")
+                        yield None
+                        continue
+                    failures = 0
+                    yield frame
+            finally:
+                cap.release()
+            if not self.loop or self.kind == "camera":
+                return
+
+    def __iter__(self) -> Iterator[Tuple[Optional[np.ndarray], float]]:
+        t0 = time.monotonic()
+        for k, frame in enumerate(self._raw()):
+            if self.fps:
+                delay = t0 + k / self.fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            if frame is None:
+                self.read_failures += 1
+            else:
+                self.frames_read += 1
+            yield frame, time.monotonic()
+
+
+# -------------------------------------------------------------------------------------- silhouettes
+class PersonSegmenter(Protocol):
+    """A person-segmentation model: BGR frame -> float or uint8 person probability/mask [H, W]."""
+
+    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxPersonSegmenter:
+    """A person-segmentation ONNX model (input NCHW float RGB in 0..1 at ``size``; output [1, 1|2, h, w]).
+
+    Works with any single-input model of that shape (e.g. a MODNet/PP-HumanSeg export); the model file is
+    not shipped: pass its path.
+    """
+
+    def __init__(self, path: str | Path, size: Tuple[int, int] = (256, 256), person_channel: int = -1) -> None:
+        import onnxruntime as ort
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"person segmentation model {p} does not exist")
+        self.session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.size, self.person_channel = size, person_channel
+
+    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = frame_bgr.shape[:2]
+        x = cv2.resize(frame_bgr[:, :, ::-1], self.size).astype(np.float32) / 255.0
+        out = self.session.run(None, {self.input: x.transpose(2, 0, 1)[None]})[0]
+        prob = out[0, self.person_channel] if out.ndim == 4 else out[0]
+        return cv2.resize(prob.astype(np.float32), (w, h))
+
+
+class SilhouetteExtractor:
+    """BGR frame -> uint8 0/255 person mask of the frame's size.
+
+    ``method``: "mog2" / "knn" background subtraction (learns the background online; a scene that starts
+    empty, as when a walker walks into view, gives clean masks from the first pass), or "segmentation"
+    with a ``segmenter`` (e.g. ``OnnxPersonSegmenter``). Masks are cleaned by an opening (speckle
+    noise), a closing (holes from clothes matching the background) and the largest connected component.
+    """
+
+    def __init__(self, method: str = "mog2", segmenter: Optional[PersonSegmenter] = None, history: int = 200,
+                 var_threshold: float = 40.0, learning_rate: float = -1.0, min_area: int = 150,
+                 kernel: int = 3) -> None:
+        import cv2
+
+        self.method = method
+        if method == "mog2":
+            self._bg = cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=var_threshold, detectShadows=False)
+        elif method == "knn":
+            self._bg = cv2.createBackgroundSubtractorKNN(history=history, dist2Threshold=var_threshold * 10, detectShadows=False)
+        elif method == "segmentation":
+            if segmenter is None:
+                raise ValueError("silhouette method 'segmentation' needs a segmenter (e.g. OnnxPersonSegmenter(path))")
+            self._bg = None
+        else:
+            raise ValueError(f"silhouette method must be mog2, knn or segmentation, got {method!r}")
+        self.segmenter = segmenter
+        self.learning_rate = learning_rate
+        self.min_area = min_area
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kernel + 1, 2 * kernel + 3))
+
+    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if frame_bgr is None or frame_bgr.ndim != 3:
+            raise ValueError(f"expected a BGR frame [H, W, 3], got {None if frame_bgr is None else frame_bgr.shape}")
+        if self._bg is not None:
+            blurred = cv2.GaussianBlur(frame_bgr, (5, 5), 0)  # sensor noise would otherwise speckle the mask
+            fg = self._bg.apply(blurred, learningRate=self.learning_rate)
+            mask = (fg > 127).astype(np.uint8) * 255
+        else:
+            prob = np.asarray(self.segmenter(frame_bgr), dtype=np.float32)
+            if prob.max() > 1.0:
+                prob = prob / 255.0
+            mask = (prob > 0.5).astype(np.uint8) * 255
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+        return largest_component(mask, self.min_area)
+
+
+def largest_component(mask: np.ndarray, min_area: int = 0) -> np.ndarray:
+    """Keep the largest 8-connected blob (the walker), with its holes filled; empty if below ``min_area``."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
+    out = np.zeros_like(mask, dtype=np.uint8)
+    if n <= 1:
+        return out
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[k, cv2.CC_STAT_AREA] < min_area:
+        return out
+    blob = (labels == k).astype(np.uint8) * 255
+    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, 255, thickness=cv2.FILLED)
+    return out
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else float(np.count_nonzero(a & b)) / union
+
+
+class SilhouetteBuffer:
+    """Newest ``capacity`` pretreated silhouettes (uint8 [64, 64]) per walker track."""
+
+    def __init__(self, capacity: int = 60) -> None:
+        self.capacity = capacity
+        self._tracks: Dict[int, Deque[np.ndarray]] = {}
+
+    def push(self, silhouette: np.ndarray, track: int = 0) -> None:
+        self._tracks.setdefault(track, collections.deque(maxlen=self.capacity)).append(silhouette)
+
+    def latest(self, n: int, track: int = 0) -> np.ndarray:
+        buf = self._tracks.get(track)
+        if not buf:
+            return np.zeros((0, 64, 64), np.uint8)
+        items = list(buf)[-n:]
+        return np.stack(items)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._tracks.values())
+
+    def clear(self, track: Optional[int] = None) -> None:
+        if track is None:
+            self._tracks.clear()
+        else:
+            self._tracks.pop(track, None)
+
+
+# -------------------------------------------------------------------------------------- recognition
+@dataclass(frozen=True)
+class IdentityResult:
+    walker_id: Optional[str]  # accepted walker, None when unknown
+    nearest_id: Optional[str]
+    distance: float
+    confidence: float  # 1 - distance / (2 * threshold), clipped to [0, 1]: 0.5 at the threshold
+    num_frames: int
+    embedding: np.ndarray
+
+
+def load_recognition_model(path: str | Path | None = None, tiny_seed: int = 0):
+    """The MetaGait embedding model in inference mode.
+
+    ``path``: a checkpoint (``<x>.safetensors`` + ``<x>.json`` with the MetaGaitConfig); None: the
+    shipped one under ``resources/checkpoints/recognition/`` if present, else a randomly initialized
+    CPU-sized MetaGait (a stand-in until recognition training ships weights).
+    """
+    import torch
+
+    from metagait_edge.checkpoint import load_checkpoint
+    from metagait_edge.config import from_dict
+    from metagait_edge.models.metagait import MetaGait, MetaGaitConfig
+
+    if path is None:
+        found = sorted(RECOGNITION_CHECKPOINT_DIR.glob("*.safetensors")) if RECOGNITION_CHECKPOINT_DIR.is_dir() else []
+        path = found[0] if found else None
+    if path is None:
+        torch.manual_seed(tiny_seed)
+        model = MetaGait(MetaGaitConfig.cpu(channels=(8, 16, 32), num_classes=0))
+        model.source = "random-init (no recognition checkpoint shipped)"
+    else:
+        ck = load_checkpoint(path, expected_model_class="MetaGait")
+        cfg = dict(ck.config.get("model", ck.config))
+        model = MetaGait(from_dict(MetaGaitConfig, cfg))
+        model.load_state_dict(ck.state_dict, strict=False)
+        model.source = str(ck.path)
+    model.set_mode("inference").eval()
+    return model
+
+
+class Recognizer:
+    """Silhouettes (uint8 [T, 64, 64]) -> ``IdentityResult`` through the model and the ``Gallery``."""
+
+    def __init__(self, model, gallery=None) -> None:
+        from metagait_edge.gallery import Gallery
+
+        self.model = model
+        self.gallery = gallery if gallery is not None else Gallery()
+
+    def embed(self, silhouettes: np.ndarray) -> np.ndarray:
+        import torch
+
+        from metagait_edge.data.pretreatment import to_model_input
+
+        x = torch.from_numpy(to_model_input(silhouettes))[None]
+        with torch.no_grad():
+            return self.model(x)["embeddings"][0].numpy()
+
+    def enroll(self, walker_id: str, silhouettes: np.ndarray) -> np.ndarray:
+        emb = self.embed(silhouettes)
+        self.gallery.enroll(walker_id, emb)
+        return emb
+
+    def identify(self, silhouettes: np.ndarray) -> IdentityResult:
+        emb = self.embed(silhouettes)
+        if len(self.gallery) == 0:
+            return IdentityResult(None, None, math.nan, 0.0, len(silhouettes), emb)
+        ident = self.gallery.identify(emb)
+        thr = self.gallery.threshold
+        if thr is None or not thr > 0:
+            conf = 1.0 if ident.walker_id is not None else 0.0
+        else:
+            conf = float(np.clip(1.0 - ident.distance / (2.0 * thr), 0.0, 1.0))
+        return IdentityResult(ident.walker_id, ident.nearest_id, float(ident.distance), conf, len(silhouettes), emb)
+
+
+def build_recognizer(gallery_path: str | Path | None = None, threshold: Optional[float] = None,
+                     model_path: str | Path | None = None) -> Recognizer:
+    """A ``Recognizer`` on the shipped (or given) model and a gallery file (empty gallery when none)."""
+    from metagait_edge.gallery import Gallery
+
+    gallery = Gallery.load(gallery_path) if gallery_path else Gallery()
+    if threshold is not None:
+        gallery.threshold = float(threshold)
+    return Recognizer(load_recognition_model(model_path), gallery)
+
+
+def silhouettes_from_frames(frames, extractor: Optional[SilhouetteExtractor] = None) -> np.ndarray:
+    """Run the extractor + pretreatment over BGR frames; uint8 [T', 64, 64] (empty frames skipped)."""
+    from metagait_edge.data.pretreatment import pretreat_frame
+
+    extractor = extractor or SilhouetteExtractor()
+    out = [s for s in (pretreat_frame(extractor(f)) for f in frames if f is not None) if s is not None]
+    return np.stack(out) if out else np.zeros((0, 64, 64), np.uint8)
+
+
+@dataclass
+class CameraStats:
+    frames: int = 0
+    read_failures: int = 0  # frames the source failed to deliver (drops)
+    silhouettes: int = 0
+    empty: int = 0  # frames without a person
+    queries: int = 0
+    last_identity: Optional[str] = None
+    fps: float = 0.0
+
+
+class CameraPipeline:
+    """Thread: source -> extractor -> buffer -> recognition every ``every`` frames -> ``on_identity``."""
+
+    def __init__(self, source, recognizer: Recognizer, on_identity: Callable[[IdentityResult], None],
+                 extractor: Optional[SilhouetteExtractor] = None, every: int = 15, window: int = 30,
+                 min_frames: int = 15) -> None:
+        self.source, self.recognizer, self.on_identity = source, recognizer, on_identity
+        self.extractor = extractor or SilhouetteExtractor()
+        self.every, self.window, self.min_frames = every, window, min_frames
+        self.buffer = SilhouetteBuffer(capacity=max(window, 2 * every))
+        self.stats = CameraStats()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.error: Optional[BaseException] = None
+
+    def start(self) -> "CameraPipeline":
+        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def process(self, frame: Optional[np.ndarray]) -> Optional[IdentityResult]:
+        """One frame through the pipeline (also used directly by tests); returns an identity if queried."""
+        from metagait_edge.data.pretreatment import pretreat_frame
+
+        self.stats.frames += 1
+        if frame is None:
+            self.stats.read_failures += 1
+            return None
+        sil = pretreat_frame(self.extractor(frame))
+        if sil is None:
+            self.stats.empty += 1
+        else:
+            self.stats.silhouettes += 1
+            self.buffer.push(sil)
+        if self.stats.frames % self.every or len(self.buffer) < self.min_frames:
+            return None
+        result = self.recognizer.identify(self.buffer.latest(self.window))
+        self.stats.queries += 1
+        self.stats.last_identity = result.walker_id
+        return result
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            for frame, _t in self.source:
+                if self._stop.is_set():
+                    break
+                result = self.process(frame)
+                self.stats.fps = self.stats.frames / max(1e-6, time.monotonic() - t0)
+                if result is not None:
+                    self.on_identity(result)
+        except Exception as exc:  # a camera fault must not take down the gait pipeline
+            self.error = exc
+            log.error("camera pipeline stopped: %s", exc)
