@@ -162,3 +162,15 @@ def test_real_archive_checksum_matches_the_known_one():
     assert archive.expected_sha256(arc) == archive.KNOWN_SHA256["HuGaDB_v1.tar.xz"]
     prepared = prepare_hugadb()
     assert len(list(prepared.data_dir.glob("HuGaDB_v1_*.txt"))) == 635
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("METAGAIT_DATA")
+                    or not os.path.isfile(os.path.join(os.environ.get("METAGAIT_DATA", ""), "hugadb", "HuGaDB_v1.tar.xz")),
+                    reason="real HuGaDB archive not found under $METAGAIT_DATA/hugadb")
+def test_cli_info_on_the_real_archive(capsys):
+    assert main(["data", "info", "hugadb"]) == 0
+    out = capsys.readouterr().out
+    assert "files    : 635" in out and "subjects : 18 (1..18)" in out
+    assert "gyro     : 465 files" in out and "glitches : 6 rows dropped" in out
+    assert "cycles   : walking" in out and "cycles   : stairs_up" in out
