@@ -1,0 +1,519 @@
+"""The edge runtime: sensor threads -> gait worker -> safety envelope -> ZeroMQ, plus camera recognition.
+
+Threads and what they may block on:
+
+- sensor readers (``SerialSource`` or ``push_imu`` from a ROS callback) only push rows into the IMU
+  ``RingBuffer`` and set an event; they never wait for anything downstream;
+- the gait worker drains the ring, computes the 42 cycle channels per sample (36 IMU + 6 joint-angle
+  estimates by a streaming complementary filter), runs the causal gait-event detector and, at each
+  detected cycle, generates the next cycle's reference with the walker's personalized model (or the
+  generic one), bounds it with the ``SafetyEnvelope`` and hands it to the ``ZmqPublisher`` queue (which
+  never blocks); completed cycles are also offered to a running calibration through a bounded queue;
+- the watchdog thread publishes ``HOLD`` when the IMU goes stale (the worker would publish nothing) and
+  a periodic status line; the camera thread identifies the walker; calibration adapts in the caller's
+  thread. No control output waits on inference, a subscriber, the camera or calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from metagait_edge.runtime import imu_protocol
+from metagait_edge.runtime.calibration import (
+    ANGLE_CHANNELS, CalibrationOutcome, CycleRecord, Personalizer, calibrate, load_personalizer,
+)
+from metagait_edge.runtime.config import EdgeConfig
+from metagait_edge.runtime.ringbuffer import RingBuffer
+from metagait_edge.runtime.safety import SafetyEnvelope, SafetyStatus
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runtime", "build_runtime", "load_personalizer", "OnlineFeatures", "CalibrationOutcome"]
+
+_SENSORS = imu_protocol.SENSORS
+
+
+class OnlineFeatures:
+    """Per-sample 42 cycle channels: 36 IMU values + hip/knee/ankle estimates (``data.joint_angles``, causal).
+
+    Segment pitch: complementary filter of the sagittal gyro and the accelerometer inclination, the
+    accelerometer angle taken on the branch nearest the estimate; the ankle angle's per-recording median
+    (offline) becomes a slowly tracked running median here.
+    """
+
+    def __init__(self, rate_hz: float, tau_s: float = 1.0, gyro_sign: float = -1.0) -> None:
+        self.dt = 1.0 / rate_hz
+        self.a = tau_s / (tau_s + self.dt)
+        self.gyro_sign = gyro_sign
+        self.pitch = np.full(6, np.nan)
+        self.prev_w = np.zeros(6)
+        self.ankle_med = np.zeros(2)
+        self._acc = np.array([[6 * k, 6 * k + 1, 6 * k + 2] for k in range(6)])
+        self._gy = np.array([6 * k + 4 for k in range(6)])
+        self.out = np.zeros(42, np.float32)
+
+    def reset(self) -> None:
+        self.pitch[:] = np.nan
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        acc = x[self._acc]
+        theta_acc = np.degrees(np.arctan2(acc[:, 2], -acc[:, 0]))
+        w = self.gyro_sign * x[self._gy].astype(np.float64)
+        if np.isnan(self.pitch).any():
+            self.pitch = theta_acc.astype(np.float64)
+            self.prev_w = w
+        step = 0.5 * (w + self.prev_w) * self.dt
+        self.prev_w = w
+        pred = self.pitch + step
+        target = pred + ((theta_acc - pred + 180.0) % 360.0 - 180.0)
+        self.pitch = self.a * pred + (1.0 - self.a) * target
+        p = dict(zip(_SENSORS, self.pitch))
+        ankle = np.array([p["rs"] - p["rf"], p["ls"] - p["lf"]])
+        self.ankle_med += 0.02 * np.sign(ankle - self.ankle_med)  # running median, 0.02 deg per sample
+        self.out[:36] = x
+        self.out[36:] = (p["rt"], p["rt"] - p["rs"], ankle[0] - self.ankle_med[0],
+                         p["lt"], p["lt"] - p["ls"], ankle[1] - self.ankle_med[1])
+        return self.out
+
+
+@dataclass
+class PublishedRecord:
+    t_ns: int  # header t_ns of the trajectory (the key a subscriber sees)
+    ring_seq: int  # IMU sample that completed the cycle
+    frame_seq: int  # its serial frame seq (-1 when unknown)
+    personalized: bool
+    status: str
+    cycle_index: int
+    trajectory: np.ndarray
+
+
+@dataclass
+class RuntimeStats:
+    samples: int = 0
+    nonfinite_samples: int = 0
+    cycles: int = 0
+    published: int = 0
+    personalized: int = 0
+    holds: int = 0
+    dropped_samples: int = 0
+    last_status: str = "HOLD"
+    last_reason: str = "starting"
+    worker_errors: int = 0
+    gen_ms: List[float] = field(default_factory=list)
+
+
+class Runtime:
+    """See the module docstring. ``start()`` / ``stop()``; ``push_imu``, ``step``, ``calibrate`` for the ROS nodes."""
+
+    def __init__(self, config: Optional[EdgeConfig] = None, personalizer: Optional[Personalizer] = None,
+                 publisher=None, recognizer=None, store=None, imu_rate_hz: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        from metagait_edge.data.gait_events import CausalGaitDetector
+        from metagait_edge.runtime.profiles import ProfileStore
+
+        self.config = config or EdgeConfig(sources=[])
+        src = self.config.imu_source
+        self.rate_hz = float(imu_rate_hz or (src.rate_hz if src else 58.8))
+        self.personalizer = personalizer or load_personalizer(self.config.models.personalization)
+        self.channel_names = list(ANGLE_CHANNELS)
+        self.publisher = publisher
+        self.recognizer = recognizer
+        self.store = store or ProfileStore(self.config.calibration.directory)
+        self.safety = SafetyEnvelope(self.config.safety)
+        self.clock = clock
+        cap = max(1024, int(self.rate_hz * 10))
+        self.ring = RingBuffer(cap, imu_protocol.N_CHANNELS)
+        self._frame_seq = np.full(cap, -1, np.int64)
+        self._scale = imu_protocol.channel_scale(np.float32)
+        self.features = OnlineFeatures(self.rate_hz)
+        self.detector = CausalGaitDetector(self.rate_hz)
+        hist = int(self.config.runtime.history_s * self.rate_hz)
+        self._hist = np.zeros((hist, 42), np.float32)
+        self._hist_t = np.zeros(hist, np.float64)
+        self._prev_ic: Optional[int] = None
+        self._prev_cycle: Optional[CycleRecord] = None
+        self._cycle_index = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self.stats = RuntimeStats()
+        self.records: List[PublishedRecord] = []
+        self.max_records = 100_000
+        self._calib_queue: Optional[queue.Queue] = None
+        self._calib_lock = threading.Lock()
+        self._lock = threading.Lock()
+        # identity and personalization state
+        self.walker: Optional[str] = self.config.runtime.walker or None
+        self.confidence = 1.0 if self.walker else 0.0
+        self._profiles: Dict[str, tuple] = {}
+        if self.walker:
+            self._load_profile(self.walker)
+        self._latest_out = None
+        self._last_traj = None
+        self.serial = None
+        self.camera = None
+        self._recording = None
+
+    # --------------------------------------------------------------------------------- inputs
+    def push_imu(self, raw36, host_time_s: float, frame_seq: int = -1) -> None:
+        """One IMU sample as raw int16 counts (``imu_protocol`` order), host monotonic seconds."""
+        row = np.asarray(raw36, dtype=np.float32) * self._scale
+        seq = self.ring.push(row, host_time_s)
+        self._frame_seq[seq % self.ring.capacity] = frame_seq
+        self._wake.set()
+
+    def _on_serial_frame(self, frame, t: float) -> None:
+        self._frame_seq[(self.ring.head - 1) % self.ring.capacity] = frame.seq
+        self._wake.set()
+
+    def set_identity(self, walker: Optional[str], confidence: float) -> None:
+        if walker and walker not in self._profiles:
+            self._load_profile(walker)
+        self.walker, self.confidence = walker, float(confidence)
+
+    def _load_profile(self, walker: str) -> None:
+        from metagait_edge.runtime.profiles import ProfileError
+
+        try:
+            prof = self.store.load(walker)
+            self._profiles[walker] = (prof, self.personalizer.params_from(prof.weights))
+            log.info("loaded the profile of %s (%s)", walker, prof.meta.get("saved", ""))
+        except (ProfileError, ValueError) as exc:
+            log.info("no usable profile for %s: %s", walker, exc)
+
+    def _on_identity(self, result) -> None:
+        self.set_identity(result.walker_id, result.confidence)
+        if self.publisher is not None:
+            active = result.walker_id in self._profiles if result.walker_id else False
+            self.publisher.publish_identity(result.walker_id, result.distance, result.confidence, personalized=active)
+
+    # --------------------------------------------------------------------------------- worker
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.05)
+            self._wake.clear()
+            while True:
+                w = self.ring.read_new(256)
+                self.stats.dropped_samples = self.ring.dropped
+                if len(w) == 0:
+                    break
+                for i in range(len(w)):
+                    try:
+                        self._sample(w.data[i], float(w.timestamps[i]), w.first_seq + i)
+                    except Exception as exc:  # one bad cycle must not stop the control path
+                        self.stats.worker_errors += 1
+                        log.exception("gait worker error: %s", exc)
+
+    def _sample(self, x: np.ndarray, t: float, ring_seq: int) -> None:
+        if not np.isfinite(x).all():
+            self.stats.nonfinite_samples += 1  # dropped: it must not poison the filters' state
+            return
+        self.stats.samples += 1
+        feats = self.features.push(x)
+        k = self.detector.t + 1
+        h = len(self._hist)
+        self._hist[k % h] = feats
+        self._hist_t[k % h] = t
+        ev = self.detector.push(float(x[imu_protocol.CHANNEL_NAMES.index("gyro_rs_y")]))
+        if ev is None:
+            return
+        prev, self._prev_ic = self._prev_ic, ev.index
+        self._cycle_index += 1
+        if prev is None or ev.stride_samples is None or k - prev >= h - 1 or ev.index <= prev:
+            self._prev_cycle = None
+            return
+        from metagait_edge.data.cycles import resample_cycles
+
+        idx = np.arange(prev, ev.index + 1) % h
+        rows, ts = self._hist[idx], self._hist_t[idx]
+        cycle = resample_cycles(rows, np.array([0]), np.array([len(rows) - 1]))[0]
+        rec = CycleRecord(cycle, np.isfinite(cycle).all(axis=1), float(ts[-1] - ts[0]),
+                          float(np.diff(ts).max()) if len(ts) > 1 else 0.0, t, self._cycle_index)
+        self.stats.cycles += 1
+        with self._calib_lock:
+            if self._calib_queue is not None:
+                try:
+                    self._calib_queue.put_nowait(rec)
+                except queue.Full:
+                    pass
+        self._generate(rec, ring_seq)
+        self._prev_cycle = rec
+
+    def _generate(self, rec: CycleRecord, ring_seq: int) -> None:
+        walker, conf = self.walker, self.confidence
+        entry = self._profiles.get(walker) if walker else None
+        gate = self.config.safety.confidence_threshold
+        use_profile = entry is not None and conf >= gate
+        t0 = time.perf_counter()
+        if use_profile:
+            prof, params = entry
+            out = self.personalizer.generate(rec.cycle, prof.template, rec.valid, params)
+        else:
+            out = self.personalizer.generate(rec.cycle, None, rec.valid)
+        self.stats.gen_ms.append(1e3 * (time.perf_counter() - t0))
+        if len(self.stats.gen_ms) > 10000:
+            del self.stats.gen_ms[:5000]
+        traj = out[self.personalizer.angle_index]
+        res = self.safety.apply(traj, self.channel_names, self.ring.latest_timestamp(), self.clock(),
+                                conf if use_profile else 0.0, use_profile, rec.duration_s)
+        phase = self.detector.phase
+        phase = 0.0 if not math.isfinite(phase) else min(phase / 100.0, 0.999)
+        t_ns = time.time_ns()
+        if res.status is SafetyStatus.HOLD:
+            self.stats.holds += 1
+            self._set_status("HOLD", res.reason)
+            return
+        self._set_status(res.status.value, res.reason, publish=False)
+        if self.publisher is not None:
+            self.publisher.publish_trajectory(res.trajectory, self.channel_names, walker_id=walker,
+                                              personalized=res.personalized, phase=phase, cycle_s=rec.duration_s,
+                                              status=res.status.value, reason=res.reason,
+                                              confidence=conf, t_ns=t_ns)
+        self.stats.published += 1
+        self.stats.personalized += int(res.personalized)
+        self._last_traj = (res, phase, rec.duration_s, walker)
+        self._latest_out = (res, phase, rec.duration_s, walker, t_ns)
+        if len(self.records) < self.max_records:
+            self.records.append(PublishedRecord(t_ns, ring_seq, int(self._frame_seq[ring_seq % self.ring.capacity]),
+                                                res.personalized, res.status.value, rec.index, res.trajectory))
+        if self._recording is not None:
+            self._recording.put_nowait(("trajectory", t_ns, res.status.value, res.trajectory)) if not self._recording.full() else None
+
+    # --------------------------------------------------------------------------------- status
+    def _set_status(self, status: str, reason: str, publish: bool = True) -> None:
+        changed = status != self.stats.last_status
+        self.stats.last_status, self.stats.last_reason = status, reason
+        if changed and publish and self.publisher is not None:
+            self.publisher.publish_status(status, reason, walker_id=self.walker)
+
+    def imu_age(self) -> float:
+        last = self.ring.latest_timestamp()
+        return math.inf if last is None else self.clock() - last
+
+    def _watchdog(self) -> None:
+        period = self.config.runtime.status_period_s
+        timeout = self.config.safety.staleness_timeout_s
+        next_line = self.clock() + period
+        while not self._stop.wait(min(0.02, timeout / 4)):
+            age = self.imu_age()
+            if age > timeout and self.stats.last_status != "HOLD":
+                reason = ("no IMU sample received yet" if math.isinf(age)
+                          else f"IMU stale: {age:.3f} s since the last sample > {timeout:.3f} s")
+                self._set_status("HOLD", reason)
+            now = self.clock()
+            if now >= next_line:
+                next_line = now + period
+                if self.publisher is not None:
+                    self.publisher.publish_status(self.stats.last_status, self.stats.last_reason, walker_id=self.walker)
+                log.info("%s", self.status_line())
+
+    def status_line(self) -> str:
+        s = self.stats
+        ser = self.serial.stats if self.serial is not None else None
+        gen = np.percentile(s.gen_ms, 50) if s.gen_ms else float("nan")
+        return (f"status={s.last_status} walker={self.walker} conf={self.confidence:.2f} samples={s.samples} "
+                f"cycles={s.cycles} published={s.published} personalized={s.personalized} holds={s.holds} "
+                f"nan={s.nonfinite_samples} drops={s.dropped_samples} gen_p50={gen:.1f}ms"
+                + (f" serial_frames={ser.frames} bad={ser.bad_frames} reconnects={ser.reconnects}" if ser else ""))
+
+    # --------------------------------------------------------------------------------- ROS API
+    def step(self, stamp_ns: int):
+        """The newest trajectory since the last call as a ``ros.msgs.TrajectoryOutput``; stale: STATUS_STALE."""
+        from metagait_edge.ros import msgs
+
+        timeout = self.config.safety.staleness_timeout_s
+        if self.imu_age() > timeout:
+            if self._last_traj is None:
+                return None
+            res, phase, cycle_s, walker = self._last_traj
+            return msgs.TrajectoryOutput(res.trajectory, self.channel_names, stamp_ns, walker or "", False, phase,
+                                         cycle_s, msgs.STATUS_STALE)
+        latest, self._latest_out = self._latest_out, None
+        if latest is None:
+            return None
+        res, phase, cycle_s, walker, _ = latest
+        if res.status is SafetyStatus.OK:
+            status = msgs.STATUS_CLAMPED if res.clamped_points or res.rate_limited_points else msgs.STATUS_OK
+        else:
+            status = msgs.STATUS_FALLBACK
+        return msgs.TrajectoryOutput(res.trajectory, self.channel_names, stamp_ns, walker or "", res.personalized,
+                                     phase, cycle_s, status)
+
+    def calibrate(self, walker: str, shots: Optional[int] = None, feedback: Callable[[int, int], None] = lambda n, k: None,
+                  cancelled: Callable[[], bool] = lambda: False, timeout_s: Optional[float] = None) -> CalibrationOutcome:
+        """Few-shot calibration of ``walker`` on the cycles the worker detects from now on (blocks the caller)."""
+        from metagait_edge.runtime.profiles import ProfileError
+
+        q: queue.Queue = queue.Queue(maxsize=64)
+        with self._calib_lock:
+            if self._calib_queue is not None:
+                raise RuntimeError("another calibration is running")
+            self._calib_queue = q
+        try:
+            try:
+                previous = self.store.load(walker) if self.store.exists(walker) else None
+            except ProfileError as exc:
+                log.warning("previous profile of %s unreadable (%s): calibrating from the base model", walker, exc)
+                previous = None
+
+            def commit(profile) -> None:
+                self._profiles[walker] = (profile, self.personalizer.params_from(profile.weights))
+
+            return calibrate(self.personalizer, self.store, walker, q, self.config.calibration, shots, feedback,
+                             cancelled, timeout_s, previous, commit)
+        finally:
+            with self._calib_lock:
+                self._calib_queue = None
+
+    # --------------------------------------------------------------------------------- lifecycle
+    def start(self) -> "Runtime":
+        import torch
+
+        torch.set_num_threads(1)  # the worker must not fight the sensor threads for cores
+        cfg = self.config
+        if self.publisher is None and cfg.sinks.zmq.endpoints and self.config.sources:
+            from metagait_edge.runtime.zmq_output import ZmqPublisher
+
+            self.publisher = ZmqPublisher(cfg.sinks.zmq).start()
+        if cfg.sinks.recording.path is not None:
+            self._start_recording(cfg.sinks.recording.path)
+        for name, target in (("gait-worker", self._worker), ("watchdog", self._watchdog)):
+            th = threading.Thread(target=target, name=name, daemon=True)
+            th.start()
+            self._threads.append(th)
+        src = cfg.imu_source
+        if src is not None:
+            self.serial = self._open_imu(src)
+            if self.serial is not None:
+                self.serial.start()
+        cam = cfg.camera_source
+        if cam is not None:
+            self._start_camera(cam)
+        return self
+
+    def _open_imu(self, src):
+        if src.kind == "serial":
+            from metagait_edge.runtime.serial_source import SerialSource, SerialSourceConfig
+
+            return SerialSource(SerialSourceConfig(port=src.port, baudrate=src.baudrate, format=src.format),
+                                ring=self.ring, on_frame=self._on_serial_frame)
+        return _FileImuSource(src, self)
+
+    def _start_camera(self, cam) -> None:
+        from metagait_edge.runtime.camera import CameraPipeline, FrameSource, SilhouetteExtractor, build_recognizer
+
+        if self.recognizer is None:
+            self.recognizer = build_recognizer(self.config.models.gallery, self.config.models.identity_threshold,
+                                               self.config.models.recognition)
+        source = FrameSource(cam.kind, cam.path, cam.index, fps=cam.rate_hz if cam.kind != "camera" else None,
+                             loop=cam.loop)
+        rc = self.config.runtime
+        self.camera = CameraPipeline(source, self.recognizer, self._on_identity,
+                                     SilhouetteExtractor(rc.silhouette_method), rc.recognition_every,
+                                     rc.recognition_window).start()
+
+    def _start_recording(self, path: Path) -> None:
+        import msgpack
+
+        self._recording = queue.Queue(maxsize=1024)
+        fh = open(path, "ab")
+
+        def writer() -> None:
+            while not self._stop.is_set() or not self._recording.empty():
+                try:
+                    kind, t_ns, status, traj = self._recording.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                fh.write(msgpack.packb({"kind": kind, "t_ns": t_ns, "status": status, "shape": list(traj.shape),
+                                        "data": traj.astype("<f4").tobytes()}))
+            fh.close()
+
+        th = threading.Thread(target=writer, name="recording", daemon=True)
+        th.start()
+        self._threads.append(th)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self.serial is not None:
+            self.serial.stop()
+        if self.camera is not None:
+            self.camera.stop()
+        for th in self._threads:
+            th.join(2.0)
+        self._threads = []
+        if self.publisher is not None:
+            self.publisher.stop()
+
+    def __enter__(self) -> "Runtime":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class _FileImuSource:
+    """Replays a HuGaDB .txt file or a rosbag2 bag into the runtime at ``rate_hz`` (a real-time stand-in)."""
+
+    def __init__(self, src, runtime: Runtime) -> None:
+        self.src, self.runtime = src, runtime
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if src.kind == "replay":
+            from metagait_edge.commands.imu_sim import load_hugadb_samples
+
+            self.rows = load_hugadb_samples(str(src.path))[0]
+        else:
+            from metagait_edge.ros.bag import BagReader
+
+            with BagReader(src.path) as reader:
+                self.rows = np.stack([f.raw for f in reader.imu_frames(strict=False)])
+        self.stats = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"imu-{self.src.kind}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        period = 1.0 / self.src.rate_hz
+        t0 = time.monotonic()
+        k = 0
+        while not self._stop.is_set():
+            if k >= len(self.rows) and not self.src.loop:
+                return
+            delay = t0 + k * period - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            self.runtime.push_imu(self.rows[k % len(self.rows)], time.monotonic(), k)
+            k += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+
+def build_runtime(backend: str = "torch", model_path: Optional[str] = None, engine_path: Optional[str] = None,
+                  calibration_dir: Optional[str] = None, walker: Optional[str] = None,
+                  imu_rate_hz: float = 58.8) -> Runtime:
+    """The runtime for the ROS 2 nodes: started worker + watchdog, fed by ``push_imu``, read by ``step``."""
+    from metagait_edge.runtime.config import CalibrationConfig, RuntimeConfig
+    from metagait_edge.runtime.profiles import ProfileStore
+
+    if backend != "torch":
+        raise ValueError(f"backend {backend!r}: the runtime orchestrator runs the personalization model with "
+                         f"torch only (adapted fast weights change per walker); use backend 'torch'")
+    del engine_path
+    config = EdgeConfig(sources=[], calibration=CalibrationConfig(directory=Path(calibration_dir) if calibration_dir else None),
+                        runtime=RuntimeConfig(walker=walker or ""))
+    rt = Runtime(config, load_personalizer(model_path), store=ProfileStore(calibration_dir), imu_rate_hz=imu_rate_hz)
+    return rt.start()
