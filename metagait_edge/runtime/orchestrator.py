@@ -191,7 +191,11 @@ class Runtime:
             log.info("no usable profile for %s: %s", walker, exc)
 
     def _on_identity(self, result) -> None:
-        self.set_identity(result.walker_id, result.confidence)
+        # Hysteresis: switch walker only when two consecutive queries agree (one odd window must not flip
+        # the personalized model).
+        self._votes = (getattr(self, "_votes", []) + [result.walker_id])[-2:]
+        if result.walker_id == self.walker or len(self._votes) == 2 and self._votes[0] == self._votes[1]:
+            self.set_identity(result.walker_id, result.confidence)
         if self.publisher is not None:
             active = result.walker_id in self._profiles if result.walker_id else False
             self.publisher.publish_identity(result.walker_id, result.distance, result.confidence, personalized=active)

@@ -1,0 +1,43 @@
+"""``metagait-edge run --config edge.yaml``: the edge runtime until SIGINT/SIGTERM, then a clean shutdown."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "run"
+HELP = "run the edge runtime (IMU + camera -> personalized, bounded trajectories over ZeroMQ)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="EdgeConfig YAML (example: deploy/edge.yaml)")
+    parser.add_argument("--walker", default=None, help="declared walker (overrides runtime.walker)")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import signal
+    import threading
+
+    from metagait_edge.config import load_config
+    from metagait_edge.runtime.config import EdgeConfig
+    from metagait_edge.runtime.orchestrator import Runtime
+
+    config = load_config(EdgeConfig, args.config)
+    if args.walker is not None:
+        config.runtime = dataclasses.replace(config.runtime, walker=args.walker)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    runtime = Runtime(config).start()
+    try:
+        stop.wait(args.duration)
+    finally:
+        runtime.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"metagait-edge run: stopped. {runtime.status_line()}")
+    return 0
