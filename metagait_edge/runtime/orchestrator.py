@@ -68,7 +68,8 @@ class OnlineFeatures:
         acc = x[self._acc]
         theta_acc = np.degrees(np.arctan2(acc[:, 2], -acc[:, 0]))
         w = self.gyro_sign * x[self._gy].astype(np.float64)
-        if np.isnan(self.pitch).any():
+        first = np.isnan(self.pitch).any()
+        if first:
             self.pitch = theta_acc.astype(np.float64)
             self.prev_w = w
         step = 0.5 * (w + self.prev_w) * self.dt
@@ -78,6 +79,8 @@ class OnlineFeatures:
         self.pitch = self.a * pred + (1.0 - self.a) * target
         p = dict(zip(_SENSORS, self.pitch))
         ankle = np.array([p["rs"] - p["rf"], p["ls"] - p["lf"]])
+        if first:
+            self.ankle_med = ankle.copy()  # start the running median at the first value, not at 0
         self.ankle_med += 0.02 * np.sign(ankle - self.ankle_med)  # running median, 0.02 deg per sample
         self.out[:36] = x
         self.out[36:] = (p["rt"], p["rt"] - p["rs"], ankle[0] - self.ankle_med[0],

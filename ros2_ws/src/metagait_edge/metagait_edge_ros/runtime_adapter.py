@@ -149,6 +149,10 @@ class ZmqTrajectoryOutput:
         self.publisher = ZmqPublisher(ZmqOutputConfig(endpoints=[endpoint])).start()
 
     def publish(self, out: msgs.TrajectoryOutput) -> bool:
+        if ZMQ_STATUS[out.status] == "HOLD":
+            # HOLD means "no valid reference": the protocol sends it as a status, never with trajectory values.
+            return self.publisher.publish_status("HOLD", ZMQ_REASON.get(out.status, ""), walker_id=out.walker_id or None,
+                                                 personalized=False, phase=out.phase, t_ns=out.stamp_ns)
         return self.publisher.publish_trajectory(
             out.trajectory, out.channel_names, walker_id=out.walker_id or None, personalized=out.personalized,
             phase=out.phase, cycle_s=out.cycle_duration, status=ZMQ_STATUS[out.status],
