@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Tuple
 
+from metagait_edge.data.cycles import CycleSetConfig
 from metagait_edge.meta.maml import MAMLConfig
 from metagait_edge.models.tcn import TCNConfig
 from metagait_edge.personalization.inputs import MaskingConfig
@@ -42,10 +43,11 @@ class TrainConfig:
 @dataclass
 class PersonalizationConfig:
     problems: Tuple[str, ...] = ("generation", "reconstruction")
+    data: CycleSetConfig = field(default_factory=CycleSetConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     sampler: TaskSamplerConfig = field(default_factory=TaskSamplerConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
-    tcn: TCNConfig = field(default_factory=lambda: TCNConfig(hidden_channels=48, levels=5, film=True))
+    tcn: TCNConfig = field(default_factory=lambda: TCNConfig(hidden_channels=32, levels=5, film=True))
     maml: MAMLConfig = field(default_factory=lambda: MAMLConfig(inner_steps=5, inner_lr=0.01, first_order=True))
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -21,6 +21,7 @@ import torch
 from metagait_edge.atomic import atomic_write_text
 from metagait_edge.checkpoint import load_checkpoint, save_checkpoint
 from metagait_edge.config import from_dict, to_dict
+from metagait_edge.distributed import is_main_process
 from metagait_edge.data.cycles import CycleSet
 from metagait_edge.data.normalization import ChannelNormalizer, fit_normalizer
 from metagait_edge.meta.maml import MAML
@@ -100,6 +101,8 @@ def train_fold(config: PersonalizationConfig, prepared: Prepared, out_dir: Path,
         )
         extra = {"problem": problem, "split": split, "finetune": to_dict(finetune_hp), "scratch": to_dict(scratch_hp),
                  "channels": list(prepared.cycles.channels)}
+        if not is_main_process():
+            continue
         save_checkpoint(pdir / "pooled", pooled, config, extra=extra, metrics={"val_loss": T._val_loss_pooled(pooled, val_batches)},
                         **common)
         save_checkpoint(pdir / "maml", maml, config, extra=extra, metrics=best, **common)

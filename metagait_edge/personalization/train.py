@@ -147,7 +147,7 @@ def train_maml(data: CycleTensors, sampler: TaskSampler, config: Personalization
         if it % tc.val_every == 0 or it == tc.meta_iterations:
             maml.eval()
             val = val_loss_maml(maml, val_batches)
-            mean_lr = float(torch.stack([v.mean() for v in maml.inner_lrs.values()]).mean())
+            mean_lr = float(torch.stack([v.detach().mean() for v in maml.inner_lrs.values()]).mean())
             history.log(iteration=it, meta_loss=value, val_loss=val, mean_inner_lr=mean_lr)
             bar.set_postfix(meta=f"{value:.4f}", val=f"{val:.4f}", lr=f"{mean_lr:.4f}")
             if val < best["val_loss"]:

@@ -1,0 +1,183 @@
+"""The personalization evaluation: every method on held-out walkers, MSE and DTW, mean +- SD over walkers.
+
+Scores are computed on normalized channels (training-walker statistics) and only on valid channels:
+a corrupted gyroscope, or a joint angle that needs one, never counts. For each held-out walker the
+scores of all its query cycles (over its tasks) are averaged; the table reports the mean and SD of those
+per-walker means across walkers (pooled over folds and seeds: a walker's score is its mean over seeds).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metagait_edge.meta.maml import Batch, functional_forward
+from metagait_edge.metrics.dtw import batch_dtw
+from metagait_edge.metrics.masked import masked_mse
+from metagait_edge.personalization import train as T
+from metagait_edge.personalization.config import PersonalizationConfig
+from metagait_edge.personalization.episodes import CycleTensors, query_batch, support_batch
+from metagait_edge.personalization.experiment import Prepared, ProblemModels
+from metagait_edge.personalization.inputs import template_from_support
+from metagait_edge.personalization.methods import all_predictions
+from metagait_edge.personalization.tasks import Recording, Task, evaluation_tasks
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "reference"
+
+
+@dataclass
+class Scores:
+    """Per-walker lists of per-query scores: scores[problem][protocol][shots][method][metric][subject]."""
+
+    values: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(
+        lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list)))))))
+
+    def add(self, problem, protocol, shots, method, subject, metrics: Dict[str, np.ndarray]) -> None:
+        for name, vals in metrics.items():
+            self.values[problem][protocol][str(shots)][method][name][int(subject)].extend(np.asarray(vals).tolist())
+
+
+def score_prediction(pred: torch.Tensor, query: Batch, with_dtw: bool = True) -> Dict[str, np.ndarray]:
+    mse = masked_mse(pred, query.y, query.mask, reduction="per_sample").numpy()
+    out = {"mse": mse}
+    if with_dtw:
+        d = batch_dtw(pred.numpy(), query.y.numpy(), query.mask.numpy())
+        out["dtw"] = d["distance"]
+        out["dtw_norm"] = d["normalized"]
+    return out
+
+
+def reference_examples(data: CycleTensors, recordings: Sequence[Recording], subject: int, exclude: set,
+                       problem: str, config: PersonalizationConfig, gen: torch.Generator) -> tuple[Batch, Dict[str, torch.Tensor]]:
+    """Training examples for a walker's personal reference (all its cycles except the query cycles and
+    their predecessors), and per recording the template of its non-query cycles."""
+    from metagait_edge.personalization.tasks import Task as PTask
+
+    batches, templates = [], {}
+    for rec in recordings:
+        if rec.subject != subject or rec.condition not in config.protocol.conditions:
+            continue
+        keep = np.array([i not in exclude for i in rec.indices])
+        own = rec.indices[keep]
+        if len(own) == 0:
+            continue
+        template = template_from_support(data.x[torch.as_tensor(own)], data.valid[torch.as_tensor(own)])
+        templates[rec.key] = template
+        positions = np.flatnonzero(keep[1:] & keep[:-1] & rec.contiguous_prev[1:]) + 1
+        if len(positions) == 0:
+            continue
+        task = PTask(subject, rec.condition, own, rec.indices[positions], rec.indices[positions - 1], rec.key, rec.key)
+        batches.append(query_batch(data, task, problem, config.masking, gen, template=template))
+    if not batches:
+        raise ValueError(f"walker {subject} has no cycles outside the query set for a personal reference")
+    return T._cat(batches), templates
+
+
+def evaluate_problem(models: ProblemModels, prepared: Prepared, config: PersonalizationConfig, scores: Scores,
+                     seed: int, protocols: Sequence[str] = ("main", "redonning"), max_tasks: int | None = None,
+                     with_dtw: bool = True, progress: bool = True) -> None:
+    """Score every method on the fold's test walkers for one problem; adds into ``scores``."""
+    problem = models.problem
+    data = prepared.tensors
+    test_subjects = models.split["test"]
+    generation = problem == "generation"
+    task_sets = []
+    for protocol in protocols:
+        for k in config.protocol.shots:
+            tasks = evaluation_tasks(prepared.recordings, test_subjects, k, config.protocol, generation, protocol)
+            if max_tasks is not None and len(tasks) > max_tasks:
+                pick = np.random.default_rng(seed).choice(len(tasks), max_tasks, replace=False)
+                tasks = [tasks[i] for i in sorted(pick)]
+            task_sets.append((protocol, k, tasks))
+    # Personal reference per walker, trained once, scored on the main-protocol queries.
+    main_tasks = [t for p, _, ts in task_sets if p == "main" for t in ts]
+    query_cycles: Dict[int, set] = defaultdict(set)
+    for t in main_tasks:
+        query_cycles[t.subject].update(t.query.tolist())
+        query_cycles[t.subject].update(t.query_prev.tolist())
+    reference = {}
+    for subject in sorted(query_cycles):
+        gen = torch.Generator().manual_seed(seed * 7919 + subject)
+        examples, templates = reference_examples(data, prepared.recordings, subject, query_cycles[subject], problem,
+                                                 config, gen)
+        reference[subject] = (T.train_reference(models.pooled, examples, config, seed * 31 + subject), templates)
+    total = sum(len(ts) for _, _, ts in task_sets)
+    bar = tqdm(total=total, desc=f"eval {problem}", disable=not progress)
+    for protocol, k, tasks in task_sets:
+        for i, task in enumerate(tasks):
+            gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{protocol}/{k}/{i}/{task.recording}".encode()))
+            support = support_batch(data, task, problem, config.masking, gen)
+            mask_state = gen.get_state()
+            query = query_batch(data, task, problem, config.masking, gen)
+            preds = all_predictions(problem, support, query, models.maml, models.pooled, models.finetune,
+                                    models.scratch, seed=seed * 100003 + i)
+            if protocol == "main" and task.subject in reference:
+                params, templates = reference[task.subject]
+                same_masks = torch.Generator()
+                same_masks.set_state(mask_state)
+                ref_query = query_batch(data, task, problem, config.masking, same_masks,
+                                        template=templates[task.recording])
+                with torch.no_grad():
+                    preds[REFERENCE] = functional_forward(models.pooled, params, ref_query.x)["output"]
+            for method, pred in preds.items():
+                scores.add(problem, protocol, k, method, task.subject, score_prediction(pred, query, with_dtw))
+            bar.update(1)
+    bar.close()
+
+
+def summarize(scores: Scores) -> dict:
+    """Mean and SD across walkers of per-walker mean scores, plus the per-walker table and gap closed."""
+    out: dict = {}
+    for problem, by_protocol in scores.values.items():
+        for protocol, by_shots in by_protocol.items():
+            for shots, by_method in by_shots.items():
+                cell: dict = {}
+                per_subject: dict = {}
+                for method, by_metric in by_method.items():
+                    entry = {}
+                    for metric, by_subject in by_metric.items():
+                        means = {s: float(np.mean(v)) for s, v in by_subject.items()}
+                        vals = np.array(list(means.values()))
+                        entry[metric] = float(vals.mean())
+                        entry[metric + "_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+                        per_subject.setdefault(method, {})[metric] = means
+                    entry["n_walkers"] = len(next(iter(by_metric.values())))
+                    cell[method] = entry
+                if REFERENCE in cell and "pooled" in cell:
+                    gap = cell["pooled"]["mse"] - cell[REFERENCE]["mse"]
+                    cell["gap_closed"] = {
+                        m: (float((cell["pooled"]["mse"] - cell[m]["mse"]) / gap) if gap > 0 else float("nan"))
+                        for m in ("maml", "pooled_finetune") if m in cell
+                    }
+                out.setdefault(protocol, {}).setdefault(problem, {})[shots] = {"methods": cell, "per_walker": per_subject}
+    return out
+
+
+def timing(models: ProblemModels, prepared: Prepared, config: PersonalizationConfig) -> Dict[str, float]:
+    """Adaptation and single-cycle inference wall time on one thread (ms, median of repeats)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rec = max(prepared.recordings, key=len)
+        out = {}
+        for k in (1, 5):
+            task = Task(rec.subject, rec.condition, rec.indices[:k], rec.indices[k + 1: k + 2], rec.indices[k: k + 1],
+                        rec.key, rec.key)
+            support = support_batch(prepared.tensors, task, models.problem, config.masking)
+            out[f"adapt_{k}shot"] = T.timed(lambda: models.maml.adapt(support.x, support.y, support.mask,
+                                                                       differentiable=False))
+        query = query_batch(prepared.tensors, task, models.problem, config.masking)
+        with torch.no_grad():
+            out["generate_cycle"] = T.timed(lambda: models.maml.model(query.x[:1]), repeats=20)
+        return out
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,211 @@
+"""Results of the personalization evaluation as JSON (a fixed shape other tools read), Markdown and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from metagait_edge.atomic import atomic_write_text
+
+METHOD_ORDER = ("maml", "pooled_finetune", "pooled", "support_mean", "copy_previous", "scratch")
+LABELS = {
+    "maml": "MAML-TCN (ours)",
+    "pooled_finetune": "pooled + fine-tuning",
+    "pooled": "pooled TCN",
+    "support_mean": "support mean",
+    "copy_previous": "copy previous cycle",
+    "scratch": "TCN from scratch",
+    "reference": "personal reference",
+}
+
+
+def build_json(summary: dict, protocol: dict, timing_ms: Dict[str, float]) -> dict:
+    """``{"protocol", "results", "timing_ms"}`` (main protocol) plus ``redonning``, ``reference`` and
+    ``per_walker`` sections."""
+
+    def section(protocol_name: str) -> dict:
+        block = summary.get(protocol_name, {})
+        res: dict = {}
+        for problem, by_shots in block.items():
+            for shots, cell in by_shots.items():
+                entry = {m: {k: v for k, v in e.items() if k in ("mse", "mse_sd", "dtw", "dtw_sd", "dtw_norm", "dtw_norm_sd", "n_walkers")}
+                         for m, e in cell["methods"].items() if m not in ("reference", "gap_closed")}
+                if "gap_closed" in cell["methods"]:
+                    entry["gap_closed"] = cell["methods"]["gap_closed"]
+                res.setdefault(problem, {})[shots] = entry
+        return res
+
+    reference = {
+        problem: {shots: cell["methods"]["reference"] for shots, cell in by_shots.items() if "reference" in cell["methods"]}
+        for problem, by_shots in summary.get("main", {}).items()
+    }
+    per_walker = {
+        problem: {shots: cell["per_walker"] for shots, cell in by_shots.items()}
+        for problem, by_shots in summary.get("main", {}).items()
+    }
+    return {
+        "protocol": protocol,
+        "results": section("main"),
+        "redonning": section("redonning"),
+        "reference": reference,
+        "timing_ms": timing_ms,
+        "per_walker": per_walker,
+    }
+
+
+def _fmt(mean: float, sd: float, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _table(section: dict, reference: dict | None) -> List[str]:
+    lines = []
+    for problem in ("generation", "reconstruction"):
+        if problem not in section:
+            continue
+        for shots in sorted(section[problem], key=int):
+            cell = section[problem][shots]
+            lines += [f"#### {problem}, {shots}-shot", "",
+                      "| method | MSE | DTW | DTW / path length | walkers |", "|---|---|---|---|---|"]
+            best_mse = min(e["mse"] for m, e in cell.items() if m != "gap_closed")
+            rows = [m for m in METHOD_ORDER if m in cell]
+            for m in rows:
+                e = cell[m]
+                bold = "**" if e["mse"] == best_mse else ""
+                lines.append(f"| {LABELS[m]} | {bold}{_fmt(e['mse'], e['mse_sd'])}{bold} | {_fmt(e['dtw'], e['dtw_sd'], 2)} | "
+                             f"{_fmt(e.get('dtw_norm', float('nan')), e.get('dtw_norm_sd', 0.0), 4)} | {e.get('n_walkers', '')} |")
+            if reference and problem in reference and shots in reference[problem]:
+                e = reference[problem][shots]
+                lines.append(f"| *{LABELS['reference']}* | *{_fmt(e['mse'], e['mse_sd'])}* | *{_fmt(e['dtw'], e['dtw_sd'], 2)}* | "
+                             f"*{_fmt(e.get('dtw_norm', float('nan')), e.get('dtw_norm_sd', 0.0), 4)}* | {e.get('n_walkers', '')} |")
+            if "gap_closed" in cell:
+                g = cell["gap_closed"]
+                lines.append("")
+                lines.append("Gap to the personal reference closed (MSE): " + ", ".join(
+                    f"{LABELS[m]} {100 * v:.0f} %" for m, v in g.items() if not math.isnan(v)))
+            lines.append("")
+    return lines
+
+
+def verdict(results: dict) -> List[str]:
+    """Plain statements of where MAML-TCN does and does not beat every baseline."""
+    lines = []
+    for problem, by_shots in results.items():
+        for shots, cell in sorted(by_shots.items(), key=lambda kv: int(kv[0])):
+            for metric in ("mse", "dtw"):
+                others = {m: e[metric] for m, e in cell.items() if m not in ("maml", "gap_closed")}
+                best_other = min(others, key=others.get)
+                ours = cell["maml"][metric]
+                word = "beats" if ours < others[best_other] else "does NOT beat"
+                lines.append(f"- {problem}, {shots}-shot, {metric.upper()}: MAML-TCN {ours:.4g} {word} the best baseline "
+                             f"({LABELS[best_other]} {others[best_other]:.4g}).")
+            gap = cell.get("gap_closed", {}).get("maml")
+            if gap is not None and not math.isnan(gap):
+                lines.append(f"- {problem}, {shots}-shot: MAML-TCN closes {100 * gap:.0f} % of the gap between the pooled "
+                             f"model and the personal reference (target: at least 50 %).")
+    return lines
+
+
+def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str, str], notes: Sequence[str] = ()) -> None:
+    p = payload["protocol"]
+    lines = [
+        "# Few-shot gait personalization on HuGaDB",
+        "",
+        f"Generated by `{command}` on {provenance.get('date', '?')} ({provenance.get('machine', '?')}; "
+        f"commit {provenance.get('commit', '?')}). Do not edit by hand.",
+        "",
+        "## Protocol",
+        "",
+        f"- Walkers: HuGaDB v1, {p.get('n_folds')} subject-disjoint folds (train / validation / test walkers never "
+        f"overlap); every reported walker is a held-out test walker. Seeds: {p.get('seeds')}. Checkpoints: {p.get('checkpoints')}.",
+        f"- Main protocol: the K support cycles are the first K strides of a walking recording; queries are up to "
+        f"{p.get('max_queries')} strides from at least {p.get('gap')} strides after the support, in the same recording.",
+        "- Re-donning protocol (reported separately below): support from one recording, queries from another "
+        "recording of the same walker.",
+        "- Generation: predict the next cycle from the previous one. Reconstruction: recover a cycle of which only "
+        f"{100 * p.get('keep_fraction', 0):.0f} % of the samples, or all but {6 - p.get('drop_sensors', 0)} of the 6 IMUs, "
+        "are observed (one of the two at random per cycle); scored on the whole cycle.",
+        "- Scores on normalized channels (training-walker statistics), valid channels only: MSE; multivariate DTW "
+        "with one warping path shared by all channels (dtaidistance: square root of the summed squared distances "
+        "along the path), raw and divided by the path length. Mean ± SD across held-out walkers of per-walker means.",
+        f"- Adaptation budget: {p.get('inner_steps')} gradient steps on the support set for MAML, fine-tuning and "
+        "scratch; fine-tuning and scratch learning rates tuned on validation walkers only.",
+        "- Personal reference (not a baseline): the pooled model trained further on the walker's own cycles outside "
+        "the query set (hundreds of cycles), with the mean of those cycles as its template.",
+        "",
+        "## Verdict",
+        "",
+        *verdict(payload["results"]),
+        "",
+        "## Main protocol (calibrate, keep walking)",
+        "",
+        *_table(payload["results"], payload.get("reference")),
+        "## Re-donning protocol (support and queries from different recordings)",
+        "",
+        *_table(payload.get("redonning", {}), None),
+        "## Timing (one CPU thread, median)",
+        "",
+        "| what | ms |",
+        "|---|---|",
+        *[f"| {k} | {v:.1f} |" for k, v in payload["timing_ms"].items()],
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", "", *notes, ""]
+    atomic_write_text(path, "\n".join(lines))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n")
+
+
+def plot_cycles(path: Path, t: np.ndarray, truth: np.ndarray, predictions: Dict[str, np.ndarray],
+                channels: Sequence[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(channels), figsize=(5 * len(channels), 3.8), squeeze=False)
+    for ax, (c, name) in zip(axes[0], enumerate(channels)):
+        ax.plot(t, truth[c], color="black", lw=2.5, label="true next cycle")
+        for method, pred in predictions.items():
+            ax.plot(t, pred[c], lw=1.4, label=LABELS.get(method, method))
+        ax.set_title(name)
+        ax.set_xlabel("gait cycle (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_error_vs_shots(path: Path, curves: Dict[str, Dict[int, float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, pts in curves.items():
+        ks = sorted(pts)
+        ax.plot(ks, [pts[k] for k in ks], marker="o", label=LABELS.get(method, method))
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({k for pts in curves.values() for k in pts}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("support cycles (shots)")
+    ax.set_ylabel("normalized MSE")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

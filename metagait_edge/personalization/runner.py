@@ -1,0 +1,152 @@
+"""Whole runs of the personalization experiment: train folds x seeds, evaluate them, write the report.
+
+Checkpoint root layout: ``<root>/seed<s>/fold<k>/<problem>/{pooled,maml}.safetensors``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import platform
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from metagait_edge import distributed
+from metagait_edge.checkpoint import git_commit
+from metagait_edge.config import to_dict
+from metagait_edge.data.cycles import CycleSet, build_cycle_set
+from metagait_edge.personalization import evaluate as E
+from metagait_edge.personalization import report as R
+from metagait_edge.personalization.config import PersonalizationConfig
+from metagait_edge.personalization.episodes import query_batch, support_batch
+from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, train_fold
+from metagait_edge.personalization.methods import all_predictions
+from metagait_edge.personalization.tasks import evaluation_tasks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "resources" / "checkpoints" / "personalization"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "personalization.yaml"
+
+
+def fold_dir(root: Path, seed: int, fold: int) -> Path:
+    return Path(root) / f"seed{seed}" / f"fold{fold}"
+
+
+def available_runs(root: Path) -> List[tuple]:
+    """(seed, fold) pairs with trained checkpoints under ``root``."""
+    runs = []
+    for d in sorted(Path(root).glob("seed*/fold*")):
+        if any(d.glob("*/maml.safetensors")):
+            runs.append((int(d.parent.name[4:]), int(d.name[4:])))
+    return runs
+
+
+def load_cycles(config: PersonalizationConfig, progress: bool = True, path: Optional[Path] = None) -> CycleSet:
+    """The HuGaDB cycle set (built once, then cached), or a saved cycle set from ``path``."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"cycle-set file not found: {path}")
+        return CycleSet.load(path)
+    return build_cycle_set(config.data, progress=progress)
+
+
+def train(config: PersonalizationConfig, root: Path, folds: Sequence[int], seeds: Sequence[int],
+          progress: bool = True, cycles_path: Optional[Path] = None) -> None:
+    cs = load_cycles(config, progress, cycles_path)
+    for seed in seeds:
+        cfg = replace(config, train=replace(config.train, seed=seed))
+        for fold in folds:
+            prepared = prepare(cs, fold_split(cs, cfg, fold))
+            log.info("seed %d fold %d: train %s val %s test %s", seed, fold, *(prepared.split[k] for k in ("train", "val", "test")))
+            train_fold(cfg, prepared, fold_dir(root, seed, fold), progress)
+    distributed.barrier()
+
+
+def provenance() -> Dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"date": _dt.date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {cpu}", "commit": git_commit()[:10]}
+
+
+def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Optional[Sequence[int]] = None,
+             folds: Optional[Sequence[int]] = None, progress: bool = True, plots_dir: Optional[Path] = None,
+             cycles_path: Optional[Path] = None) -> dict:
+    runs = [(s, f) for s, f in available_runs(root) if (seeds is None or s in seeds) and (folds is None or f in folds)]
+    if not runs:
+        raise FileNotFoundError(f"no trained personalization checkpoints under {root} (expected seed<s>/fold<k>/...); "
+                                f"train them with `metagait-edge train-personalization`")
+    cs = load_cycles(config, progress, cycles_path)
+    scores = E.Scores()
+    timing_ms: Dict[str, float] = {}
+    max_tasks = 6 if quick else None
+    protocol = {
+        "dataset": "HuGaDB v1", "n_folds": config.split.n_folds, "seeds": sorted({s for s, _ in runs}),
+        "folds": sorted({f for _, f in runs}), "checkpoints": str(root), "shots": list(config.protocol.shots),
+        "gap": config.protocol.gap, "max_queries": config.protocol.max_queries, "conditions": list(config.protocol.conditions),
+        "keep_fraction": config.masking.keep_fraction, "drop_sensors": config.masking.drop_sensors,
+        "inner_steps": config.maml.eval_steps or config.maml.inner_steps, "quick": quick,
+        "max_tasks_per_cell": max_tasks,
+    }
+    for seed, fold in runs:
+        for problem in config.problems:
+            models = load_problem(config, fold_dir(root, seed, fold), problem)
+            prepared = prepare(cs, models.split, models.normalizer)
+            E.evaluate_problem(models, prepared, config, scores, seed, max_tasks=max_tasks, progress=progress)
+            if problem == "generation" and not timing_ms:
+                timing_ms = E.timing(models, prepared, config)
+                if plots_dir is not None:
+                    make_plots(models, prepared, config, Path(plots_dir), quick)
+    summary = E.summarize(scores)
+    payload = R.build_json(summary, protocol, timing_ms)
+    payload["config"] = to_dict(config)
+    return payload
+
+
+def make_plots(models, prepared, config: PersonalizationConfig, out: Path, quick: bool) -> None:
+    """True vs generated next cycles for one held-out walker; error versus number of shots."""
+    subject = models.split["test"][0]
+    tasks = evaluation_tasks(prepared.recordings, models.split["test"], 5, config.protocol, True)
+    task = tasks[0]
+    g = torch.Generator().manual_seed(0)
+    support = support_batch(prepared.tensors, task, "generation", config.masking, g)
+    query = query_batch(prepared.tensors, task, "generation", config.masking, g)
+    preds = all_predictions("generation", support, query, models.maml, models.pooled, models.finetune, models.scratch,
+                            seed=0, only=("maml", "pooled_finetune", "support_mean", "copy_previous"))
+    names = ["knee_r", "hip_r", "gyro_rs_y"]
+    channels = list(prepared.cycles.channels)
+    valid = query.mask[0].numpy()
+    names = [n for n in names if valid[channels.index(n)]] or [channels[int(np.flatnonzero(valid)[0])]]
+    idx = [channels.index(n) for n in names]
+    inv = lambda z: models.normalizer.invert(z.numpy())  # noqa: E731
+    t = np.linspace(0, 100, query.y.shape[-1])
+    R.plot_cycles(out / "personalization_cycles.png", t, inv(query.y[0])[idx],
+                  {m: inv(p[0])[idx] for m, p in preds.items()}, names,
+                  f"Held-out walker {subject}, 5-shot next-cycle generation (recording {task.recording.split('#')[0]})")
+    shots = (1, 2, 5) if quick else (1, 2, 3, 5, 10)
+    curves: Dict[str, Dict[int, float]] = {}
+    for k in shots:
+        ts = evaluation_tasks(prepared.recordings, models.split["test"], k, config.protocol, True)
+        ts = ts[: (4 if quick else len(ts))]
+        acc: Dict[str, List[float]] = {}
+        for i, tk in enumerate(ts):
+            g = torch.Generator().manual_seed(i)
+            s = support_batch(prepared.tensors, tk, "generation", config.masking, g)
+            q = query_batch(prepared.tensors, tk, "generation", config.masking, g)
+            p = all_predictions("generation", s, q, models.maml, models.pooled, models.finetune, models.scratch, seed=i,
+                                only=("maml", "pooled_finetune", "pooled", "support_mean"))
+            for m, pred in p.items():
+                acc.setdefault(m, []).append(float(E.masked_mse(pred, q.y, q.mask)))
+        for m, v in acc.items():
+            curves.setdefault(m, {})[k] = float(np.mean(v))
+    R.plot_error_vs_shots(out / "personalization_shots.png", curves,
+                          f"Next-cycle generation, test walkers of fold 0 ({'quick' if quick else 'all tasks'})")

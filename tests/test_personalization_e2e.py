@@ -1,0 +1,163 @@
+"""End to end on a small synthetic cycle set: train a fold, reload it, evaluate, check the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from metagait_edge.checkpoint import CheckpointError
+from metagait_edge.config import dump_yaml, from_dict, load_config
+from metagait_edge.personalization.config import PersonalizationConfig, SplitConfig, TrainConfig
+from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, train_fold
+from metagait_edge.personalization.model import CycleModel, CycleModelConfig
+from metagait_edge.personalization.runner import evaluate, fold_dir
+from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
+from personalization_fixtures import synthetic_cycle_set
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config() -> PersonalizationConfig:
+    base = PersonalizationConfig()
+    return replace(
+        base,
+        split=SplitConfig(n_folds=3, n_val=2, seed=0),
+        protocol=ProtocolConfig(shots=(1, 5), gap=5, max_queries=6, min_queries=3),
+        sampler=TaskSamplerConfig(shots=(1, 5), queries=4, min_gap=2, conditions=("walking",)),
+        tcn=replace(base.tcn, hidden_channels=8, levels=5),
+        train=TrainConfig(pooled_steps=30, pooled_tasks_per_step=4, meta_iterations=6, meta_batch=2, val_every=3,
+                          val_max_tasks=4, finetune_lrs=(1e-3, 1e-2), scratch_lrs=(1e-2,), reference_steps=5,
+                          reference_batch=8, seed=0),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("pers")
+    cs = synthetic_cycle_set()
+    cs_path = root / "cycles.npz"
+    cs.save(cs_path)
+    config = tiny_config()
+    prepared = prepare(cs, fold_split(cs, config, 0))
+    train_fold(config, prepared, fold_dir(root / "ckpt", 0, 0), progress=False)
+    return config, root, cs, cs_path
+
+
+def test_config_yaml_of_the_experiment_loads_and_rejects_unknown_keys(tmp_path):
+    cfg = load_config(PersonalizationConfig, REPO / "training" / "configs" / "personalization.yaml")
+    assert cfg.problems == ("generation", "reconstruction") and cfg.maml.inner_steps >= 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(dump_yaml(cfg).replace("meta_iterations:", "meta_iteratons:"))
+    with pytest.raises(ValueError, match="meta_iteratons"):
+        load_config(PersonalizationConfig, bad)
+
+
+def test_untrained_model_is_the_support_mean():
+    model = CycleModel(CycleModelConfig(problem="generation", channels=4))
+    x = torch.randn(3, 12, 101)
+    assert torch.equal(model(x)["output"], x[:, 4:8])
+    model = CycleModel(CycleModelConfig(problem="reconstruction", channels=4))
+    assert torch.equal(model(x)["output"], x[:, 8:12])
+
+
+def test_normalization_uses_training_walkers_only(trained):
+    config, _, cs, _ = trained
+    split = fold_split(cs, config, 0)
+    prepared = prepare(cs, split)
+    assert set(prepared.normalizer.subjects) == set(split["train"])
+    from metagait_edge.data.normalization import fit_normalizer
+
+    with pytest.raises(ValueError, match="non-training"):
+        prepare(cs, split, fit_normalizer(cs, split["train"] + split["test"][:1]))
+
+
+def test_trained_fold_round_trips_and_refuses_another_config(trained):
+    config, root, cs, _ = trained
+    models = load_problem(config, fold_dir(root / "ckpt", 0, 0), "generation")
+    assert models.split == fold_split(cs, config, 0)
+    assert models.finetune.steps == config.maml.inner_steps and models.finetune.lr in config.train.finetune_lrs
+    other = replace(config, tcn=replace(config.tcn, hidden_channels=16))
+    with pytest.raises(CheckpointError, match="hidden_channels"):
+        load_problem(other, fold_dir(root / "ckpt", 0, 0), "generation")
+
+
+def test_evaluation_report_has_the_documented_shape(trained):
+    config, root, _, cs_path = trained
+    payload = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path)
+    methods = {"maml", "support_mean", "pooled", "pooled_finetune", "scratch"}
+    for problem in ("generation", "reconstruction"):
+        for shots in ("1", "5"):
+            cell = payload["results"][problem][shots]
+            expected = methods | ({"copy_previous"} if problem == "generation" else set())
+            assert expected <= set(cell)
+            for m in expected:
+                for key in ("mse", "mse_sd", "dtw", "dtw_sd"):
+                    assert isinstance(cell[m][key], float) and cell[m][key] >= 0
+            assert set(cell["gap_closed"]) == {"maml", "pooled_finetune"}
+    assert set(payload["timing_ms"]) == {"adapt_1shot", "adapt_5shot", "generate_cycle"}
+    json.dumps(payload)  # machine-readable as is
+    # the synthetic walkers differ: the support mean must beat copying nothing (zeros = population mean)
+    sm = payload["results"]["generation"]["5"]["support_mean"]["mse"]
+    assert sm < 1.0
+
+
+def test_maml_adaptation_lowers_the_support_loss_of_a_trained_model(trained):
+    config, root, cs, _ = trained
+    from metagait_edge.metrics.masked import masked_mse
+    from metagait_edge.personalization.episodes import support_batch
+    from metagait_edge.personalization.tasks import evaluation_tasks
+
+    models = load_problem(config, fold_dir(root / "ckpt", 0, 0), "generation")
+    prepared = prepare(cs, models.split, models.normalizer)
+    task = evaluation_tasks(prepared.recordings, models.split["test"], 5, config.protocol, True)[0]
+    s = support_batch(prepared.tensors, task, "generation", config.masking)
+    before = masked_mse(models.maml.model(s.x)["output"], s.y, s.mask).item()
+    fast = models.maml.adapt(s.x, s.y, s.mask, differentiable=False, steps=20)
+    after = masked_mse(models.maml.forward_with(fast, s.x)["output"], s.y, s.mask).item()
+    assert after < before
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_run(trained, tmp_path):
+    """torchrun with 2 CPU processes (gloo) trains the same code; rank 0 writes the checkpoints."""
+    config, _, _, cs_path = trained
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(dump_yaml(replace(config, problems=("generation",))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631",
+           "-m", "metagait_edge", "train-personalization", "--config", str(cfg_path), "--out", str(tmp_path / "ddp"),
+           "--cycles", str(cs_path), "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "world size 2" in out.stdout
+    models = load_problem(from_dict(PersonalizationConfig, json.loads(
+        (tmp_path / "ddp" / "seed0" / "fold0" / "generation" / "maml.json").read_text())["config"]),
+        tmp_path / "ddp" / "seed0" / "fold0", "generation")
+    assert models.maml is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("METAGAIT_DATA"), reason="needs the HuGaDB archive under $METAGAIT_DATA")
+def test_quick_evaluation_with_the_shipped_checkpoint(tmp_path):
+    from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, available_runs
+
+    if not available_runs(DEFAULT_CHECKPOINTS):
+        pytest.skip(f"no shipped checkpoint under {DEFAULT_CHECKPOINTS}")
+    js = tmp_path / "r.json"
+    out = subprocess.run([sys.executable, "-m", "metagait_edge", "eval-personalization", "--quick", "--json", str(js),
+                          "--out", str(tmp_path / "r.md"), "--no-progress", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads(js.read_text())
+    gen5 = payload["results"]["generation"]["5"]
+    # real walkers: a model that sees the support cycles must beat copying the previous cycle
+    assert gen5["maml"]["mse"] < gen5["copy_previous"]["mse"]
+    assert "MAML-TCN" in (tmp_path / "r.md").read_text()

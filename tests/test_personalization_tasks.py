@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metagait_edge.personalization.inputs import (
+    MaskingConfig, channel_sensors, generation_input, leave_one_out_templates, random_observation_mask,
+    reconstruction_input, template_from_support,
+)
+from metagait_edge.personalization.tasks import (
+    ProtocolConfig, TaskSampler, TaskSamplerConfig, evaluation_tasks, group_recordings, main_protocol_task,
+    subject_folds,
+)
+
+
+def _recordings():
+    # Two recordings of walker 1 (30 and 12 strides, stride 7 rejected in the first), one of walker 2.
+    subject = np.array([1] * 29 + [1] * 12 + [2] * 30)
+    key = np.array(["a"] * 29 + ["b"] * 12 + ["c"] * 30)
+    number = np.concatenate([np.delete(np.arange(30), 7), np.arange(12), np.arange(30)])
+    order = np.random.default_rng(0).permutation(len(subject))  # grouping must not depend on row order
+    return group_recordings(subject[order], ["walking"] * len(order), key[order], number[order]), order
+
+
+def test_recordings_are_time_ordered_and_breaks_are_marked():
+    recs, order = _recordings()
+    a = next(r for r in recs if r.key == "a")
+    assert len(a) == 29
+    assert np.all(np.diff(order[a.indices]) > 0)  # back in original (time) order
+    assert not a.contiguous_prev[0] and not a.contiguous_prev[7] and a.contiguous_prev[1:7].all()
+
+
+def test_group_recordings_rejects_mixed_subjects():
+    with pytest.raises(ValueError, match="mixes subjects"):
+        group_recordings(np.array([1, 2]), ["walking"] * 2, ["x", "x"], np.array([0, 1]))
+
+
+def test_folds_are_disjoint_and_cover_every_subject_once():
+    folds = subject_folds(range(1, 19), n_folds=3, n_val=3)
+    tested = []
+    for f in folds:
+        assert not set(f["train"]) & set(f["val"]) and not set(f["train"]) & set(f["test"])
+        assert not set(f["val"]) & set(f["test"])
+        assert len(f["train"]) + len(f["val"]) + len(f["test"]) == 18
+        tested += f["test"]
+    assert sorted(tested) == list(range(1, 19))
+
+
+def test_main_protocol_support_at_start_and_queries_after_the_gap():
+    recs, _ = _recordings()
+    config = ProtocolConfig(gap=5, max_queries=100, min_queries=2)
+    c = next(r for r in recs if r.key == "c")
+    task = main_protocol_task(c, 3, config, generation=True)
+    assert list(task.support) == list(c.indices[:3])
+    pos = [list(c.indices).index(q) for q in task.query]
+    assert min(pos) == 3 + 5 and len(pos) == 30 - 8
+    assert [list(c.indices).index(q) for q in task.query_prev] == [p - 1 for p in pos]
+    a = next(r for r in recs if r.key == "a")
+    task = main_protocol_task(a, 1, ProtocolConfig(gap=2, max_queries=100, min_queries=2), generation=True)
+    # stride 8 follows a rejected stride: it has no true previous cycle, so it is not a generation query
+    assert a.indices[7] not in task.query
+
+
+def test_short_recordings_make_no_task_and_redonning_uses_another_recording():
+    recs, _ = _recordings()
+    config = ProtocolConfig(gap=20, min_queries=5)
+    main = evaluation_tasks(recs, [1, 2], 5, config, generation=True)
+    assert {t.recording for t in main} == {"c"}  # "a" has 29 strides: 5 + 20 leaves < 5 queries
+    redon = evaluation_tasks(recs, [1], 5, config, generation=True, protocol="redonning")
+    assert redon and all(t.recording != t.query_recording for t in redon)
+    assert all(t.subject == 1 for t in redon)
+
+
+def test_sampler_keeps_queries_away_from_the_support():
+    recs, _ = _recordings()
+    sampler = TaskSampler(recs, TaskSamplerConfig(shots=(5,), queries=8, min_gap=3, conditions=("walking",)))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        t = sampler.sample(rng)
+        rec = next(r for r in recs if r.key == t.recording)
+        pos = list(rec.indices)
+        s0 = pos.index(t.support[0])
+        assert [pos.index(i) for i in t.support] == list(range(s0, s0 + 5))
+        for q in t.query:
+            qp = pos.index(q)
+            assert qp >= s0 + 5 + 3 or qp < s0 - 3
+
+
+def test_templates_ignore_invalid_channels():
+    support = torch.tensor([[[1.0, 1.0]], [[3.0, 3.0]], [[100.0, 100.0]]])
+    valid = torch.tensor([[True], [True], [False]])
+    assert torch.equal(template_from_support(support, valid), torch.tensor([[2.0, 2.0]]))
+    loo = leave_one_out_templates(support, valid)
+    assert torch.equal(loo[0], torch.tensor([[3.0, 3.0]])) and torch.equal(loo[1], torch.tensor([[1.0, 1.0]]))
+    assert torch.equal(leave_one_out_templates(support[:1], valid[:1]), torch.zeros(1, 1, 2))
+
+
+def test_problem_inputs_hide_invalid_channels_and_missing_samples():
+    prev = torch.ones(1, 2, 4)
+    tmpl = 2 * torch.ones(1, 2, 4)
+    valid = torch.tensor([[True, False]])
+    x = generation_input(prev, tmpl, valid)
+    assert x.shape == (1, 6, 4) and x[0, 1].abs().sum() == 0 and x[0, 3].abs().sum() == 0 and x[0, 4].sum() == 4
+    obs_mask = torch.tensor([[[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]])
+    x = reconstruction_input(prev * 5, obs_mask, tmpl, valid)
+    assert x[0, 0].tolist() == [5.0, 0.0, 0.0, 5.0] and x[0, 3].sum() == 0  # invalid channel never "observed"
+
+
+def test_sensor_dropout_removes_whole_imus_and_dependent_angles():
+    from metagait_edge.data.cycles import cycle_channels
+
+    channels = list(cycle_channels())
+    dep = channel_sensors(channels)
+    assert dep[channels.index("knee_r")].tolist() == [False, True, True, False, False, False]
+    masks = random_observation_mask(200, dep, 101, MaskingConfig(keep_fraction=0.1, drop_sensors=3, p_sensors=0.5),
+                                    torch.Generator().manual_seed(0))
+    per_channel = masks.mean(-1)
+    sensor_mode = (per_channel == 0).any(1)
+    assert 60 < sensor_mode.sum() < 140
+    for m in masks[sensor_mode]:
+        lost = (m.sum(-1) == 0)
+        dropped = dep[lost].any(0) & ~dep[~lost].any(0) if (~lost).any() else dep.any(0)
+        assert dropped.sum() == 3  # exactly three IMUs vanish, with every channel that needs them
+    sparse = masks[~sensor_mode]
+    assert torch.all(sparse.sum(-1) == 10)  # 10 % of 101 samples, the same on every channel
+    assert torch.all(sparse[:, 0] == sparse[:, 5])
