@@ -45,21 +45,33 @@ class Embeddings:
         return Embeddings(self.embeddings[mask], self.ids[mask], self.types[mask], self.views[mask])
 
 
+def load_frames(index) -> list[np.ndarray]:
+    """uint8 [T, 64, 64] of every sequence of ``index`` (load once, embed with several models)."""
+    from metagait_edge.data.silhouettes import load_sequence
+
+    return [load_sequence(r) for r in index]
+
+
 def extract_embeddings(model, index, factor: Optional[int] = None, device: str = "cpu", max_batch: int = 32,
-                       progress: bool = False, desc: str = "embed") -> Embeddings:
-    """Whole-sequence ``embeddings`` of every sequence in ``index`` (model in eval mode, no gradients)."""
+                       progress: bool = False, desc: str = "embed",
+                       frames: Optional[list[np.ndarray]] = None) -> Embeddings:
+    """Whole-sequence ``embeddings`` of every sequence in ``index`` (model in eval mode, no gradients).
+
+    ``frames`` (from :func:`load_frames`) skips reading the files again.
+    """
     import torch
     from tqdm import tqdm
 
     from metagait_edge.data.pretreatment import to_model_input
-    from metagait_edge.data.silhouettes import load_sequence
     from metagait_edge.recognition.train import prepare_input
 
     records = list(index)
     if not records:
         raise ValueError("no sequences to embed (empty index)")
     factor = factor or downsample_factor(model.config)
-    frames = [load_sequence(r) for r in records]
+    frames = load_frames(records) if frames is None else frames
+    if len(frames) != len(records):
+        raise ValueError(f"{len(frames)} preloaded sequences for an index of {len(records)}")
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, f in enumerate(frames):
         by_len[len(f)].append(i)
@@ -188,15 +200,21 @@ def test_indices(cfg: RecognitionConfig, quick: bool = True, log=print):
 
 
 def evaluate_model(model, cfg: RecognitionConfig, val_index, test_index, progress: bool = False,
-                   name: str = "") -> dict:
-    """CASIA-B protocol on ``test_index`` and (with ``val_index``) open-set FAR / FRR."""
+                   name: str = "", frames: Optional[dict] = None) -> dict:
+    """CASIA-B protocol on ``test_index`` and (with ``val_index``) open-set FAR / FRR.
+
+    ``frames`` may hold preloaded sequences {"test": [...], "val": [...]}.
+    """
+    frames = frames or {}
     t0 = time.perf_counter()
-    test = extract_embeddings(model, test_index, progress=progress, desc=f"embed test {name}".strip())
+    test = extract_embeddings(model, test_index, progress=progress, desc=f"embed test {name}".strip(),
+                              frames=frames.get("test"))
     result = evaluate_embeddings(test, cfg.eval.metric,
                                  dataset="synthetic" if cfg.data.dataset == "synthetic" else cfg.data.dataset)
     out = {"result": result, "summary": summary_numbers(result)}
     if val_index is not None:
-        val = extract_embeddings(model, val_index, progress=progress, desc=f"embed val {name}".strip())
+        val = extract_embeddings(model, val_index, progress=progress, desc=f"embed val {name}".strip(),
+                                 frames=frames.get("val"))
         out["open_set"] = open_set(val, test, cfg.eval.target_far, cfg.eval.gallery_metric)
     out["seconds"] = time.perf_counter() - t0
     return out
@@ -247,6 +265,7 @@ def run_ablation(cfg: RecognitionConfig, variants: list[str], seeds: list[int], 
         raise ValueError("--seeds: at least one seed is needed")
     root = Path(out_dir or cfg.output_dir or f"runs/recognition/{cfg.name}") / "ablation"
     val_index, test_index = test_indices(cfg, quick=quick, log=log)
+    frames = {"test": load_frames(test_index), "val": load_frames(val_index) if val_index is not None else None}
     runs: list[dict] = []
     summary: dict = {}
     for seed in seeds:
@@ -254,7 +273,7 @@ def run_ablation(cfg: RecognitionConfig, variants: list[str], seeds: list[int], 
             vcfg = with_variant(cfg, variant, seed)
             res = train(vcfg, root / vcfg.name, progress=progress, iterations=iterations, log=log)
             model, _ = load_model(res.checkpoint)
-            ev = evaluate_model(model, vcfg, val_index, test_index, name=vcfg.name)
+            ev = evaluate_model(model, vcfg, val_index, test_index, name=vcfg.name, frames=frames)
             run = {"variant": variant, "seed": seed, "iterations": res.iterations,
                    "train_seconds": round(res.seconds, 1), "first_loss": res.first_loss, "last_loss": res.last_loss,
                    "summary": ev["summary"], "checkpoint": str(res.checkpoint),
@@ -296,3 +315,46 @@ def describe_test_set(cfg: RecognitionConfig, quick: bool) -> str:
             f"{val[0]:03d}..{val[-1]:03d}), {len(s.views)} views x {len(s.types)} types, "
             f"{s.min_frames}-{s.max_frames} frames" if val else
             f"synthetic seed {s.seed}, {'quick' if quick else 'full'} test set: ids {test[0]:03d}..{test[-1]:03d}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model size
+
+
+def profile_model(model, frames: int = 30, height: int = 64, width: int = 44, repeats: int = 10,
+                  threads: int = 1) -> dict:
+    """Parameters, MACs and CPU latency at batch 1 for one ``frames``-frame ``height`` x ``width`` clip.
+
+    The clip is downsampled to the model's input size first, as in training; MACs are half the FLOPs
+    counted by ``torch.utils.flop_counter`` (convolutions, matmuls, einsums); latency is the median of
+    ``repeats`` runs after one warm-up, with ``threads`` torch threads.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from metagait_edge.recognition.train import prepare_input
+
+    factor = downsample_factor(model.config)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.rand(1, frames, height, width)
+        with torch.no_grad():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model(prepare_input(x, factor))
+            model(prepare_input(x, factor))
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(prepare_input(x, factor))
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return {"parameters": int(params), "macs": int(counter.get_total_flops() // 2),
+            "latency_ms": 1e3 * float(np.median(times)), "input": f"1x{frames}x{height}x{width}",
+            "model_input": f"1x{frames}x{height // factor}x{width // factor}", "threads": threads}

@@ -55,6 +55,7 @@ class TrainResult:
     iterations: int
     seconds: float
     history: list[dict] = field(default_factory=list)  # the logged rows (rank 0)
+    model: Optional[torch.nn.Module] = field(default=None, repr=False)  # the trained (unwrapped) model
 
     @property
     def first_loss(self) -> float:
@@ -202,7 +203,7 @@ def train(cfg: RecognitionConfig, out_dir: str | Path | None = None, *, progress
             log(f"{cfg.name}: {it} iterations in {seconds:.1f} s, loss {history[0]['total_loss']:.3f} -> "
                 f"{history[-1]['total_loss']:.3f}; checkpoint {ckpt}")
     D.barrier()
-    return TrainResult(ckpt, it, seconds, history)
+    return TrainResult(ckpt, it, seconds, history, model)
 
 
 def _save(save_checkpoint, path: Path, model, cfg: RecognitionConfig, fp: str, history: list[dict], it: int,

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metagait_edge import cli
+from metagait_edge.recognition import SHIPPED_VARIANTS, shipped_checkpoint_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small evaluation set: 2 validation + 3 test identities, 2 views, all 10 types, 30 frames, clean masks.
+TINY_EVAL = {"seed": 11, "train_ids": 24, "val_ids": 2, "test_ids": 3, "full_test_ids": 3, "views": [0, 90],
+             "min_frames": 30, "max_frames": 30, "defects": False}
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAGAIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_shipped_checkpoints_are_small_and_complete():
+    folder = shipped_checkpoint_dir()
+    for variant in SHIPPED_VARIANTS:
+        weights = folder / f"{variant}.safetensors"
+        meta = json.loads((folder / f"{variant}.json").read_text())
+        assert weights.stat().st_size < 2 * 1024 * 1024, weights
+        assert meta["weights_file"] == weights.name and meta["extra"]["variant"] == variant
+        assert meta["config"]["data"]["dataset"] == "synthetic"
+
+
+def test_commands_are_registered_and_help_is_light():
+    parser = cli.build_parser()
+    names = parser._subparsers._group_actions[0].choices  # argparse keeps sub-commands here
+    assert "train-recognition" in names and "eval-recognition" in names
+
+
+def test_train_recognition_unknown_key_is_one_clear_error(tmp_path, capsys):
+    cfg = yaml.safe_load((REPO / "training/configs/recognition_synthetic_cpu.yaml").read_text())
+    cfg["train"]["itterations"] = 5
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["train-recognition", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "train.itterations" in err and str(path) in err
+
+
+def test_eval_recognition_missing_checkpoint_names_the_file(tmp_path, capsys):
+    assert cli.main(["eval-recognition", "--quick", "--checkpoints", str(tmp_path), "--markdown", ""]) == 1
+    err = capsys.readouterr().err
+    assert "baseline.safetensors" in err and str(tmp_path) in err
+
+
+@pytest.mark.slow
+def test_eval_recognition_quick_json_and_markdown(cache, tmp_path, capsys):
+    data_cfg = tmp_path / "tiny_eval.yaml"
+    data_cfg.write_text(yaml.safe_dump(TINY_EVAL))
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    code = cli.main(["eval-recognition", "--quick", "--json", str(out_json), "--markdown", str(out_md),
+                     "--data-config", str(data_cfg), "--no-profile"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "NM" in printed and "p/g" in printed  # the probe x gallery table of the full model
+    payload = json.loads(out_json.read_text())
+    assert set(payload) == {"dataset", "results"} and isinstance(payload["dataset"], str)
+    assert "quick" in payload["dataset"] and "027..029" in payload["dataset"]  # test ids after train + val
+    assert set(payload["results"]) == set(SHIPPED_VARIANTS)
+    for variant, numbers in payload["results"].items():
+        assert set(numbers) == {"NM", "BG", "CL", "mAP"}, variant
+        for key, value in numbers.items():
+            assert isinstance(value, float) and not math.isnan(value) and 0.0 <= value <= 100.0, (variant, key)
+    md = out_md.read_text()
+    assert "Open set" in md and "test FAR %" in md and "quick test set" in md
+    for variant in SHIPPED_VARIANTS:
+        assert f"| {variant} |" in md
