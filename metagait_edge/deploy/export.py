@@ -109,6 +109,20 @@ class ExportReport:
         )
 
 
+def edge_metagait_config(**overrides):
+    """The edge-size MetaGait: 32x22 silhouettes (half of 64x44 per side), channels 8/16/32, 16 strips.
+
+    About 1/4 of the ``cpu`` preset's input pixels and half its widths; recognises a 30-frame window at
+    well over 4 Hz on one CPU core (``benchmarks/bench_inference.py``, docs/benchmarks/inference.md).
+    """
+    from metagait_edge.models.metagait import MetaGaitConfig
+
+    base = dict(channels=(8, 16, 32), input_height=32, input_width=22, local_parts=8, strip_bins=(16,),
+                mta_descriptor_channels=8, mta_gate_hidden=8, mhn_hidden=16, mtp_hidden=8)
+    base.update(overrides)
+    return MetaGaitConfig(**base)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Deployable modules
 
@@ -657,7 +671,7 @@ def compare(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], atol:
 __all__ = [
     "CYCLE_LENGTH", "DEFAULT_OPSET", "ExportError", "ExportReport", "FP32_ATOL", "FP32_RTOL", "Golden",
     "MODEL_KINDS", "RECOGNITION_FRAMES", "RECOGNITION_INPUT", "RECOGNITION_OUTPUT", "TCN_INPUT", "TCN_OUTPUT",
-    "TRT10_ONNX_OPS", "check_onnx", "compare", "deploy_tcn_module", "example_inputs", "export_recognition",
+    "TRT10_ONNX_OPS", "check_onnx", "compare", "deploy_tcn_module", "edge_metagait_config", "example_inputs", "export_recognition",
     "export_tcn", "file_sha256", "graph_fingerprint", "initializer_arrays", "load_golden", "model_kind",
     "onnx_weights", "refittable_names", "refittable_shapes", "save_golden", "torch_reference", "with_weights",
 ]

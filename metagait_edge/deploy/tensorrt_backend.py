@@ -31,6 +31,7 @@ class TensorRTBackend(InferenceBackend):
         timing_cache: Optional[Union[str, Path]] = None,
         calibration_files: Sequence[Union[str, Path]] = (),
         refit: Optional[bool] = None,
+        force_build: bool = False,
     ):
         super().__init__(model)
         ok, reason = tensorrt_available()
@@ -47,6 +48,7 @@ class TensorRTBackend(InferenceBackend):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache() / "engines"
         self.timing_cache = Path(timing_cache) if timing_cache is not None else self.cache_dir / "timing.cache"
         self.calibration_files = [Path(p) for p in calibration_files]
+        self.force_build = force_build
         self._engine = None
         self._context = None
         self._stream = None
@@ -77,7 +79,7 @@ class TensorRTBackend(InferenceBackend):
                                                      batch_size=min(8, self.max_batch))
         self.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         self._result = E.get_engine(self.path, spec, self.cache_dir, calibration=calibration,
-                                    timing_cache=self.timing_cache)
+                                    timing_cache=self.timing_cache, force=self.force_build)
         self._engine = E.deserialize(self._result.engine)
         self._context = self._engine.create_execution_context()
         self._stream = torch.cuda.Stream()

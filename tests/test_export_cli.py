@@ -1,0 +1,68 @@
+"""``metagait-edge export`` and ``build-engine`` commands."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from metagait_edge.cli import main  # noqa: E402
+from metagait_edge.deploy import export as E  # noqa: E402
+
+
+def test_export_tcn_with_golden_and_adapted_weights(tmp_path, capsys):
+    out = tmp_path / "tcn.onnx"
+    assert main(["export", "--model", "tcn", "--channels", "3", "--out", str(out), "--golden", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "random weights" in text and "parity   : onnxruntime vs torch on realistic" in text
+    golden = E.load_golden(tmp_path / "tcn.golden.npz")
+    assert golden.inputs["cycles"].shape == (2, 9, 101) and golden.outputs["output"].shape == (2, 3, 101)
+    # The golden outputs come from PyTorch, and the exported graph reproduces them.
+    import onnxruntime as ort
+
+    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, golden.inputs)
+    E.compare({"output": got}, golden.outputs, golden.atol, golden.rtol)
+    assert np.abs(golden.outputs["output"] - golden.inputs["cycles"][:, 3:6]).max() > 1e-3  # not just the template
+
+    from safetensors.torch import save_file
+
+    from metagait_edge.commands.export import load_tcn
+
+    model = load_tcn(None, 3)
+    fast = {n: (p.detach() + 0.01 * torch.randn_like(p)).contiguous() for n, p in model.named_parameters()}
+    save_file(fast, str(tmp_path / "fast.safetensors"))
+    adapted = tmp_path / "adapted.onnx"
+    assert main(["export", "--model", "tcn", "--channels", "3", "--out", str(adapted),
+                 "--adapted", str(tmp_path / "fast.safetensors")]) == 0
+    assert E.graph_fingerprint(adapted) == E.graph_fingerprint(out)
+    assert E.file_sha256(adapted) != E.file_sha256(out)
+
+
+def test_export_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["export", "--model", "tcn", "--channels", "3", "--out", str(tmp_path / "x.onnx"),
+                 "--adapted", str(tmp_path / "missing.safetensors")]) == 1
+    assert "missing.safetensors" in capsys.readouterr().err
+    assert main(["export", "--model", "recognition", "--out", str(tmp_path / "r.onnx"),
+                 "--adapted", "x.safetensors"]) == 1
+    assert "--adapted applies to --model tcn" in capsys.readouterr().err
+    assert main(["export", "--model", "tcn", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "y.onnx")]) == 1
+    assert "nope.safetensors" in capsys.readouterr().err
+
+
+def test_build_engine_list_and_missing_tensorrt(tmp_path, capsys):
+    from metagait_edge.deploy.engine import EngineCache, engine_cache_key
+
+    cache = EngineCache(tmp_path / "engines")
+    key = engine_cache_key("a" * 64, "10.3.0", "Orin", "fp16", refit=True)
+    cache.store(key, b"x" * 10, {"precision": "fp16", "refit": True, "tensorrt": "10.3.0", "gpu": "Orin", "onnx": "tcn.onnx"})
+    assert main(["build-engine", "--list", "--cache", str(tmp_path / "engines")]) == 0
+    text = capsys.readouterr().out
+    assert key in text and "1 engine(s)" in text and "Orin" in text
+    if importlib.util.find_spec("tensorrt") is None:
+        assert main(["build-engine", "--onnx", "whatever.onnx"]) == 1
+        assert "needs TensorRT" in capsys.readouterr().err
