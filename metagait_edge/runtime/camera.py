@@ -147,8 +147,8 @@ class SilhouetteExtractor:
     """
 
     def __init__(self, method: str = "mog2", segmenter: Optional[PersonSegmenter] = None, history: int = 200,
-                 var_threshold: float = 40.0, learning_rate: float = -1.0, min_area: int = 150,
-                 kernel: int = 3) -> None:
+                 var_threshold: float = 40.0, learning_rate: float = 0.001, min_area: int = 150,
+                 kernel: int = 3, warmup_frames: int = 60) -> None:
         import cv2
 
         self.method = method
@@ -164,9 +164,13 @@ class SilhouetteExtractor:
             raise ValueError(f"silhouette method must be mog2, knn or segmentation, got {method!r}")
         self.segmenter = segmenter
         self.learning_rate = learning_rate
+        # Learn the empty scene quickly at first (OpenCV's automatic 1/n rate), then slowly, so that a
+        # walker who moves little between frames is not absorbed into the background.
+        self.warmup_frames = warmup_frames
+        self._n = 0
         self.min_area = min_area
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
-        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kernel + 1, 2 * kernel + 3))
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel + 2, kernel + 2))
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
         import cv2
@@ -174,8 +178,10 @@ class SilhouetteExtractor:
         if frame_bgr is None or frame_bgr.ndim != 3:
             raise ValueError(f"expected a BGR frame [H, W, 3], got {None if frame_bgr is None else frame_bgr.shape}")
         if self._bg is not None:
-            blurred = cv2.GaussianBlur(frame_bgr, (5, 5), 0)  # sensor noise would otherwise speckle the mask
-            fg = self._bg.apply(blurred, learningRate=self.learning_rate)
+            blurred = cv2.GaussianBlur(frame_bgr, (3, 3), 0)  # sensor noise would otherwise speckle the mask
+            self._n += 1
+            rate = -1.0 if self._n <= self.warmup_frames else self.learning_rate
+            fg = self._bg.apply(blurred, learningRate=rate)
             mask = (fg > 127).astype(np.uint8) * 255
         else:
             prob = np.asarray(self.segmenter(frame_bgr), dtype=np.float32)

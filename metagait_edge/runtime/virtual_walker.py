@@ -245,7 +245,7 @@ class RenderedVideo:
 
 
 def render_walker_video(spec: WalkerSpec, path: str | Path, n_frames: int = 90, fps: float = 30.0, seed: int = 0,
-                        lead_in: int = 20, view_deg: float = 90.0, background_seed: int = 7) -> RenderedVideo:
+                        lead_in: int = 60, view_deg: float = 90.0, background_seed: int = 7) -> RenderedVideo:
     """Render ``spec``'s synthetic walker (one pass across the view) into a video file (MJPG .avi)."""
     import cv2
 
