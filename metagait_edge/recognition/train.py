@@ -196,6 +196,9 @@ def train(cfg: RecognitionConfig, out_dir: str | Path | None = None, *, progress
         epoch += 1
     bar.close()
     seconds = time.perf_counter() - t0
+    # DDP keeps parameters in sync, but BatchNorm running statistics are each rank's own after the last
+    # forward; give every rank rank 0's (the checkpointed) state so they all evaluate identically.
+    D.broadcast_parameters(model)
     ckpt = None
     if main:
         ckpt = _save(save_checkpoint, out / "model", model, cfg, fp, history, it, seconds=seconds)
