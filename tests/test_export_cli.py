@@ -66,3 +66,28 @@ def test_build_engine_list_and_missing_tensorrt(tmp_path, capsys):
     if importlib.util.find_spec("tensorrt") is None:
         assert main(["build-engine", "--onnx", "whatever.onnx"]) == 1
         assert "needs TensorRT" in capsys.readouterr().err
+
+
+def test_jetson_files_are_consistent():
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    from metagait_edge.config import from_dict
+    from metagait_edge.deploy.backends import BackendConfig
+
+    root = Path(__file__).resolve().parent.parent / "deploy" / "jetson"
+    unit = (root / "metagait-edge.service").read_text()
+    lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit.splitlines() if "=" in line and not line.startswith("#")}
+    assert lines["ExecStart"] == "@VENV@/bin/metagait-edge run --config /etc/metagait-edge/edge.yaml"
+    assert lines["Restart"] == "on-failure" and lines["WantedBy"] == "multi-user.target"
+    config = yaml.safe_load((root / "edge.yaml").read_text())
+    backends = [from_dict(BackendConfig, config[s]["backend"]) for s in ("recognition", "personalization")]
+    assert [b.model for b in backends] == ["recognition", "tcn"]
+    setup = root / "setup.sh"
+    assert subprocess.run(["bash", "-n", str(setup)], capture_output=True).returncode == 0
+    text = setup.read_text()
+    for placeholder in ("@VENV@", "@USER@", "@PREFIX@"):
+        assert placeholder in unit and placeholder in text  # every placeholder is filled in by setup.sh
+    assert "build-engine" in text and "--system-site-packages" in text
