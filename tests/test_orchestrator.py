@@ -1,0 +1,130 @@
+"""The runtime orchestrator (metagait_edge/runtime/orchestrator.py) on a simulated clock, no hardware."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig  # noqa: E402
+from metagait_edge.runtime.orchestrator import Runtime  # noqa: E402
+from metagait_edge.runtime.profiles import ProfileStore  # noqa: E402
+from metagait_edge.runtime.virtual_walker import synthetic_walker  # noqa: E402
+
+
+class Collect:
+    """A publisher stand-in that records calls (the orchestrator, not the ZeroMQ layer, is under test)."""
+
+    def __init__(self):
+        self.traj, self.status, self.identity = [], [], []
+
+    def publish_trajectory(self, traj, channels, **kw):
+        assert np.isfinite(traj).all()
+        self.traj.append((traj, kw))
+        return True
+
+    def publish_status(self, status, reason="", **kw):
+        self.status.append((status, reason))
+        return True
+
+    def publish_identity(self, *a, **kw):
+        self.identity.append(a)
+        return True
+
+    def stop(self):
+        pass
+
+
+def _runtime(tmp_path, **kw):
+    torch.set_num_threads(1)
+    sim = [0.0]
+    cfg = EdgeConfig(sources=[], calibration=CalibrationConfig(directory=tmp_path, max_gap_s=0.1))
+    rt = Runtime(cfg, publisher=Collect(), store=ProfileStore(tmp_path), clock=lambda: sim[0], **kw)
+    return rt, sim
+
+
+def _feed(rt, sim, samples, start, stop, rate=58.8, pause_every=30, values=None):
+    for k in range(start, stop):
+        sim[0] = k / rate
+        rt.push_imu(samples[k % len(samples)] if values is None else values, sim[0])
+        if k % pause_every == 0:
+            time.sleep(0.004)  # let the worker keep up (real time would be 17 ms per sample)
+    time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def walker():
+    return synthetic_walker(seconds=40)
+
+
+def test_cycles_become_bounded_generic_trajectories(tmp_path, walker):
+    rt, sim = _runtime(tmp_path)
+    rt.start()
+    try:
+        _feed(rt, sim, walker.samples, 0, 900)
+    finally:
+        rt.stop()
+    pub = rt.publisher
+    assert rt.stats.cycles >= 10  # 0.9 Hz gait over 15 s
+    assert len(pub.traj) == rt.stats.published >= 10
+    traj, kw = pub.traj[-1]
+    assert traj.shape == (6, 101) and kw["personalized"] is False and kw["status"] == "DEGRADED"
+    assert 0.8 < kw["cycle_s"] < 1.4 and 0 <= kw["phase"] < 1
+    lim = rt.safety.config.joint_limits
+    for j, name in enumerate(rt.channel_names):
+        assert lim[name].min_deg - 1e-4 <= traj[j].min() and traj[j].max() <= lim[name].max_deg + 1e-4
+
+
+def test_stale_imu_publishes_hold_and_step_reports_stale(tmp_path, walker):
+    from metagait_edge.ros import msgs
+
+    rt, sim = _runtime(tmp_path)
+    rt.start()
+    try:
+        _feed(rt, sim, walker.samples, 0, 400)
+        sim[0] += 1.0  # no sample for a second
+        time.sleep(0.2)
+        out = rt.step(123)
+    finally:
+        rt.stop()
+    assert ("HOLD" in [s for s, _ in rt.publisher.status])
+    assert any("IMU stale" in r for s, r in rt.publisher.status if s == "HOLD")
+    assert out is not None and out.status == msgs.STATUS_STALE
+
+
+def test_calibration_then_personalized_output_and_confidence_gate(tmp_path, walker):
+    rt, sim = _runtime(tmp_path)
+    rt.start()
+    result = {}
+    progress = []
+    th = threading.Thread(target=lambda: result.setdefault("o", rt.calibrate("alice", 5, lambda n, k: progress.append(n), timeout_s=30)))
+    try:
+        th.start()
+        _feed(rt, sim, walker.samples, 0, 700)
+        th.join(30)
+        o = result["o"]
+        assert o.success, o.reason
+        assert o.error_after < o.error_before
+        assert progress[-1] == 5 and ProfileStore(tmp_path).exists("alice")
+        rt.set_identity("alice", 0.9)
+        n0 = len(rt.publisher.traj)
+        _feed(rt, sim, walker.samples, 700, 1000)
+        assert all(kw["personalized"] and kw["status"] == "OK" for _, kw in rt.publisher.traj[n0 + 1:])
+        rt.set_identity("alice", 0.2)  # below the gate: generic model, flagged
+        n1 = len(rt.publisher.traj)
+        _feed(rt, sim, walker.samples, 1000, 1250)
+        assert len(rt.publisher.traj) > n1
+        assert all(not kw["personalized"] and kw["status"] == "DEGRADED" for _, kw in rt.publisher.traj[n1 + 1:])
+    finally:
+        rt.stop()
+
+
+def test_build_runtime_rejects_unsupported_backend():
+    from metagait_edge.runtime.orchestrator import build_runtime
+
+    with pytest.raises(ValueError, match="backend 'onnxruntime'"):
+        build_runtime(backend="onnxruntime")
