@@ -42,7 +42,7 @@ def test_quality_checks_name_the_problem(pers):
     bad = _cycle(pers, rng)
     bad.cycle[0, 5] = np.nan
     assert "non-finite" in check_cycle(bad, cfg, pers.channels)
-    norm = pers.normalize(np.stack([_cycle(pers, rng).cycle for _ in range(5)] + [_cycle(pers, rng).cycle * 5.0]))
+    norm = pers.normalize(np.stack([_cycle(pers, rng).cycle for _ in range(5)] + [_cycle(pers, rng).cycle * 8.0]))
     assert consistent_subset(norm, 2.5).tolist() == [True] * 5 + [False]
 
 
