@@ -13,6 +13,7 @@ fsynced weights file, and the old weights stay until the new ``profile.json`` is
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -94,7 +95,13 @@ class ProfileStore:
         tensors["__valid__"] = np.asarray(profile.valid, dtype=np.float32)
         name = f"weights-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.safetensors"
         wpath = folder / name
-        atomic_write_with(wpath, lambda tmp: save_file(tensors, str(tmp), metadata={"walker": profile.walker}))
+        try:
+            atomic_write_with(wpath, lambda tmp: save_file(tensors, str(tmp), metadata={"walker": profile.walker}))
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors reports I/O failures (e.g. a full disk) as its own error type
+            code = errno.ENOSPC if "No space left" in str(exc) else errno.EIO
+            raise OSError(code, f"cannot write {wpath}: {exc}") from exc
         meta = {
             "format": FORMAT, "version": VERSION, "walker": profile.walker, "weights": name,
             "weights_sha256": _sha256(wpath), "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **profile.meta,
