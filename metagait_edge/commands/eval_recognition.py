@@ -63,18 +63,20 @@ def run(args: argparse.Namespace) -> int:
     differing = [v for v in variants if data_cfgs[v] != data_cfgs[first]]
     if differing:
         raise ValueError(f"checkpoints in {ckpt_dir} were trained on different data: {first} vs {', '.join(differing)}")
-    base = configs[first]
+    data = data_cfgs[first]
     if args.data_config:
-        synth = load_config(SyntheticDataConfig, args.data_config)
-        base = dataclasses.replace(base, data=dataclasses.replace(base.data, synthetic=synth))
+        if data.dataset != "synthetic":
+            raise ValueError(f"--data-config replaces synthetic data settings, but the checkpoints were trained on "
+                             f"{data.dataset}")
+        data = dataclasses.replace(data, synthetic=load_config(SyntheticDataConfig, args.data_config))
     quick = bool(args.quick)
-    val_index, test_index = E.test_indices(base, quick=quick)
+    val_index, test_index = E.test_indices(data, quick=quick)
     frames = {"test": E.load_frames(test_index), "val": E.load_frames(val_index) if val_index is not None else None}
     evals = {}
     for v in variants:
-        cfg = dataclasses.replace(configs[v], data=base.data)
-        evals[v] = E.evaluate_model(models[v], cfg, val_index, test_index, progress=True, name=v, frames=frames)
-    dataset = E.describe_test_set(base, quick)
+        evals[v] = E.evaluate_model(models[v], configs[v], val_index, test_index, progress=True, name=v,
+                                    frames=frames)
+    dataset = E.describe_test_set(data, quick)
     shown = "metagait" if "metagait" in evals else variants[-1]
     print(format_result(evals[shown]["result"], full_tables=True))
     print()

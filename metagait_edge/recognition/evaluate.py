@@ -29,6 +29,7 @@ import numpy as np
 
 from metagait_edge.atomic import atomic_write_text
 from metagait_edge.recognition.config import VARIANTS, RecognitionConfig, downsample_factor, with_variant
+from metagait_edge.recognition.data import DataConfig
 
 GALLERY_TYPES = ("nm-01", "nm-02", "nm-03", "nm-04")
 PROBE_TYPES = ("nm-05", "nm-06", "bg-01", "bg-02", "cl-01", "cl-02")
@@ -189,14 +190,18 @@ def open_set(val: Embeddings, test: Embeddings, target_far: float = 0.05, metric
 # Test sets
 
 
-def test_indices(cfg: RecognitionConfig, quick: bool = True, log=print):
-    """(validation index, test index) for the config's data; synthetic ranges are disjoint from training."""
+def test_indices(data: DataConfig, quick: bool = True, log=print):
+    """(validation index, test index) of ``data``; synthetic ranges are disjoint from the training ids.
+
+    Real datasets have no validation identities here, so they get no open-set numbers (None).
+    """
     from metagait_edge.recognition.data import real_index, synthetic_index
 
-    if cfg.data.dataset == "synthetic":
-        s = cfg.data.synthetic
-        return synthetic_index(s, "val", log=log), synthetic_index(s, "test", quick=quick, log=log)
-    return None, real_index(cfg.data, "test")
+    if data.dataset == "synthetic":
+        s = data.synthetic
+        val = synthetic_index(s, "val", log=log) if s.val_ids >= 2 else None
+        return val, synthetic_index(s, "test", quick=quick, log=log)
+    return None, real_index(data, "test")
 
 
 def evaluate_model(model, cfg: RecognitionConfig, val_index, test_index, progress: bool = False,
@@ -264,7 +269,7 @@ def run_ablation(cfg: RecognitionConfig, variants: list[str], seeds: list[int], 
     if not seeds:
         raise ValueError("--seeds: at least one seed is needed")
     root = Path(out_dir or cfg.output_dir or f"runs/recognition/{cfg.name}") / "ablation"
-    val_index, test_index = test_indices(cfg, quick=quick, log=log)
+    val_index, test_index = test_indices(cfg.data, quick=quick, log=log)
     frames = {"test": load_frames(test_index), "val": load_frames(val_index) if val_index is not None else None}
     runs: list[dict] = []
     summary: dict = {}
@@ -283,7 +288,7 @@ def run_ablation(cfg: RecognitionConfig, variants: list[str], seeds: list[int], 
                 log(f"{vcfg.name}: {ev['summary']}")
             if ship_dir and seed == seeds[0]:
                 ship_checkpoint(res.checkpoint, Path(ship_dir), variant)
-            summary = {"config": cfg.name, "test_set": describe_test_set(cfg, quick),
+            summary = {"config": cfg.name, "test_set": describe_test_set(cfg.data, quick),
                        "seeds": seeds, "variants": variants, "runs": runs, "table": ablation_table(runs)}
             atomic_write_text(root / "ablation.json", json.dumps(summary, indent=1) + "\n")
             if ship_dir:
@@ -304,10 +309,10 @@ def ship_checkpoint(checkpoint: Path, ship_dir: Path, variant: str) -> Path:
     return dst
 
 
-def describe_test_set(cfg: RecognitionConfig, quick: bool) -> str:
-    if cfg.data.dataset != "synthetic":
-        return f"{cfg.data.dataset} test split under {cfg.data.root}"
-    s = cfg.data.synthetic
+def describe_test_set(data: DataConfig, quick: bool) -> str:
+    if data.dataset != "synthetic":
+        return f"{data.dataset} test split under {data.root}"
+    s = data.synthetic
     test = s.id_range("test", quick)
     val = s.id_range("val")
     return (f"synthetic seed {s.seed}, {'quick' if quick else 'full'} test set: ids {test[0]:03d}..{test[-1]:03d} "
@@ -355,6 +360,8 @@ def profile_model(model, frames: int = 30, height: int = 64, width: int = 44, re
         torch.set_num_threads(old_threads)
         model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
-    return {"parameters": int(params), "macs": int(counter.get_total_flops() // 2),
+    # The BNNeck and the classifier only serve the training losses; inference stops at the embeddings.
+    inference = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("classifier.", "bnneck.")))
+    return {"parameters": int(params), "inference_parameters": int(inference), "macs": int(counter.get_total_flops() // 2),
             "latency_ms": 1e3 * float(np.median(times)), "input": f"1x{frames}x{height}x{width}",
             "model_input": f"1x{frames}x{height // factor}x{width // factor}", "threads": threads}

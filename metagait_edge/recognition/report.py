@@ -17,6 +17,7 @@ def write_report(path, evals: dict, configs: dict, ckpt_dir: Path, dataset: str,
                  profiles: dict | None = None, seconds: float | None = None) -> None:
     from metagait_edge.checkpoint import git_commit, sidecar_path
     from metagait_edge.evaluation.recognition import format_result
+    from metagait_edge.recognition.evaluate import ablation_table
 
     mode = "quick" if quick else "full"
     cmd = "metagait-edge eval-recognition" + (" --quick" if quick else "")
@@ -79,16 +80,20 @@ def write_report(path, evals: dict, configs: dict, ckpt_dir: Path, dataset: str,
     ablation = ckpt_dir / "ablation.json"
     if ablation.is_file():
         ab = json.loads(ablation.read_text())
+        done = sorted({r["seed"] for r in ab["runs"]})
+        complete = [s for s in done if sum(r["seed"] == s for r in ab["runs"]) == len(ab["variants"])]
         lines += [
             "## Ablation over training seeds (paper Table 4)",
             "",
             "Produced by `metagait-edge train-recognition --config training/configs/recognition_synthetic_cpu.yaml "
             f"--ablation --seeds {','.join(str(s) for s in ab['seeds'])} --ship "
             "metagait_edge/resources/checkpoints/recognition`, evaluated right after training on: "
-            f"{ab['test_set']}. Mean ± standard deviation over the seeds listed (no ± with one seed); the "
-            "shipped checkpoints are the first seed's. Same iterations, batch and learning rate for every variant.",
+            f"{ab['test_set']}. Seeds completed for every variant: {', '.join(map(str, complete)) or 'none'}"
+            + (f" (of {', '.join(map(str, ab['seeds']))} planned)" if complete != list(ab["seeds"]) else "")
+            + ". Mean ± standard deviation over seeds (no ± with one seed); the shipped checkpoints are the "
+            "first seed's. Same iterations, batch and learning rate for every variant.",
             "",
-            ab["table"],
+            ablation_table([r for r in ab["runs"] if r["seed"] in complete]),
             "",
         ]
     lines += ["## Checkpoints", "", "| variant | file | size KB | iterations | train s | loss first -> last |",
@@ -109,10 +114,11 @@ def write_report(path, evals: dict, configs: dict, ckpt_dir: Path, dataset: str,
             f"{p0['threads']} torch thread, median of 10 runs on this (shared) machine; MACs from "
             "`torch.utils.flop_counter` (FLOPs / 2).",
             "",
-            "| variant | parameters | MMACs | latency ms |",
-            "|---|---|---|---|",
+            "| variant | parameters (training) | parameters (inference) | MMACs | latency ms |",
+            "|---|---|---|---|---|",
         ]
         for v, p in profiles.items():
-            lines.append(f"| {v} | {p['parameters']:,} | {p['macs'] / 1e6:.1f} | {p['latency_ms']:.1f} |")
+            lines.append(f"| {v} | {p['parameters']:,} | {p['inference_parameters']:,} | {p['macs'] / 1e6:.1f} | "
+                         f"{p['latency_ms']:.1f} |")
         lines.append("")
     atomic_write_text(path, "\n".join(lines))
