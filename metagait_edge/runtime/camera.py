@@ -269,6 +269,8 @@ def load_recognition_model(path: str | Path | None = None, tiny_seed: int = 0):
 
     if path is None:
         found = sorted(RECOGNITION_CHECKPOINT_DIR.glob("*.safetensors")) if RECOGNITION_CHECKPOINT_DIR.is_dir() else []
+        # The full MetaGait when shipped, else whichever variant is there.
+        found.sort(key=lambda p: (p.stem != "metagait", p.stem))
         path = found[0] if found else None
     if path is None:
         torch.manual_seed(tiny_seed)
@@ -298,7 +300,13 @@ class Recognizer:
 
         from metagait_edge.data.pretreatment import to_model_input
 
-        x = torch.from_numpy(to_model_input(silhouettes))[None]
+        x = to_model_input(silhouettes)  # [T, 64, 44] in 0..1
+        cfg = self.model.config
+        if x.shape[1:] != (cfg.input_height, cfg.input_width):
+            import cv2  # a smaller edge model (e.g. 32x22): downscale the aligned silhouettes
+
+            x = np.stack([cv2.resize(f, (cfg.input_width, cfg.input_height), interpolation=cv2.INTER_AREA) for f in x])
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
         with torch.no_grad():
             return self.model(x)["embeddings"][0].numpy()
 
