@@ -48,16 +48,21 @@ class JointLimit:
             raise ValueError(f"max_rate_dps must be > 0, got {self.max_rate_dps}")
 
 
+def _both_legs(hip: JointLimit, knee: JointLimit, ankle: JointLimit) -> Dict[str, JointLimit]:
+    limits = {"hip": hip, "knee": knee, "ankle": ankle}
+    return {f"{joint}_{side}": JointLimit(**limit.__dict__) for joint, limit in limits.items() for side in ("r", "l")}
+
+
 def _default_joint_limits() -> Dict[str, JointLimit]:
     # Conservative sagittal-plane ranges for level walking assistance (degrees, deg/s).
-    hip = JointLimit(-25.0, 45.0, 300.0)
-    knee = JointLimit(-5.0, 75.0, 450.0)
-    ankle = JointLimit(-25.0, 25.0, 300.0)
-    return {
-        "hip_r": hip, "hip_l": JointLimit(**hip.__dict__),
-        "knee_r": knee, "knee_l": JointLimit(**knee.__dict__),
-        "ankle_r": ankle, "ankle_l": JointLimit(**ankle.__dict__),
-    }
+    return _both_legs(JointLimit(-25.0, 45.0, 300.0), JointLimit(-5.0, 75.0, 450.0), JointLimit(-25.0, 25.0, 300.0))
+
+
+def imu_estimate_limits() -> Dict[str, JointLimit]:
+    """Limits around the range of HuGaDB's IMU-derived angle estimates, whose zero is offset by how the
+    sensors sit on the leg (e.g. a straight knee can read -25 deg). For demos and replays of that data;
+    a controller in calibrated joint coordinates uses the anatomical defaults."""
+    return _both_legs(JointLimit(-70.0, 70.0, 400.0), JointLimit(-45.0, 95.0, 600.0), JointLimit(-45.0, 45.0, 400.0))
 
 
 @dataclass
