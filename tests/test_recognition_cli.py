@@ -31,6 +31,18 @@ def test_shipped_checkpoints_are_small_and_complete():
         assert weights.stat().st_size < 2 * 1024 * 1024, weights
         assert meta["weights_file"] == weights.name and meta["extra"]["variant"] == variant
         assert meta["config"]["data"]["dataset"] == "synthetic"
+    # they come from the documented CPU config (same data, schedule and model apart from the variant switches)
+    from metagait_edge.config import to_dict
+    from metagait_edge.recognition.config import load_recognition_config, with_variant
+
+    cpu = load_recognition_config(REPO / "training/configs/recognition_synthetic_cpu.yaml")
+    for variant in SHIPPED_VARIANTS:
+        stored = json.loads((folder / f"{variant}.json").read_text())["config"]
+        expected = to_dict(with_variant(cpu, variant))
+        for key in ("model", "loss", "data", "eval"):
+            assert stored[key] == expected[key], (variant, key)
+        assert {k: v for k, v in stored["train"].items() if k != "seed"} == \
+            {k: v for k, v in expected["train"].items() if k != "seed"}, variant
 
 
 def test_commands_are_registered_and_help_is_light():
