@@ -88,7 +88,7 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
     cs = load_cycles(config, progress, cycles_path)
     scores = E.Scores()
     timing_ms: Dict[str, float] = {}
-    max_tasks = 6 if quick else None
+    max_tasks = 4 if quick else None
     protocol = {
         "dataset": "HuGaDB v1", "n_folds": config.split.n_folds, "seeds": sorted({s for s, _ in runs}),
         "folds": sorted({f for _, f in runs}), "checkpoints": str(root), "shots": list(config.protocol.shots),
