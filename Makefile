@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/data),)
 export METAGAIT_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: venv demo test test-fast clean
+.PHONY: venv demo eval-quick test test-fast clean
 
 $(BIN)/metagait-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ $(BIN)/metagait-edge: pyproject.toml
 venv: $(BIN)/metagait-edge
 
 demo: venv
-	$(BIN)/metagait-edge eval-personalization --quick
+	$(BIN)/metagait-edge demo --json demo_summary.json
+
+eval-quick: venv
+	$(BIN)/metagait-edge eval-personalization --quick --json personalization_quick.json
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -23,9 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_checkpoints(root):
-    from metagait_edge.checkpoint import load_checkpoint
-    from metagait_edge.config import from_dict
-    from metagait_edge.personalization.config import PersonalizationConfig
+    from metagait_edge.personalization.experiment import stored_config
     from metagait_edge.personalization.runner import available_runs, fold_dir
 
     runs = available_runs(root)
@@ -33,7 +31,7 @@ def _config_from_checkpoints(root):
         raise FileNotFoundError(f"no trained personalization checkpoints under {root}")
     seed, fold = runs[0]
     problem_dir = next(p for p in sorted(fold_dir(root, seed, fold).iterdir()) if (p / "maml.json").is_file())
-    return from_dict(PersonalizationConfig, load_checkpoint(problem_dir / "maml").config)
+    return stored_config(problem_dir)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -124,6 +124,11 @@ class ProblemModels:
     channels: List[str]
 
 
+def stored_config(problem_dir: Path) -> PersonalizationConfig:
+    """The experiment configuration a problem's checkpoints were trained with (checked like YAML)."""
+    return from_dict(PersonalizationConfig, load_checkpoint(Path(problem_dir) / "maml").config)
+
+
 def load_problem(config: PersonalizationConfig, fold_dir: Path, problem: str) -> ProblemModels:
     """Load a fold's models for one problem; refuses checkpoints trained with another configuration."""
     pdir = Path(fold_dir) / problem

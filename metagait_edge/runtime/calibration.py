@@ -3,7 +3,7 @@
 ``Personalizer`` wraps the meta-trained CycleModel (``personalization.model``) with its normalizer:
 ``generate(prev_cycle, template, valid, params)`` gives the next cycle (physical units, [C, 101]) from the
 previous one; ``adapt(support)`` is the MAML inner loop on K support cycles. ``load_personalizer()`` loads
-the shipped default checkpoint (``resources/checkpoints/personalization/fold0/generation``) when present,
+the shipped default checkpoint (``resources/checkpoints/personalization/seed0/fold0/generation``) when present,
 else a randomly initialized model of the default configuration (same code path after loading).
 
 Calibration (``calibrate``): collect ``shots`` + 1 valid cycles that pass the quality checks (duration,
@@ -30,7 +30,7 @@ from metagait_edge.runtime.config import CalibrationConfig
 
 log = logging.getLogger(__name__)
 
-SHIPPED_PERSONALIZATION = Path(__file__).resolve().parents[1] / "resources" / "checkpoints" / "personalization" / "fold0"
+SHIPPED_PERSONALIZATION = Path(__file__).resolve().parents[1] / "resources" / "checkpoints" / "personalization" / "seed0" / "fold0"
 ANGLE_CHANNELS = ("hip_r", "knee_r", "ankle_r", "hip_l", "knee_l", "ankle_l")
 
 
@@ -133,14 +133,9 @@ def load_personalizer(path: str | Path | None = None, seed: int = 0) -> Personal
     if (folder / "maml.safetensors").is_file():
         folder = folder.parent
     if (folder / "generation" / "maml.safetensors").is_file():
-        import json
+        from metagait_edge.personalization.experiment import load_problem, stored_config
 
-        from metagait_edge.config import from_dict
-        from metagait_edge.personalization.experiment import load_problem
-
-        meta = json.loads((folder / "generation" / "maml.json").read_text(encoding="utf-8"))
-        config = from_dict(PersonalizationConfig, meta.get("config") or {})
-        models = load_problem(config, folder, "generation")
+        models = load_problem(stored_config(folder / "generation"), folder, "generation")
         return Personalizer(models.maml, models.normalizer, models.channels, str(folder / "generation"))
     if path is not None:
         raise FileNotFoundError(f"no personalization checkpoint (generation/maml.safetensors) under {folder}")
