@@ -68,6 +68,15 @@ def test_untrained_model_is_the_support_mean():
     assert torch.equal(model(x)["output"], x[:, 8:12])
 
 
+def test_mix_base_starts_halfway_between_previous_cycle_and_template_and_can_adapt():
+    model = CycleModel(CycleModelConfig(problem="generation", channels=4, base="mix"))
+    x = torch.randn(3, 12, 101)
+    assert torch.allclose(model(x)["output"], 0.5 * (x[:, :4] + x[:, 4:8]))
+    assert "blend_logit" in model.adaptation_parameter_names("film")
+    with pytest.raises(ValueError, match="only generation"):
+        CycleModelConfig(problem="reconstruction", channels=4, base="mix")
+
+
 def test_normalization_uses_training_walkers_only(trained):
     config, _, cs, _ = trained
     split = fold_split(cs, config, 0)

@@ -51,3 +51,4 @@ class PersonalizationConfig:
     tcn: TCNConfig = field(default_factory=lambda: TCNConfig(hidden_channels=32, levels=5, film=True))
     maml: MAMLConfig = field(default_factory=lambda: MAMLConfig(inner_steps=5, inner_lr=0.01, first_order=True))
     train: TrainConfig = field(default_factory=TrainConfig)
+    model_base: str = "template"  # see personalization.model.CycleModelConfig.base

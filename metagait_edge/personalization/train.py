@@ -48,7 +48,8 @@ def _cat(batches: Sequence[Batch]) -> Batch:
 
 
 def model_config(config: PersonalizationConfig, problem: str, channels: int) -> CycleModelConfig:
-    return CycleModelConfig(problem=problem, channels=channels, tcn=config.tcn)
+    base = config.model_base if problem == "generation" else "template"
+    return CycleModelConfig(problem=problem, channels=channels, tcn=config.tcn, base=base)
 
 
 def validation_tasks(recordings: Sequence[Recording], subjects: Sequence[int], config: PersonalizationConfig,
