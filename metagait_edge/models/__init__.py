@@ -1,33 +1,9 @@
-"""Neural network models (imports torch)."""
+"""Neural network models (imports torch). The TCN's public names are re-exported here; MetaGait lives in
+``metagait_edge.models.metagait``."""
 
 from __future__ import annotations
 
-from metagait_edge.models.tcn import (
-    ADAPT_KINDS,
-    TCN,
-    FiLM,
-    TCNConfig,
-    build_tcn,
-    circular_pad,
-    edge_pad,
-    count_parameters,
-    fold_weight_norm,
-    fold_weight_norm_params,
-    load_folded_params,
-    stable_name,
-)
+from metagait_edge.models import tcn as _tcn
+from metagait_edge.models.tcn import *  # noqa: F401,F403
 
-__all__ = [
-    "ADAPT_KINDS",
-    "TCN",
-    "FiLM",
-    "TCNConfig",
-    "build_tcn",
-    "circular_pad",
-    "edge_pad",
-    "count_parameters",
-    "fold_weight_norm",
-    "fold_weight_norm_params",
-    "load_folded_params",
-    "stable_name",
-]
+__all__ = list(_tcn.__all__)

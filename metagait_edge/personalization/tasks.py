@@ -107,34 +107,13 @@ def _spread(candidates: np.ndarray, n: int) -> np.ndarray:
     return candidates[pick]
 
 
-def main_protocol_task(rec: Recording, shots: int, config: ProtocolConfig, generation: bool) -> Task | None:
-    """Support = the first ``shots`` cycles; queries start ``gap`` strides after the support ends."""
-    first_query = shots + config.gap
-    positions = np.arange(first_query, len(rec))
-    if generation:
-        positions = positions[rec.contiguous_prev[positions]]
-    if len(positions) < config.min_queries:
-        return None
-    positions = _spread(positions, config.max_queries)
-    return Task(
-        subject=rec.subject,
-        condition=rec.condition,
-        support=rec.indices[:shots],
-        query=rec.indices[positions],
-        query_prev=rec.indices[positions - 1],
-        recording=rec.key,
-        query_recording=rec.key,
-    )
-
-
-def redonning_task(support_rec: Recording, query_rec: Recording, shots: int, config: ProtocolConfig,
-                   generation: bool) -> Task | None:
-    """Support from the start of one recording, queries from another recording of the same walker."""
-    if support_rec.key == query_rec.key or support_rec.subject != query_rec.subject:
-        raise ValueError("re-donning needs two different recordings of the same subject")
+def _task_from_positions(support_rec: Recording, shots: int, query_rec: Recording, first: int,
+                         config: ProtocolConfig, generation: bool) -> Task | None:
+    """Support = the first ``shots`` cycles of ``support_rec``; queries from position ``first`` of
+    ``query_rec`` on (only cycles with a true predecessor when generating), spread evenly."""
     if len(support_rec) < shots:
         return None
-    positions = np.arange(1, len(query_rec))
+    positions = np.arange(first, len(query_rec))
     if generation:
         positions = positions[query_rec.contiguous_prev[positions]]
     if len(positions) < config.min_queries:
@@ -149,6 +128,19 @@ def redonning_task(support_rec: Recording, query_rec: Recording, shots: int, con
         recording=support_rec.key,
         query_recording=query_rec.key,
     )
+
+
+def main_protocol_task(rec: Recording, shots: int, config: ProtocolConfig, generation: bool) -> Task | None:
+    """Support = the first ``shots`` cycles; queries start ``gap`` strides after the support ends."""
+    return _task_from_positions(rec, shots, rec, shots + config.gap, config, generation)
+
+
+def redonning_task(support_rec: Recording, query_rec: Recording, shots: int, config: ProtocolConfig,
+                   generation: bool) -> Task | None:
+    """Support from the start of one recording, queries from another recording of the same walker."""
+    if support_rec.key == query_rec.key or support_rec.subject != query_rec.subject:
+        raise ValueError("re-donning needs two different recordings of the same subject")
+    return _task_from_positions(support_rec, shots, query_rec, 1, config, generation)
 
 
 def evaluation_tasks(recordings: Sequence[Recording], subjects: Sequence[int], shots: int,
