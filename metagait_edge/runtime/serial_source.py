@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
+from metagait_edge.runtime.worker import ThreadOwner
 from metagait_edge.runtime import imu_protocol
 from metagait_edge.runtime.ringbuffer import RingBuffer
 
@@ -87,8 +88,12 @@ class _ClockMap:
         return min(arrival, t_us * 1e-6 + self.offset)
 
 
-class SerialSource:
+class SerialSource(ThreadOwner):
     """Reader thread: ``start()``, then samples appear in ``ring``; ``stop()`` joins it."""
+
+    @property
+    def thread_label(self) -> str:  # type: ignore[override]
+        return f"serial reader for {self.config.port}"
 
     def __init__(
         self,
@@ -130,20 +135,6 @@ class SerialSource:
         self._thread = threading.Thread(target=self._run, name=f"serial-source:{self.config.port}", daemon=True)
         self._thread.start()
         return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise RuntimeError(f"serial reader thread for {self.config.port} did not stop in {timeout} s")
-            self._thread = None
-
-    def __enter__(self) -> "SerialSource":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def stats(self) -> SerialStats:

@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from metagait_edge.runtime.worker import ThreadOwner
 from metagait_edge.runtime import messages as M
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ def load_keypair(path: str | Path) -> tuple[bytes, Optional[bytes]]:
     return public, secret
 
 
-class ZmqPublisher:
+class ZmqPublisher(ThreadOwner):
     """``start()`` binds every endpoint (errors raise here); ``publish_*`` never block; ``stop()`` joins."""
+
+    thread_label = "ZeroMQ publisher"
 
     def __init__(self, config: Optional[ZmqOutputConfig] = None, context=None) -> None:
         self.config = config or ZmqOutputConfig()
@@ -128,20 +131,6 @@ class ZmqPublisher:
             self._thread = None
             raise self._start_error
         return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise RuntimeError(f"ZeroMQ publisher thread did not stop within {timeout} s")
-            self._thread = None
-
-    def __enter__(self) -> "ZmqPublisher":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def stats(self) -> PublisherStats:
