@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized run: shipped checkpoint, few tasks")
     parser.add_argument("--json", metavar="PATH", help="write machine-readable results here")
     parser.add_argument("--checkpoints", help="checkpoint root (default: the shipped checkpoint)")
-    parser.add_argument("--config", help="experiment YAML (default: the config stored with the checkpoints)")
+    parser.add_argument("--config", help="experiment YAML every checkpoint must match (default: each problem's "
+                        "stored config; data, split, protocol and masking must agree)")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds")
     parser.add_argument("--folds", type=int, nargs="+", help="only these folds")
     parser.add_argument("--out", help="Markdown report (default: docs/results/personalization[_quick].md)")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(PersonalizationConfig, args.config) if args.config else _config_from_checkpoints(root)
     payload = evaluate(config, root, args.quick, args.seeds, args.folds, progress=not args.no_progress,
                        plots_dir=Path(args.plots) if args.plots else None,
-                       cycles_path=Path(args.cycles) if args.cycles else None)
+                       cycles_path=Path(args.cycles) if args.cycles else None, strict_config=bool(args.config))
     command = "metagait-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "metagait-edge eval-personalization"
     out = Path(args.out) if args.out else Path("docs/results") / ("personalization_quick.md" if args.quick else "personalization.md")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ from metagait_edge.personalization import evaluate as E
 from metagait_edge.personalization import report as R
 from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.episodes import query_batch, support_batch
-from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, train_fold
+from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, stored_config, train_fold
+from metagait_edge.personalization.inputs import PROBLEMS
 from metagait_edge.personalization.methods import all_predictions
 from metagait_edge.personalization.tasks import evaluation_tasks
 
@@ -78,9 +79,32 @@ def provenance() -> Dict[str, str]:
     return {"date": _dt.date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {cpu}", "commit": git_commit()[:10]}
 
 
+SHARED_SECTIONS = ("data", "split", "protocol", "masking")
+
+
+def problem_config(root: Path, seed: int, fold: int, problem: str, config: Optional[PersonalizationConfig],
+                   reference: PersonalizationConfig) -> PersonalizationConfig:
+    """The configuration to load one problem's checkpoints with.
+
+    With an explicit ``config`` it must match the checkpoint exactly. Without one, each problem's model may
+    have its own architecture and training settings (stored with it), but data, split, protocol and masking
+    must equal the reference's, or the methods would not be scored on the same tasks.
+    """
+    if config is not None:
+        return config
+    own = stored_config(fold_dir(root, seed, fold) / problem)
+    differing = [name for name in SHARED_SECTIONS if getattr(own, name) != getattr(reference, name)]
+    if differing:
+        raise ValueError(f"{fold_dir(root, seed, fold) / problem}: checkpoints were trained with other "
+                         f"{', '.join(differing)} settings than the rest of the evaluation")
+    return own
+
+
 def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Optional[Sequence[int]] = None,
              folds: Optional[Sequence[int]] = None, progress: bool = True, plots_dir: Optional[Path] = None,
-             cycles_path: Optional[Path] = None) -> dict:
+             cycles_path: Optional[Path] = None, strict_config: bool = True) -> dict:
+    """Score every trained (seed, fold) under ``root``. ``strict_config``: every checkpoint must have been
+    trained with ``config``; otherwise ``config`` fixes data, split, protocol and masking only."""
     runs = [(s, f) for s, f in available_runs(root) if (seeds is None or s in seeds) and (folds is None or f in folds)]
     if not runs:
         raise FileNotFoundError(f"no trained personalization checkpoints under {root} (expected seed<s>/fold<k>/...); "
@@ -98,8 +122,11 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
         "max_tasks_per_cell": max_tasks,
     }
     for seed, fold in runs:
-        for problem in config.problems:
-            models = load_problem(config, fold_dir(root, seed, fold), problem)
+        problems = config.problems if strict_config else [
+            p for p in PROBLEMS if (fold_dir(root, seed, fold) / p / "maml.safetensors").is_file()]
+        for problem in problems:
+            pconfig = problem_config(root, seed, fold, problem, config if strict_config else None, config)
+            models = load_problem(pconfig, fold_dir(root, seed, fold), problem)
             prepared = prepare(cs, models.split, models.normalizer)
             E.evaluate_problem(models, prepared, config, scores, seed, max_tasks=max_tasks, progress=progress)
             if problem == "generation" and not timing_ms:
