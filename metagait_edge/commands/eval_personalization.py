@@ -15,9 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="experiment YAML every checkpoint must match (default: each problem's "
                         "stored config; data, split, protocol and masking must agree)")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds")
-    parser.add_argument("--folds", type=int, nargs="+", help="only these folds")
+    parser.add_argument("--folds", type=int, nargs="*", help="only these folds (none, with --merge: only merge)")
     parser.add_argument("--out", help="Markdown report (default: docs/results/personalization[_quick].md)")
     parser.add_argument("--plots", metavar="DIR", help="write the cycle and shots plots (PNG) here")
+    parser.add_argument("--scores-out", metavar="JSON", help="also save the raw per-query scores (to merge later)")
+    parser.add_argument("--merge", metavar="JSON", nargs="+", default=[],
+                        help="add raw scores saved by other runs (e.g. other folds evaluated in parallel)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     parser.add_argument("--cycles", metavar="NPZ", help="use this saved cycle set instead of HuGaDB (tests, custom data)")
     parser.add_argument("--no-progress", action="store_true")
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(PersonalizationConfig, args.config) if args.config else _config_from_checkpoints(root)
     payload = evaluate(config, root, args.quick, args.seeds, args.folds, progress=not args.no_progress,
                        plots_dir=Path(args.plots) if args.plots else None,
-                       cycles_path=Path(args.cycles) if args.cycles else None, strict_config=bool(args.config))
+                       cycles_path=Path(args.cycles) if args.cycles else None, strict_config=bool(args.config),
+                       scores_out=Path(args.scores_out) if args.scores_out else None, merge=[Path(m) for m in args.merge])
     command = "metagait-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "metagait-edge eval-personalization"
     out = Path(args.out) if args.out else Path("docs/results") / ("personalization_quick.md" if args.quick else "personalization.md")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,22 @@ class Scores:
         for name, vals in metrics.items():
             self.values[problem][protocol][str(shots)][method][name][int(subject)].extend(np.asarray(vals).tolist())
 
+    def to_json(self) -> dict:
+        """Plain nested dicts (walker ids as strings), for saving partial runs and merging them."""
+        def plain(d):
+            return {str(k): plain(v) for k, v in d.items()} if isinstance(d, dict) else list(d)
+        return plain(self.values)
+
+    def merge_json(self, data: dict) -> None:
+        """Add the per-query scores of another (disjoint) run, e.g. another fold evaluated in parallel."""
+        for problem, a in data.items():
+            for protocol, b in a.items():
+                for shots, c in b.items():
+                    for method, d in c.items():
+                        for metric, e in d.items():
+                            for subject, vals in e.items():
+                                self.values[problem][protocol][shots][method][metric][int(subject)].extend(vals)
+
 
 def score_prediction(pred: torch.Tensor, query: Batch, with_dtw: bool = True) -> Dict[str, np.ndarray]:
     mse = masked_mse(pred, query.y, query.mask, reduction="per_sample").numpy()
@@ -84,6 +100,7 @@ def reference_examples(data: CycleTensors, recordings: Sequence[Recording], subj
 
 def evaluate_problem(models: ProblemModels, prepared: Prepared, config: PersonalizationConfig, scores: Scores,
                      seed: int, protocols: Sequence[str] = ("main", "redonning"), max_tasks: int | None = None,
+                     max_redonning_tasks: int | None = 24,
                      with_dtw: bool = True, progress: bool = True) -> None:
     """Score every method on the fold's test walkers for one problem; adds into ``scores``."""
     problem = models.problem
@@ -94,8 +111,10 @@ def evaluate_problem(models: ProblemModels, prepared: Prepared, config: Personal
     for protocol in protocols:
         for k in config.protocol.shots:
             tasks = evaluation_tasks(prepared.recordings, test_subjects, k, config.protocol, generation, protocol)
-            if max_tasks is not None and len(tasks) > max_tasks:
-                pick = np.random.default_rng(seed).choice(len(tasks), max_tasks, replace=False)
+            cap = max_tasks if protocol == "main" or max_redonning_tasks is None else min(
+                max_redonning_tasks, max_tasks or max_redonning_tasks)
+            if cap is not None and len(tasks) > cap:
+                pick = np.random.default_rng(seed).choice(len(tasks), cap, replace=False)
                 tasks = [tasks[i] for i in sorted(pick)]
             task_sets.append((protocol, k, tasks))
     # Personal reference per walker, trained once, scored on the main-protocol queries.

@@ -6,6 +6,7 @@ Checkpoint root layout: ``<root>/seed<s>/fold<k>/<problem>/{pooled,maml}.safeten
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import platform
@@ -102,11 +103,14 @@ def problem_config(root: Path, seed: int, fold: int, problem: str, config: Optio
 
 def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Optional[Sequence[int]] = None,
              folds: Optional[Sequence[int]] = None, progress: bool = True, plots_dir: Optional[Path] = None,
-             cycles_path: Optional[Path] = None, strict_config: bool = True) -> dict:
+             cycles_path: Optional[Path] = None, strict_config: bool = True,
+             scores_out: Optional[Path] = None, merge: Sequence[Path] = ()) -> dict:
     """Score every trained (seed, fold) under ``root``. ``strict_config``: every checkpoint must have been
     trained with ``config``; otherwise ``config`` fixes data, split, protocol and masking only."""
     runs = [(s, f) for s, f in available_runs(root) if (seeds is None or s in seeds) and (folds is None or f in folds)]
-    if not runs:
+    if merge and folds is not None and len(folds) == 0:
+        runs = []  # only summarize scores saved by earlier runs
+    elif not runs:
         raise FileNotFoundError(f"no trained personalization checkpoints under {root} (expected seed<s>/fold<k>/...); "
                                 f"train them with `metagait-edge train-personalization`")
     cs = load_cycles(config, progress, cycles_path)
@@ -133,6 +137,14 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
                 timing_ms = E.timing(models, prepared, config)
                 if plots_dir is not None:
                     make_plots(models, prepared, config, Path(plots_dir), quick)
+    if scores_out is not None:
+        from metagait_edge.atomic import atomic_write_text
+
+        atomic_write_text(scores_out, json.dumps({"scores": scores.to_json(), "timing_ms": timing_ms}))
+    for path in merge:
+        part = json.loads(Path(path).read_text())
+        scores.merge_json(part["scores"])
+        timing_ms = timing_ms or part.get("timing_ms", {})
     summary = E.summarize(scores)
     payload = R.build_json(summary, protocol, timing_ms)
     payload["config"] = to_dict(config)
