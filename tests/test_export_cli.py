@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +92,22 @@ def test_jetson_files_are_consistent():
     for placeholder in ("@VENV@", "@USER@", "@PREFIX@"):
         assert placeholder in unit and placeholder in text  # every placeholder is filled in by setup.sh
     assert "build-engine" in text and "--system-site-packages" in text
+
+
+def test_golden_files_pass_polygraphy_run_on_onnxruntime(tmp_path):
+    """The same golden files a Jetson checks against TensorRT, checked here by polygraphy on ONNX Runtime."""
+    import shutil
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("polygraphy") is None:
+        pytest.skip("polygraphy is not installed (pip install -e '.[export]')")
+    out = tmp_path / "tcn.onnx"
+    assert main(["export", "--model", "tcn", "--channels", "3", "--out", str(out), "--golden", str(tmp_path)]) == 0
+    inputs, outputs = tmp_path / "tcn.inputs.json", tmp_path / "tcn.outputs.json"
+    assert inputs.is_file() and outputs.is_file()
+    exe = shutil.which("polygraphy") or str(Path(sys.executable).with_name("polygraphy"))
+    run = subprocess.run([exe, "run", str(out), "--onnxrt", "--load-inputs", str(inputs), "--load-outputs",
+                          str(outputs), "--atol", "1e-4", "--rtol", "1e-4"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "PASSED" in run.stdout + run.stderr
