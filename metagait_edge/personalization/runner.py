@@ -140,11 +140,15 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
     if scores_out is not None:
         from metagait_edge.atomic import atomic_write_text
 
-        atomic_write_text(scores_out, json.dumps({"scores": scores.to_json(), "timing_ms": timing_ms}))
+        atomic_write_text(scores_out, json.dumps({"scores": scores.to_json(), "timing_ms": timing_ms,
+                                                  "runs": [list(r) for r in runs]}))
     for path in merge:
         part = json.loads(Path(path).read_text())
         scores.merge_json(part["scores"])
         timing_ms = timing_ms or part.get("timing_ms", {})
+        runs = sorted(set(runs) | {tuple(r) for r in part.get("runs", [])})
+    protocol["seeds"] = sorted({s for s, _ in runs})
+    protocol["folds"] = sorted({f for _, f in runs})
     summary = E.summarize(scores)
     payload = R.build_json(summary, protocol, timing_ms)
     payload["config"] = to_dict(config)
@@ -153,24 +157,26 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
 
 def make_plots(models, prepared, config: PersonalizationConfig, out: Path, quick: bool) -> None:
     """True vs generated next cycles for one held-out walker; error versus number of shots."""
-    subject = models.split["test"][0]
-    tasks = evaluation_tasks(prepared.recordings, models.split["test"], 5, config.protocol, True)
-    task = tasks[0]
-    g = torch.Generator().manual_seed(0)
-    support = support_batch(prepared.tensors, task, "generation", config.masking, g)
-    query = query_batch(prepared.tensors, task, "generation", config.masking, g)
-    preds = all_predictions("generation", support, query, models.maml, models.pooled, models.finetune, models.scratch,
-                            seed=0, only=("maml", "pooled_finetune", "support_mean", "copy_previous"))
-    names = ["knee_r", "hip_r", "gyro_rs_y"]
+    names = ["knee_r", "hip_r", "ankle_r"]
     channels = list(prepared.cycles.channels)
-    valid = query.mask[0].numpy()
-    names = [n for n in names if valid[channels.index(n)]] or [channels[int(np.flatnonzero(valid)[0])]]
     idx = [channels.index(n) for n in names]
-    inv = lambda z: models.normalizer.invert(z.numpy())  # noqa: E731
-    t = np.linspace(0, 100, query.y.shape[-1])
-    R.plot_cycles(out / "personalization_cycles.png", t, inv(query.y[0])[idx],
-                  {m: inv(p[0])[idx] for m, p in preds.items()}, names,
-                  f"Held-out walker {subject}, 5-shot next-cycle generation (recording {task.recording.split('#')[0]})")
+    tasks = [t for t in evaluation_tasks(prepared.recordings, models.split["test"], 5, config.protocol, True)
+             if prepared.tensors.valid[int(t.query[0]), idx].all()]
+    if not tasks:
+        log.warning("no test task with valid joint-angle estimates; cycle plot skipped")
+    else:
+        task = tasks[0]
+        g = torch.Generator().manual_seed(0)
+        support = support_batch(prepared.tensors, task, "generation", config.masking, g)
+        query = query_batch(prepared.tensors, task, "generation", config.masking, g)
+        preds = all_predictions("generation", support, query, models.maml, models.pooled, models.finetune,
+                                models.scratch, seed=0, only=("maml", "pooled_finetune", "support_mean", "copy_previous"))
+        inv = lambda z: models.normalizer.invert(z.numpy())  # noqa: E731
+        t = np.linspace(0, 100, query.y.shape[-1])
+        R.plot_cycles(out / "personalization_cycles.png", t, inv(query.y[0])[idx],
+                      {m: inv(p[0])[idx] for m, p in preds.items()}, [f"{n} (deg, IMU estimate)" for n in names],
+                      f"Held-out walker {task.subject}, 5-shot next-cycle generation, "
+                      f"{task.recording.split('#')[0].replace('HuGaDB_v1_', '')}")
     shots = (1, 2, 5) if quick else (1, 2, 3, 5, 10)
     curves: Dict[str, Dict[int, float]] = {}
     for k in shots:
