@@ -21,9 +21,10 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
 
 import numpy as np
 
@@ -144,6 +145,7 @@ class Runtime:
         self._hist_t = np.zeros(hist, np.float64)
         self._prev_ic: Optional[int] = None
         self._prev_cycle: Optional[CycleRecord] = None
+        self._recent: Deque[np.ndarray] = deque(maxlen=5)  # normalized recent cycles: the uncalibrated template
         self._cycle_index = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -252,8 +254,12 @@ class Runtime:
                     self._calib_queue.put_nowait(rec)
                 except queue.Full:
                     pass
+        self._recent.append(np.nan_to_num(self.personalizer.normalize(rec.cycle), nan=0.0, posinf=0.0, neginf=0.0))
         self._generate(rec, ring_seq)
         self._prev_cycle = rec
+
+    def _recent_template(self) -> Optional[np.ndarray]:
+        return np.mean(np.stack(self._recent), axis=0).astype(np.float32) if self._recent else None
 
     def _generate(self, rec: CycleRecord, ring_seq: int) -> None:
         walker, conf = self.walker, self.confidence
@@ -265,7 +271,9 @@ class Runtime:
             prof, params = entry
             out = self.personalizer.generate(rec.cycle, prof.template, rec.valid, params)
         else:
-            out = self.personalizer.generate(rec.cycle, None, rec.valid)
+            # Uncalibrated walkers get the pooled model with the mean of their most recent cycles as template,
+            # the input distribution it was trained on (never the population zero template).
+            out = self.personalizer.generate(rec.cycle, self._recent_template(), rec.valid)
         self.stats.gen_ms.append(1e3 * (time.perf_counter() - t0))
         if len(self.stats.gen_ms) > 10000:
             del self.stats.gen_ms[:5000]
