@@ -151,8 +151,9 @@ class Runtime:
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
         self.stats = RuntimeStats()
-        self.records: List[PublishedRecord] = []
-        self.max_records = 100_000
+        # The last published trajectories, for latency reports and plots; bounded so a robot running for days
+        # keeps flat memory.
+        self.records: Deque[PublishedRecord] = deque(maxlen=2048)
         self._calib_queue: Optional[queue.Queue] = None
         self._calib_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -297,9 +298,8 @@ class Runtime:
         self.stats.personalized += int(res.personalized)
         self._last_traj = (res, phase, rec.duration_s, walker)
         self._latest_out = (res, phase, rec.duration_s, walker, t_ns)
-        if len(self.records) < self.max_records:
-            self.records.append(PublishedRecord(t_ns, ring_seq, int(self._frame_seq[ring_seq % self.ring.capacity]),
-                                                res.personalized, res.status.value, rec.index, res.trajectory))
+        self.records.append(PublishedRecord(t_ns, ring_seq, int(self._frame_seq[ring_seq % self.ring.capacity]),
+                                            res.personalized, res.status.value, rec.index, res.trajectory))
         if self._recording is not None:
             self._recording.put_nowait(("trajectory", t_ns, res.status.value, res.trajectory)) if not self._recording.full() else None
 
