@@ -111,3 +111,19 @@ def test_golden_files_pass_polygraphy_run_on_onnxruntime(tmp_path):
                           str(outputs), "--atol", "1e-4", "--rtol", "1e-4"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "PASSED" in run.stdout + run.stderr
+
+
+def test_export_of_the_shipped_personalization_checkpoint_matches_torch(tmp_path, capsys):
+    from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS
+
+    ckpt = DEFAULT_CHECKPOINTS / "seed0" / "fold0" / "generation" / "maml"
+    if not ckpt.with_suffix(".safetensors").is_file():
+        pytest.skip(f"no shipped checkpoint at {ckpt}")
+    out = tmp_path / "shipped.onnx"
+    assert main(["export", "--model", "tcn", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "parity   : onnxruntime vs torch on realistic" in text
+    from metagait_edge.commands.export import load_tcn
+
+    model = load_tcn(str(ckpt))
+    assert "blend_logit" in dict(model.named_parameters())  # the shipped generation model's learned blend

@@ -86,7 +86,9 @@ def load_tcn(checkpoint: str | None, channels: int = 42):
         problem, n = ck.extra["problem"], len(ck.extra["channels"])
     except KeyError as exc:
         raise ValueError(f"{ck.path}: sidecar extra lacks {exc} (problem, channels)") from exc
-    model = CycleModel(CycleModelConfig(problem=problem, channels=n, tcn=config.tcn))
+    from metagait_edge.personalization.train import model_config
+
+    model = CycleModel(model_config(config, problem, n))
     # A MAML checkpoint holds the model under "model." plus its learned inner learning rates.
     state = {k[len("model."):]: v for k, v in ck.state_dict.items() if k.startswith("model.")} or ck.state_dict
     model.load_state_dict(state)
