@@ -12,7 +12,7 @@ import logging
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
@@ -76,8 +76,6 @@ def reference_examples(data: CycleTensors, recordings: Sequence[Recording], subj
                        problem: str, config: PersonalizationConfig, gen: torch.Generator) -> tuple[Batch, Dict[str, torch.Tensor]]:
     """Training examples for a walker's personal reference (all its cycles except the query cycles and
     their predecessors), and per recording the template of its non-query cycles."""
-    from metagait_edge.personalization.tasks import Task as PTask
-
     batches, templates = [], {}
     for rec in recordings:
         if rec.subject != subject or rec.condition not in config.protocol.conditions:
@@ -91,11 +89,11 @@ def reference_examples(data: CycleTensors, recordings: Sequence[Recording], subj
         positions = np.flatnonzero(keep[1:] & keep[:-1] & rec.contiguous_prev[1:]) + 1
         if len(positions) == 0:
             continue
-        task = PTask(subject, rec.condition, own, rec.indices[positions], rec.indices[positions - 1], rec.key, rec.key)
+        task = Task(subject, rec.condition, own, rec.indices[positions], rec.indices[positions - 1], rec.key, rec.key)
         batches.append(query_batch(data, task, problem, config.masking, gen, template=template))
     if not batches:
         raise ValueError(f"walker {subject} has no cycles outside the query set for a personal reference")
-    return T._cat(batches), templates
+    return T.concat_batches(batches), templates
 
 
 def evaluate_problem(models: ProblemModels, prepared: Prepared, config: PersonalizationConfig, scores: Scores,

@@ -9,7 +9,6 @@ Layout of a trained fold folder::
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +88,12 @@ def train_fold(config: PersonalizationConfig, prepared: Prepared, out_dir: Path,
         val_tasks = T.validation_tasks(prepared.recordings, split["val"], config, problem)
         if not val_tasks:
             raise ValueError(f"validation subjects {split['val']} have no task long enough for the protocol")
-        val_batches = T._fixed_batches(prepared.tensors, val_tasks, problem, config, seed=config.train.seed + 99)
+        val_batches = T.fixed_batches(prepared.tensors, val_tasks, problem, config, seed=config.train.seed + 99)
         pooled, hist_pooled = T.train_pooled(prepared.tensors, sampler, config, problem, progress)
         pooled.eval()
         finetune_hp = T.tune_adaptation(pooled, val_batches, config, scratch=False)
         scratch_hp = T.tune_adaptation(pooled, val_batches, config, scratch=True)
+        pooled_val = T.val_loss_pooled(pooled, val_batches)
         maml, hist_maml, best = T.train_maml(prepared.tensors, sampler, config, problem, pooled, val_batches, progress)
         common = dict(
             normalization=prepared.normalizer.to_dict(),
@@ -103,13 +103,13 @@ def train_fold(config: PersonalizationConfig, prepared: Prepared, out_dir: Path,
                  "channels": list(prepared.cycles.channels)}
         if not is_main_process():
             continue
-        save_checkpoint(pdir / "pooled", pooled, config, extra=extra, metrics={"val_loss": T._val_loss_pooled(pooled, val_batches)},
+        save_checkpoint(pdir / "pooled", pooled, config, extra=extra, metrics={"val_loss": pooled_val},
                         **common)
         save_checkpoint(pdir / "maml", maml, config, extra=extra, metrics=best, **common)
         _write_history(pdir / "history_pooled.csv", hist_pooled)
         _write_history(pdir / "history_maml.csv", hist_maml)
         log.info("%s: pooled val %.4f, maml best val %.4f at iteration %d", problem,
-                 T._val_loss_pooled(pooled, val_batches), best["val_loss"], best["iteration"])
+                 pooled_val, best["val_loss"], best["iteration"])
 
 
 @dataclass

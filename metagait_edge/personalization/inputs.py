@@ -103,15 +103,3 @@ def random_observation_mask(batch: int, channel_to_sensor: Tensor, length: int, 
             keep = torch.randperm(length, generator=generator)[:n_keep]
             masks[b, :, keep] = 1.0
     return masks
-
-
-def problem_input(problem: str, prev_or_observed: Tensor, template: Tensor, valid: Tensor,
-                  observed_mask: Tensor | None = None) -> Tensor:
-    if problem == "generation":
-        return generation_input(prev_or_observed, template, valid)
-    if problem == "reconstruction":
-        if observed_mask is None:
-            raise ValueError("reconstruction needs an observation mask")
-        return reconstruction_input(prev_or_observed, observed_mask, template, valid)
-    raise ValueError(f"unknown problem {problem!r}; expected one of {PROBLEMS}")
-

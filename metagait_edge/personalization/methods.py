@@ -21,9 +21,6 @@ from metagait_edge.meta.maml import MAML, Batch, finetune, functional_forward
 from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
 
-METHODS = ("maml", "support_mean", "copy_previous", "pooled", "pooled_finetune", "scratch")
-
-
 @dataclass
 class AdaptHParams:
     """Budget of a gradient-based adaptation: full-batch steps on the support set at one learning rate."""

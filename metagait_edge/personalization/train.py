@@ -11,14 +11,14 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from metagait_edge import distributed
-from metagait_edge.meta.maml import MAML, Batch, MAMLConfig, functional_forward
+from metagait_edge.meta.maml import MAML, Batch, functional_forward
 from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.episodes import CycleTensors, meta_task, query_batch, support_batch
@@ -39,7 +39,7 @@ class History:
         self.rows.append({k: float(v) for k, v in values.items()})
 
 
-def _cat(batches: Sequence[Batch]) -> Batch:
+def concat_batches(batches: Sequence[Batch]) -> Batch:
     return Batch(
         x=torch.cat([b.x for b in batches]),
         y=torch.cat([b.y for b in batches]),
@@ -65,7 +65,7 @@ def validation_tasks(recordings: Sequence[Recording], subjects: Sequence[int], c
     return tasks
 
 
-def _fixed_batches(data: CycleTensors, tasks: Sequence[Task], problem: str, config: PersonalizationConfig,
+def fixed_batches(data: CycleTensors, tasks: Sequence[Task], problem: str, config: PersonalizationConfig,
                    seed: int) -> List[tuple]:
     g = torch.Generator().manual_seed(seed)
     return [(support_batch(data, t, problem, config.masking, g), query_batch(data, t, problem, config.masking, g))
@@ -88,7 +88,7 @@ def train_pooled(data: CycleTensors, sampler: TaskSampler, config: Personalizati
     bar = tqdm(range(tc.pooled_steps), desc=f"pooled {problem}", disable=not (progress and ctx.is_main))
     for step in bar:
         tasks = [sampler.sample(rng) for _ in range(tc.pooled_tasks_per_step)]
-        batch = _cat([query_batch(data, t, problem, config.masking, g) for t in tasks])
+        batch = concat_batches([query_batch(data, t, problem, config.masking, g) for t in tasks])
         loss = masked_mse(wrapped(batch.x.to(ctx.device))["output"], batch.y.to(ctx.device), batch.mask.to(ctx.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -102,7 +102,7 @@ def train_pooled(data: CycleTensors, sampler: TaskSampler, config: Personalizati
 
 
 @torch.no_grad()
-def _val_loss_pooled(model: CycleModel, batches) -> float:
+def val_loss_pooled(model: CycleModel, batches) -> float:
     return float(np.mean([masked_mse(model(q.x)["output"], q.y, q.mask).item() for _, q in batches]))
 
 
