@@ -73,19 +73,18 @@ def test_jetson_files_are_consistent():
     import subprocess
     from pathlib import Path
 
-    import yaml
-
-    from metagait_edge.config import from_dict
-    from metagait_edge.deploy.backends import BackendConfig
+    from metagait_edge.config import load_config
+    from metagait_edge.runtime.config import EdgeConfig
 
     root = Path(__file__).resolve().parent.parent / "deploy" / "jetson"
     unit = (root / "metagait-edge.service").read_text()
     lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit.splitlines() if "=" in line and not line.startswith("#")}
     assert lines["ExecStart"] == "@VENV@/bin/metagait-edge run --config /etc/metagait-edge/edge.yaml"
     assert lines["Restart"] == "on-failure" and lines["WantedBy"] == "multi-user.target"
-    config = yaml.safe_load((root / "edge.yaml").read_text())
-    backends = [from_dict(BackendConfig, config[s]["backend"]) for s in ("recognition", "personalization")]
-    assert [b.model for b in backends] == ["recognition", "tcn"]
+    config = load_config(EdgeConfig, root / "edge.yaml")  # the file `run` loads: strict schema
+    assert config.models.backend == "auto" and config.models.engine_cache is not None
+    assert 0 < config.runtime.realtime_priority <= int(lines["LimitRTPRIO"])
+    assert [s.kind for s in config.sources] == ["serial", "camera"]
     setup = root / "setup.sh"
     assert subprocess.run(["bash", "-n", str(setup)], capture_output=True).returncode == 0
     text = setup.read_text()

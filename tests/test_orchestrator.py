@@ -123,8 +123,32 @@ def test_calibration_then_personalized_output_and_confidence_gate(tmp_path, walk
         rt.stop()
 
 
-def test_build_runtime_rejects_unsupported_backend():
+def test_build_runtime_rejects_an_unknown_backend_by_name():
     from metagait_edge.runtime.orchestrator import build_runtime
 
-    with pytest.raises(ValueError, match="backend 'onnxruntime'"):
-        build_runtime(backend="onnxruntime")
+    with pytest.raises(ValueError, match="'cuda'"):
+        build_runtime(backend="cuda")
+
+
+def test_realtime_priority_is_applied_or_refused_with_the_thread_unchanged():
+    import os
+
+    from metagait_edge.runtime.orchestrator import set_realtime_priority
+
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("no POSIX scheduling API on this OS")
+    release = threading.Event()
+    th = threading.Thread(target=release.wait, name="control-like")
+    th.start()
+    try:
+        before = os.sched_getscheduler(th.native_id)
+        granted = set_realtime_priority([th], 10)
+        policy = os.sched_getscheduler(th.native_id)
+        if granted:
+            assert policy == os.SCHED_FIFO and os.sched_getparam(th.native_id).sched_priority == 10
+        else:  # no CAP_SYS_NICE here: a warning, and the thread keeps its normal policy
+            assert policy == before != os.SCHED_FIFO
+        assert os.sched_getscheduler(0) != os.SCHED_FIFO  # the caller's own thread is untouched
+    finally:
+        release.set()
+        th.join()

@@ -187,8 +187,8 @@ def test_parameter_yaml_matches_schema(params_module):
         params_module.params_from_ros_yaml(data, "gait.yaml")
     with pytest.raises(ConfigError, match="/\\*\\*"):
         params_module.params_from_ros_yaml({"imu_node": data["/**"]}, "gait.yaml")
-    with pytest.raises(ConfigError, match="engine_path"):
-        params_module.params_from_ros_yaml({"/**": {"ros__parameters": {"backend": "tensorrt"}}})
+    with pytest.raises(ConfigError, match="backend"):
+        params_module.params_from_ros_yaml({"/**": {"ros__parameters": {"backend": "tensorrt10"}}})
 
 
 def test_every_ros_python_file_parses_and_rclpy_is_never_faked():

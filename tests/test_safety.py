@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from metagait_edge.config import ConfigError, from_dict
-from metagait_edge.runtime.safety import JointLimit, SafetyConfig, SafetyEnvelope, SafetyStatus
+from metagait_edge.runtime.safety import JointLimit, SafetyConfig, SafetyEnvelope, SafetyStatus, rate_limit
 
 CH = ("hip_r", "knee_r")
 
@@ -133,3 +133,27 @@ def test_output_is_always_finite_within_limits_and_rate(x, age, cycle, conf, per
     allow = np.array([200.0, 400.0])[:, None] * max(cycle, 0.4) / 100
     assert (step <= allow + 1e-4).all()
     assert r.personalized == (personalized and conf >= 0.6)
+
+
+def _rate_limit_columns(x, lo, hi, max_step):
+    """The rule written column by column in NumPy: follow x with bounded steps, stay within limits."""
+    y = np.empty_like(x)
+    y[:, 0] = x[:, 0]
+    n = 0
+    for i in range(1, x.shape[1]):
+        step = x[:, i] - y[:, i - 1]
+        limited = np.clip(step, -max_step, max_step)
+        n += int(np.count_nonzero(limited != step))
+        y[:, i] = np.clip(y[:, i - 1] + limited, lo, hi)
+    return y, n
+
+
+@settings(max_examples=100, deadline=None)
+@given(hnp.arrays(np.float64, (3, 101), elements=st.floats(-100, 100)), st.floats(0.1, 20.0))
+def test_rate_limit_matches_the_columnwise_rule(x, step):
+    lo, hi, max_step = np.array([-90.0, -50.0, 0.0]), np.array([90.0, 50.0, 80.0]), np.array([step, 2 * step, 0.5 * step])
+    clamped = np.clip(x, lo[:, None], hi[:, None])
+    got, n = rate_limit(clamped, lo, hi, max_step)
+    want, n_want = _rate_limit_columns(clamped, lo, hi, max_step)
+    np.testing.assert_array_equal(got, want)
+    assert n == n_want

@@ -54,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"calibration of {args.walker}: {verdict}; held-out loss {outcome.error_before:.4f} -> "
           f"{outcome.error_after:.4f}; joint-angle RMSE {outcome.rmse_deg_before:.2f} -> {outcome.rmse_deg_after:.2f} deg; "
           f"{outcome.cycles_used} cycles, rejected {outcome.rejected or 'none'}, adapt {outcome.adapt_s:.2f} s, "
-          f"wall {outcome.wall_s:.1f} s")
+          f"processing {outcome.process_s:.2f} s, wall {outcome.wall_s:.1f} s (walking the cycles)")
     return 0 if outcome.success else 4

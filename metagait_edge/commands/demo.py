@@ -10,7 +10,6 @@ a summary, an optional JSON report (``--json``) and a plot of published vs true 
 from __future__ import annotations
 
 import argparse
-import sys
 
 NAME = "demo"
 HELP = "end-to-end demo: virtual walker -> serial + camera -> recognition, 5-shot calibration, ZeroMQ"
@@ -25,8 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="ZeroMQ TCP port on 127.0.0.1 (0: a free one)")
 
 
-def _subscriber(endpoint: str, out_path: str, ready, stop) -> None:
-    """Runs in another process: receive and validate every message, save trajectories + receive times."""
+def _subscriber(endpoint: str, out_path: str, ready, stop, realtime_priority: int = 0) -> None:
+    """Runs in another process: receive and validate every message, save trajectories + receive times.
+
+    ``realtime_priority`` > 0: SCHED_FIFO, as an exoskeleton controller process runs."""
+    import os
     import time
 
     import numpy as np
@@ -34,6 +36,8 @@ def _subscriber(endpoint: str, out_path: str, ready, stop) -> None:
 
     from metagait_edge.runtime import messages as M
 
+    if realtime_priority > 0:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime_priority))
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -166,7 +170,7 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
         outcome = runtime.calibrate(cal_name, 5, lambda n, k: out(f"  calibration: {n}/{k} cycles"), timeout_s=60)
         out(f"calibration {'accepted' if outcome.success else 'rejected: ' + outcome.reason}: held-out loss "
             f"{outcome.error_before:.4f} -> {outcome.error_after:.4f}, joint RMSE {outcome.rmse_deg_before:.1f} -> "
-            f"{outcome.rmse_deg_after:.1f} deg, adapt {outcome.adapt_s:.2f} s")
+            f"{outcome.rmse_deg_after:.1f} deg, adapt {outcome.adapt_s:.2f} s, processing {outcome.process_s:.2f} s")
         if runtime.walker is None:
             runtime.set_identity(cal_name, 1.0)
         time.sleep(args.seconds)
@@ -179,8 +183,8 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
     got = np.load(sub_path)
     # Latency: serial write of the frame that completed the cycle -> the subscriber's receive time.
     recv = dict(zip(got["t_ns"].tolist(), got["recv_ns"].tolist()))
-    lat = [(recv[r.t_ns] - link.write_times_ns[r.frame_seq]) / 1e6 for r in runtime.records
-           if r.t_ns in recv and 0 <= r.frame_seq < len(link.write_times_ns)]
+    sent = [(r, link.write_time_ns(r.frame_seq)) for r in runtime.records if r.t_ns in recv]
+    lat = [(recv[r.t_ns] - t) / 1e6 for r, t in sent if t is not None]
     ser = runtime.serial.stats
     pub_stats = runtime.publisher.stats
     summary = {
@@ -197,6 +201,7 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
     }
     extra = {"personalized_received": int(got["personalized"].sum()), "invalid": int(got["invalid"]),
              "rmse_deg": [outcome.rmse_deg_before, outcome.rmse_deg_after], "wall_s": time.monotonic() - t_start,
+             "calibration_process_s": outcome.process_s, "backend": runtime.personalizer.backend,
              "source": spec.source, "personalization_model": runtime.personalizer.source,
              "recognition_model": recognizer.model.source}
     if args.plot:

@@ -1,15 +1,10 @@
-"""On-device few-shot calibration and the personalization model the runtime runs.
-
-``Personalizer`` wraps the meta-trained CycleModel (``personalization.model``) with its normalizer:
-``generate(prev_cycle, template, valid, params)`` gives the next cycle (physical units, [C, 101]) from the
-previous one; ``adapt(support)`` is the MAML inner loop on K support cycles. ``load_personalizer()`` loads
-the shipped default checkpoint (``resources/checkpoints/personalization/seed0/fold0/generation``) when present,
-else a randomly initialized model of the default configuration (same code path after loading).
+"""On-device few-shot calibration of the personalization model (``runtime.personalizer``).
 
 Calibration (``calibrate``): collect ``shots`` + 1 valid cycles that pass the quality checks (duration,
 amplitude, consistency, no gaps), adapt on the first ``shots`` (off the control thread: the caller's
 thread), validate on the held-out last cycle against the model the walker would get without this
-calibration (their previous profile, else the unadapted model with the population template), and commit
+calibration (their previous profile, else the unadapted model with the mean of their recent cycles as
+template, as the runtime's uncalibrated path does), and commit
 the profile (``profiles.ProfileStore``, atomic) only if the held-out loss improves. Otherwise the previous
 profile stays and the outcome says why.
 """
@@ -21,129 +16,16 @@ import math
 import queue
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from metagait_edge.runtime.config import CalibrationConfig
+from metagait_edge.runtime.personalizer import (  # noqa: F401  (re-exported: the runtime's public names)
+    ANGLE_CHANNELS, SHIPPED_PERSONALIZATION, Personalizer, load_personalizer,
+)
 
 log = logging.getLogger(__name__)
-
-SHIPPED_PERSONALIZATION = Path(__file__).resolve().parents[1] / "resources" / "checkpoints" / "personalization" / "seed0" / "fold0"
-ANGLE_CHANNELS = ("hip_r", "knee_r", "ankle_r", "hip_l", "knee_l", "ankle_l")
-
-
-# ------------------------------------------------------------------------------------ personalizer
-def fallback_normalizer(channels: Sequence[str]):
-    """Rough HuGaDB-like scales for a model without a checkpoint (acc ~0.5 g, gyro ~100 deg/s, angles ~20 deg)."""
-    from metagait_edge.data.normalization import ChannelNormalizer
-
-    mean = np.zeros(len(channels), np.float32)
-    std = np.array([0.5 if c.startswith("acc") else 100.0 if c.startswith("gyro") else 20.0 for c in channels], np.float32)
-    return ChannelNormalizer(tuple(channels), mean, std, np.zeros(len(channels), np.int64), ())
-
-
-class Personalizer:
-    def __init__(self, maml, normalizer, channels: Sequence[str], source: str) -> None:
-        import torch
-
-        from metagait_edge.meta.maml import model_params
-
-        self.maml = maml.eval()
-        self.normalizer = normalizer
-        self.channels = list(channels)
-        self.source = source
-        missing = [c for c in ANGLE_CHANNELS if c not in self.channels]
-        if missing:
-            raise ValueError(f"personalization model {source}: channels lack joint angles {missing}")
-        self.angle_index = [self.channels.index(c) for c in ANGLE_CHANNELS]
-        self.base = model_params(self.maml.model, detach=True)
-        self._torch = torch
-
-    @property
-    def n_channels(self) -> int:
-        return len(self.channels)
-
-    def normalize(self, cycles: np.ndarray) -> np.ndarray:
-        return self.normalizer.apply(cycles)
-
-    def params_from(self, weights: Dict[str, np.ndarray]) -> dict:
-        torch = self._torch
-        unknown = sorted(set(weights) - set(self.base))
-        if unknown:
-            raise ValueError(f"profile weights {unknown[:3]} do not belong to this model ({self.source})")
-        out = dict(self.base)
-        for k, v in weights.items():
-            t = torch.from_numpy(np.asarray(v, np.float32))
-            if t.shape != out[k].shape:
-                raise ValueError(f"profile weight {k!r} has shape {tuple(t.shape)}, model expects {tuple(out[k].shape)}")
-            out[k] = t
-        return out
-
-    def generate(self, prev: np.ndarray, template: Optional[np.ndarray], valid: np.ndarray,
-                 params: Optional[dict] = None) -> np.ndarray:
-        """Next cycle [C, 101] in physical units from the previous one (physical); template normalized."""
-        torch = self._torch
-        from metagait_edge.personalization.inputs import generation_input
-
-        prev_n = torch.from_numpy(self.normalize(prev))[None]
-        tmpl = torch.zeros_like(prev_n) if template is None else torch.from_numpy(np.asarray(template, np.float32))[None]
-        v = torch.from_numpy(np.asarray(valid, bool))[None]
-        with torch.no_grad():
-            out = self.maml.forward_with(params or self.base, generation_input(prev_n, tmpl, v))["output"][0]
-        return self.normalizer.invert(out.numpy())
-
-    def support_and_query(self, cycles: np.ndarray, valid: np.ndarray, shots: int):
-        """MAML support (first ``shots`` cycles) and query (the next one) batches from physical cycles."""
-        torch = self._torch
-        from metagait_edge.personalization.episodes import CycleTensors, query_batch, support_batch
-        from metagait_edge.personalization.inputs import MaskingConfig, channel_sensors
-        from metagait_edge.personalization.tasks import Task
-
-        data = CycleTensors(x=torch.from_numpy(self.normalize(cycles)), valid=torch.from_numpy(np.asarray(valid, bool)),
-                            channel_to_sensor=channel_sensors(self.channels))
-        task = Task(subject=0, condition="walking", support=np.arange(shots), query=np.array([shots]),
-                    query_prev=np.array([shots - 1]), recording="device", query_recording="device")
-        return (support_batch(data, task, "generation", MaskingConfig()),
-                query_batch(data, task, "generation", MaskingConfig()), data)
-
-    def adapt(self, support) -> dict:
-        return self.maml.adapt(support.x, support.y, support.mask, differentiable=False)
-
-    def loss(self, params: dict, batch) -> float:
-        torch = self._torch
-        from metagait_edge.metrics.masked import masked_mse
-
-        with torch.no_grad():
-            return float(masked_mse(self.maml.forward_with(params, batch.x)["output"], batch.y, batch.mask))
-
-
-def load_personalizer(path: str | Path | None = None, seed: int = 0) -> Personalizer:
-    """The personalization model: ``path`` is a fold folder (with ``generation/``) or a problem folder
-    holding ``maml``/``pooled`` checkpoints; None: the shipped default, else a random-init default model."""
-    import torch
-
-    from metagait_edge.data.cycles import cycle_channels
-    from metagait_edge.meta.maml import MAML
-    from metagait_edge.personalization.config import PersonalizationConfig
-    from metagait_edge.personalization.model import CycleModel, CycleModelConfig
-
-    folder = Path(path) if path is not None else SHIPPED_PERSONALIZATION
-    if (folder / "maml.safetensors").is_file():
-        folder = folder.parent
-    if (folder / "generation" / "maml.safetensors").is_file():
-        from metagait_edge.personalization.experiment import load_problem, stored_config
-
-        models = load_problem(stored_config(folder / "generation"), folder, "generation")
-        return Personalizer(models.maml, models.normalizer, models.channels, str(folder / "generation"))
-    if path is not None:
-        raise FileNotFoundError(f"no personalization checkpoint (generation/maml.safetensors) under {folder}")
-    config = PersonalizationConfig()
-    channels = cycle_channels()
-    torch.manual_seed(seed)
-    maml = MAML(CycleModel(CycleModelConfig("generation", len(channels), config.tcn)), config.maml)
-    return Personalizer(maml, fallback_normalizer(channels), channels, "random-init (no shipped checkpoint)")
 
 
 # ------------------------------------------------------------------------------------ cycles+quality
@@ -193,7 +75,8 @@ class CalibrationOutcome:
     cycles_used: int = 0
     rejected: Dict[str, int] = field(default_factory=dict)  # reason -> cycles rejected
     adapt_s: float = 0.0
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # the whole calibration, mostly walking the cycles
+    process_s: float = 0.0  # from the last needed cycle to the decision: adapt, validate, write the profile
     rmse_deg_before: float = math.nan  # joint-angle RMSE on the held-out cycle, degrees
     rmse_deg_after: float = math.nan
 
@@ -224,9 +107,13 @@ def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Que
     last_index = None
     feedback(0, shots)
 
+    t_collected = math.nan
+
     def fail(reason: str, before=math.nan, after=math.nan) -> CalibrationOutcome:
         log.warning("calibration of %s: %s", walker, reason)
-        return CalibrationOutcome(False, before, after, reason, len(accepted), rejected, 0.0, time.monotonic() - t0)
+        now = time.monotonic()
+        return CalibrationOutcome(False, before, after, reason, len(accepted), rejected, 0.0, now - t0,
+                                  0.0 if math.isnan(t_collected) else now - t_collected)
 
     while True:
         if cancelled():
@@ -263,6 +150,7 @@ def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Que
         if len(accepted) >= need:
             break
 
+    t_collected = time.monotonic()
     cyc = np.stack([r.cycle for r in accepted[:need]])
     valid = np.stack([r.valid for r in accepted[:need]])
     support, query, data = personalizer.support_and_query(cyc, valid, shots)
@@ -275,7 +163,9 @@ def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Que
         base_params = personalizer.params_from(previous.weights)
         base_template = torch.from_numpy(np.asarray(previous.template, np.float32))
     else:
-        base_params, base_template = personalizer.base, torch.zeros_like(template)
+        # The uncalibrated runtime path: the base model with the mean of the walker's most recent cycles
+        # (``Runtime._recent_template``) as template; those are exactly the support cycles here.
+        base_params, base_template = personalizer.base, template
     from metagait_edge.personalization.inputs import generation_input
 
     q_base = type(query)(x=generation_input(data.x[shots - 1:shots], base_template[None], data.valid[shots:shots + 1]),
@@ -307,4 +197,5 @@ def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Que
         on_commit(profile)
     log.info("calibration of %s committed: held-out loss %.4f -> %.4f (%d shots, adapt %.2f s)", walker, before,
              after, shots, adapt_s)
-    return CalibrationOutcome(True, before, after, "", need, rejected, adapt_s, time.monotonic() - t0, rmse_b, rmse_a)
+    now = time.monotonic()
+    return CalibrationOutcome(True, before, after, "", need, rejected, adapt_s, now - t0, now - t_collected, rmse_b, rmse_a)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -364,10 +365,11 @@ class CameraPipeline:
 
     def __init__(self, source, recognizer: Recognizer, on_identity: Callable[[IdentityResult], None],
                  extractor: Optional[SilhouetteExtractor] = None, every: int = 15, window: int = 30,
-                 min_frames: int = 15) -> None:
+                 min_frames: int = 15, nice: int = 0) -> None:
         self.source, self.recognizer, self.on_identity = source, recognizer, on_identity
         self.extractor = extractor or SilhouetteExtractor()
         self.every, self.window, self.min_frames = every, window, min_frames
+        self.nice = nice
         self.buffer = SilhouetteBuffer(capacity=max(window, 2 * every))
         self.stats = CameraStats()
         self._stop = threading.Event()
@@ -407,6 +409,12 @@ class CameraPipeline:
         return result
 
     def _run(self) -> None:
+        if self.nice > 0 and hasattr(os, "setpriority"):
+            # Perception yields the cores to the sensor and control threads (Linux: per-thread nice value).
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError as exc:
+                log.warning("camera thread: cannot lower priority to nice %d: %s", self.nice, exc)
         t0 = time.monotonic()
         try:
             for frame, _t in self.source:

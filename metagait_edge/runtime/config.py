@@ -82,6 +82,18 @@ class ModelsConfig:
     recognition: Optional[Path] = None  # MetaGait checkpoint; None: shipped (or a random tiny model)
     gallery: Optional[Path] = None  # enrolled walkers (safetensors); None: an empty gallery
     identity_threshold: Optional[float] = None  # None: the gallery file's threshold
+    # Where per-cycle generation runs: auto (TensorRT, else ONNX Runtime, else torch), torch, onnxruntime,
+    # tensorrt. Calibration always adapts in torch; only the control path's generation moves.
+    backend: str = "auto"
+    onnx: Optional[Path] = None  # exported personalization model; None: exported once into the cache
+    engine_cache: Optional[Path] = None  # TensorRT engines; None: next to the ONNX file
+    precision: str = "fp16"  # TensorRT: fp32 | fp16
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
+            raise ValueError(f"models.backend must be auto, torch, onnxruntime or tensorrt, got {self.backend!r}")
+        if self.precision not in ("fp32", "fp16"):
+            raise ValueError(f"models.precision must be fp32 or fp16, got {self.precision!r}")
 
 
 @dataclass
@@ -92,12 +104,28 @@ class RuntimeConfig:
     silhouette_method: str = "mog2"  # mog2 | knn | segmentation
     status_period_s: float = 1.0
     history_s: float = 6.0  # IMU history kept by the gait worker
+    # CPython hands the GIL to a waiting thread only every switch interval (5 ms by default): a camera or
+    # recognition thread could then delay the control path by 5 ms per hand-over. Process-wide; 0 keeps it.
+    gil_switch_interval_ms: float = 0.5
+    camera_nice: int = 10  # Linux nice value of the camera/recognition thread: perception yields to control
+    # After start-up, move every object into the collector's permanent generation (gc.freeze): a full
+    # collection over the ~200k objects of torch + models stalls all threads for 50-120 ms otherwise.
+    freeze_gc: bool = True
+    # SCHED_FIFO priority (1-98) of the control-path threads: serial reader, gait worker, watchdog, ZeroMQ
+    # publisher (camera stays normal). 0: normal scheduling. Needs CAP_SYS_NICE or LimitRTPRIO (systemd).
+    realtime_priority: int = 0
 
     def __post_init__(self) -> None:
         if self.silhouette_method not in ("mog2", "knn", "segmentation"):
             raise ValueError(f"silhouette_method must be mog2, knn or segmentation, got {self.silhouette_method!r}")
         if self.recognition_every < 1 or self.recognition_window < 2:
             raise ValueError("recognition_every must be >= 1 and recognition_window >= 2")
+        if not 0 <= self.realtime_priority <= 98:
+            raise ValueError(f"realtime_priority must be in [0, 98] (0: off), got {self.realtime_priority}")
+        if not 0 <= self.camera_nice <= 19:
+            raise ValueError(f"camera_nice must be in [0, 19], got {self.camera_nice}")
+        if not 0 <= self.gil_switch_interval_ms <= 100:
+            raise ValueError(f"gil_switch_interval_ms must be in [0, 100], got {self.gil_switch_interval_ms}")
 
 
 @dataclass

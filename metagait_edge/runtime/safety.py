@@ -105,6 +105,29 @@ class SafetyCounters:
     rate_limited_points: int = 0
 
 
+def rate_limit(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, max_step: np.ndarray) -> tuple[np.ndarray, int]:
+    """Follow each row of ``x`` (within [lo, hi]) with steps of at most ``max_step``; returns (y, steps limited).
+
+    Sequential by nature; plain floats per channel beat NumPy calls on 6-element columns by ~10x here.
+    """
+    y = np.empty_like(x)
+    n_limited = 0
+    for c in range(x.shape[0]):
+        row, m, low, high = x[c].tolist(), float(max_step[c]), float(lo[c]), float(hi[c])
+        prev = row[0]
+        out = [prev]
+        for target in row[1:]:
+            step = target - prev
+            limited = m if step > m else -m if step < -m else step
+            n_limited += limited != step
+            # prev is within limits and the limited step points toward the target, so clipping keeps both
+            # the limit and the rate bound.
+            prev = min(max(prev + limited, low), high)
+            out.append(prev)
+        y[c] = out
+    return y, int(n_limited)
+
+
 class SafetyEnvelope:
     def __init__(self, config: Optional[SafetyConfig] = None) -> None:
         self.config = config or SafetyConfig()
@@ -179,16 +202,10 @@ class SafetyEnvelope:
         x = traj.astype(np.float64)
         clamped = np.clip(x, lo[:, None], hi[:, None])
         n_clamped = int(np.count_nonzero(clamped != x))
-        y = np.empty_like(clamped)
-        y[:, 0] = clamped[:, 0]
-        n_rate = 0
-        for i in range(1, N_POINTS):
-            step = clamped[:, i] - y[:, i - 1]
-            limited = np.clip(step, -max_step, max_step)
-            n_rate += int(np.count_nonzero(limited != step))
-            # y[i-1] is within limits and the limited step points toward the target, so clipping keeps
-            # both the limit and the rate bound.
-            y[:, i] = np.clip(y[:, i - 1] + limited, lo, hi)
+        if (np.abs(np.diff(clamped, axis=1)) <= max_step[:, None]).all():
+            y, n_rate = clamped, 0  # the usual case: no step to limit, so the sequential pass changes nothing
+        else:
+            y, n_rate = rate_limit(clamped, lo, hi, max_step)
         out = y.astype(np.float32)
         # float32 rounding can step just outside a limit; pull it back in float32 terms.
         out = np.clip(out, lo.astype(np.float32)[:, None], hi.astype(np.float32)[:, None])

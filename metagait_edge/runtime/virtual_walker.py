@@ -18,9 +18,9 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -119,17 +119,26 @@ def synthetic_walker(rate_hz: float = HUGADB_RATE_HZ, seconds: float = 60.0, see
 
 
 # ------------------------------------------------------------------------------------------- serial
+def frame_write_time(ring: np.ndarray, seq: int, written: int) -> Optional[int]:
+    """Write time of frame ``seq`` from a write-time ring, None if not written yet or overwritten since."""
+    if not 0 <= seq < written or seq < written - len(ring):
+        return None
+    return int(ring[seq % len(ring)])
+
+
 class PtySerialLink:
     """Streams a walker's frames into a pty at ``rate_hz``; the reader opens ``self.path`` (a symlink)."""
 
     def __init__(self, samples: np.ndarray, rate_hz: float, folder: str | Path, loop: bool = True,
-                 corrupt: Optional[callable] = None) -> None:
+                 corrupt: Optional[callable] = None, write_times: Optional[np.ndarray] = None) -> None:
         self.samples, self.rate_hz, self.loop = np.asarray(samples), float(rate_hz), loop
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "ttyVIRTUAL0"
         self.corrupt = corrupt  # optional bytes -> bytes fault injector
-        self.write_times_ns: List[int] = []  # CLOCK_REALTIME when frame seq was written
+        # CLOCK_REALTIME when frame seq was written, at [seq % len]: a fixed ring, so a soak keeps flat memory.
+        # Pass a shared buffer (e.g. over multiprocessing shared memory) to read it from another process.
+        self.write_times_ns = np.zeros(1 << 16, np.int64) if write_times is None else write_times
         self.written = 0
         self.lost = 0  # frames the pty refused (nobody reading and buffer full)
         self._fds: Optional[tuple] = None
@@ -197,20 +206,27 @@ class PtySerialLink:
             delay = t0 + k * period - time.perf_counter()
             if delay > 0:
                 self._stop.wait(delay)
-            self.write_times_ns.append(time.time_ns())
+            self.write_times_ns[k % len(self.write_times_ns)] = time.time_ns()
             self._write(frame)
             k += 1
             self.written = k
+
+    def write_time_ns(self, seq: int) -> Optional[int]:
+        """When frame ``seq`` was written (CLOCK_REALTIME ns), or None if unknown or already overwritten."""
+        return frame_write_time(self.write_times_ns, seq, self.written)
 
     def wait(self, timeout: Optional[float] = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop writing; after ``drain_s`` seconds (time for the reader to take what is in flight) unplug."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
+        if drain_s > 0:
+            time.sleep(drain_s)
         self.unplug()
 
 

@@ -1,8 +1,8 @@
 """Launch the metagait-edge gait pipeline: imu_node, trajectory_node, calibration_node, camera_node.
 
-Defaults start the demo configuration: a synthetic IMU stream (no hardware), the torch backend with the
-embedded default checkpoint, ZeroMQ output on tcp://127.0.0.1:5557, no camera. The managed nodes are
-configured and activated automatically.
+Defaults start the demo configuration: a synthetic IMU stream (no hardware), the embedded default
+checkpoint on the fastest available generation backend (TensorRT, else ONNX Runtime, else torch), ZeroMQ
+output on tcp://127.0.0.1:5557, no camera. The managed nodes are configured and activated automatically.
 
     ros2 launch metagait_edge gait.launch.py serial_port:=/dev/ttyACM0 use_camera:=true camera:=0
 """
@@ -28,9 +28,9 @@ ARGUMENTS = {
     "serial_port": ("synthetic", "IMU source: a serial port or pyserial URL, 'bag:<folder>', or 'synthetic'"),
     "camera": ("", "camera device index or path; empty subscribes to camera/image_raw"),
     "zmq_endpoint": ("tcp://127.0.0.1:5557", "ZeroMQ endpoint of the trajectory publisher; empty disables it"),
-    "backend": ("torch", "inference backend: torch, onnxruntime or tensorrt"),
+    "backend": ("auto", "generation backend: auto, torch, onnxruntime or tensorrt"),
     "model_path": ("", "model checkpoint (.safetensors) or .onnx; empty uses the embedded default checkpoint"),
-    "engine_path": ("", "TensorRT engine file (backend tensorrt)"),
+    "engine_path": ("", "TensorRT engine cache folder (backend tensorrt)"),
     "use_camera": ("false", "start camera_node (silhouettes and walker identity)"),
     "namespace": ("", "ROS namespace of all nodes and topics"),
 }

@@ -37,9 +37,9 @@ class GaitParams:
     identity_threshold: float = 0.6
     publish_embedding: bool = False
     # trajectory_node
-    backend: str = "torch"  # "torch", "onnxruntime" or "tensorrt"
-    model_path: str = ""  # checkpoint (torch) or .onnx (onnxruntime); empty: the embedded default checkpoint
-    engine_path: str = ""  # TensorRT engine (backend tensorrt)
+    backend: str = "auto"  # per-cycle generation: "auto" (TensorRT, else ONNX Runtime, else torch) or one of them
+    model_path: str = ""  # personalization checkpoint folder; empty: the embedded default checkpoint
+    engine_path: str = ""  # TensorRT engine cache folder (backend tensorrt); empty: next to the exported ONNX
     zmq_endpoint: str = "tcp://127.0.0.1:5557"  # "" disables the ZeroMQ publisher
     trajectory_rate_hz: float = 20.0
     publish_joint_trajectory: bool = True
@@ -55,10 +55,8 @@ class GaitParams:
     def __post_init__(self) -> None:
         if self.imu_format not in ("binary", "ascii"):
             raise ValueError(f"imu_format must be 'binary' or 'ascii', got {self.imu_format!r}")
-        if self.backend not in ("torch", "onnxruntime", "tensorrt"):
-            raise ValueError(f"backend must be torch, onnxruntime or tensorrt, got {self.backend!r}")
-        if self.backend == "tensorrt" and not self.engine_path:
-            raise ValueError("backend tensorrt needs engine_path")
+        if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
+            raise ValueError(f"backend must be auto, torch, onnxruntime or tensorrt, got {self.backend!r}")
         for name in ("imu_rate_hz", "camera_rate_hz", "trajectory_rate_hz", "status_rate_hz"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
