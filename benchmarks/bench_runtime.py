@@ -45,7 +45,10 @@ def latency_breakdown(stages_s, write_ns, recv_ns) -> dict:
     stages = np.stack([arrival - write_ns, picked - arrival, generated - picked, queued - generated,
                        recv_ns - queued], axis=1) / 1e6
     names = ("serial", "wait_worker", "generate", "to_publisher", "zmq_to_subscriber")
-    return {n: [round(float(np.percentile(stages[:, i], q)), 2) for q in (50, 99)] for i, n in enumerate(names)}
+    out = {n: [round(float(np.percentile(stages[:, i], q)), 2) for q in (50, 99)] for i, n in enumerate(names)}
+    worst = np.argsort(stages.sum(axis=1))[::-1][:5]
+    out["worst_5"] = [{n: round(float(stages[k, i]), 2) for i, n in enumerate(names)} for k in worst]
+    return out
 
 
 def _board(samples, rate_hz: float, folder: str, times, written, lost, go, stop) -> None:
@@ -99,6 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
                     help="runtime.realtime_priority for the control threads, and SCHED_FIFO for the subscriber "
                          "(the controller); needs CAP_SYS_NICE")
+    ap.add_argument("--camera-nice", type=int, default=None, help="runtime.camera_nice (default: the config default)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -133,7 +137,8 @@ def main(argv=None) -> int:
     models = ModelsConfig() if args.backend is None else ModelsConfig(backend=args.backend)
     cfg = EdgeConfig(sources=sources, sinks=SinksConfig(zmq=ZmqOutputConfig(endpoints=[endpoint], queue_size=256)),
                      safety=SafetyConfig(staleness_timeout_s=0.25), calibration=CalibrationConfig(directory=work / "p"),
-                     models=models, runtime=RuntimeConfig(realtime_priority=args.realtime))
+                     models=models, runtime=RuntimeConfig(realtime_priority=args.realtime, **(
+                         {} if args.camera_nice is None else {"camera_nice": args.camera_nice})))
     rt = Runtime(cfg, store=ProfileStore(work / "p")).start()
     drain = Drain(int(args.seconds * 4) + 100, times, written)
     time.sleep(0.3)

@@ -53,6 +53,26 @@ def test_recognition_names_the_enrolled_walker(tmp_path):
     assert results[-1].distance < rec.gallery.distances(results[-1].embedding)["tall"]
 
 
+def test_onnxruntime_recognition_gives_the_torch_embedding(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("METAGAIT_CACHE", str(tmp_path))
+    model = load_recognition_model()
+    eager, fast = Recognizer(model), Recognizer(model)
+    assert fast.use_backend("onnxruntime") == "onnxruntime" and eager.backend == "torch"
+    assert list((tmp_path / "onnx").glob("recognition-*.onnx"))  # exported once into the cache
+    v = render_walker_video(_spec("a", 177, 75, "M", 105), tmp_path / "a.avi", n_frames=45, seed=3)
+    sils = silhouettes_from_frames(_frames(v.path))[-20:]
+    want, got = eager.embed(sils), fast.embed(sils)
+    assert want.shape == got.shape and np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+    with pytest.raises(ValueError, match="'cuda'"):
+        fast.use_backend("cuda")
+
+
 def test_frame_drops_are_counted_and_do_not_stop_the_pipeline(tmp_path):
     v = render_walker_video(_spec("a", 177, 75, "M", 105), tmp_path / "a.avi", n_frames=40, seed=2)
     pipe = CameraPipeline(None, Recognizer(load_recognition_model()), lambda r: None, every=10, window=10, min_frames=5)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import abc
 import copy
+import hashlib
 import importlib.util
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,6 +351,35 @@ def create_backend(config: BackendConfig, module: Optional["nn.Module"] = None) 
     return TensorRTBackend.from_config(onnx_path, config).load()
 
 
+def runtime_kind(requested: str, have_onnx_file: bool) -> str:
+    """The backend for a runtime model: ``requested`` (or the best for ``auto``) where it can run, counting
+    ONNX Runtime and TensorRT as unable to run when there is no ONNX file and no ``onnx`` package to export."""
+    availability = dict(available_backends())
+    if not have_onnx_file and importlib.util.find_spec("onnx") is None:
+        for kind in ("onnxruntime", "tensorrt"):
+            if availability[kind] == "ok":
+                availability[kind] = "no ONNX file given and the onnx package (to export one) is not installed"
+    return resolve_kind(requested, availability)
+
+
+def cached_onnx(module: "nn.Module", model: str) -> Path:
+    """``module`` exported to ONNX once per set of weights, into ``$METAGAIT_CACHE/onnx`` (atomic rename)."""
+    from metagait_edge.deploy.export import export_recognition, export_tcn
+    from metagait_edge.paths import cache_dir
+
+    digest = hashlib.sha256(model.encode())
+    for name, value in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().numpy().tobytes())
+    path = cache_dir() / "onnx" / f"{model}-{digest.hexdigest()[:16]}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        (export_tcn if model == "tcn" else export_recognition)(module, tmp)
+        os.replace(tmp, path)
+    return path
+
+
 def _export_temp(module: "nn.Module", model: str) -> Path:
     from metagait_edge.deploy.export import export_recognition, export_tcn
 
@@ -359,6 +390,6 @@ def _export_temp(module: "nn.Module", model: str) -> Path:
 
 __all__ = [
     "AUTO_ORDER", "BACKEND_KINDS", "BackendConfig", "BackendUnavailable", "InferenceBackend",
-    "OnnxRuntimeBackend", "TorchBackend", "available_backends", "create_backend", "io_names", "resolve_kind",
-    "tensorrt_available",
+    "OnnxRuntimeBackend", "TorchBackend", "available_backends", "cached_onnx", "create_backend", "io_names",
+    "resolve_kind", "runtime_kind", "tensorrt_available",
 ]

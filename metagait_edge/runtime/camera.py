@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, Optional, Protocol, Tuple
+from typing import Callable, Deque, Dict, Iterator, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -295,6 +295,25 @@ class Recognizer:
 
         self.model = model
         self.gallery = gallery if gallery is not None else Gallery()
+        self.backend = "torch"
+        self._backend = None
+
+    def use_backend(self, kind: str = "auto", engine_cache: Optional[Path] = None, precision: str = "fp16") -> str:
+        """Embed on ``kind`` from now on (``auto``: TensorRT, else ONNX Runtime, else torch); the model is
+        exported once into ``$METAGAIT_CACHE/onnx``. Besides speed, ONNX Runtime and TensorRT run the whole
+        forward pass without holding Python's interpreter lock, which the gait worker needs meanwhile."""
+        from metagait_edge.deploy.backends import BackendConfig, cached_onnx, create_backend, runtime_kind
+
+        resolved = runtime_kind(kind, False)
+        if resolved == "torch":
+            self._backend = None
+        else:
+            onnx = cached_onnx(self.model, "recognition")
+            self._backend = create_backend(BackendConfig(kind=resolved, model="recognition", onnx=onnx, threads=1,
+                                                         precision=precision, engine_cache=engine_cache))
+        self.backend = resolved
+        log.info("recognition model %s runs on %s", getattr(self.model, "source", "?"), resolved)
+        return resolved
 
     def embed(self, silhouettes: np.ndarray) -> np.ndarray:
         import torch
@@ -307,9 +326,11 @@ class Recognizer:
             import cv2  # a smaller edge model (e.g. 32x22): downscale the aligned silhouettes
 
             x = np.stack([cv2.resize(f, (cfg.input_width, cfg.input_height), interpolation=cv2.INTER_AREA) for f in x])
-        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+        x = np.ascontiguousarray(x, dtype=np.float32)[None]
+        if self._backend is not None:
+            return self._backend.run(x)[self._backend.output_name][0]
         with torch.no_grad():
-            return self.model(x)["embeddings"][0].numpy()
+            return self.model(torch.from_numpy(x))["embeddings"][0].numpy()
 
     def enroll(self, walker_id: str, silhouettes: np.ndarray) -> np.ndarray:
         emb = self.embed(silhouettes)

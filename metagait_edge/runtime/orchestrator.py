@@ -417,7 +417,7 @@ class Runtime:
         if self.publisher is None and cfg.sinks.zmq.endpoints and self.config.sources:
             from metagait_edge.runtime.zmq_output import ZmqPublisher
 
-            self.publisher = ZmqPublisher(cfg.sinks.zmq).start()
+            self.publisher = ZmqPublisher(cfg.sinks.zmq, realtime_priority=cfg.runtime.realtime_priority).start()
         if cfg.sinks.recording.path is not None:
             self._start_recording(cfg.sinks.recording.path)
         for name, target in (("gait-worker", self._worker), ("watchdog", self._watchdog)):
@@ -458,9 +458,10 @@ class Runtime:
         import cv2
 
         cv2.setNumThreads(1)  # OpenCV's own worker pool would otherwise take every core in bursts
+        models = self.config.models
         if self.recognizer is None:
-            self.recognizer = build_recognizer(self.config.models.gallery, self.config.models.identity_threshold,
-                                               self.config.models.recognition)
+            self.recognizer = build_recognizer(models.gallery, models.identity_threshold, models.recognition)
+        self.recognizer.use_backend(models.backend, models.engine_cache, models.precision)
         source = FrameSource(cam.kind, cam.path, cam.index, fps=cam.rate_hz if cam.kind != "camera" else None,
                              loop=cam.loop)
         rc = self.config.runtime

@@ -14,8 +14,6 @@ initialized model of the default configuration (same code path after loading).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
@@ -101,21 +99,15 @@ class Personalizer:
         package; ``auto`` then falls back to torch without it). Returns the backend chosen. Generators made
         before the call keep their backend.
         """
-        from metagait_edge.deploy.backends import BackendConfig, available_backends, resolve_kind
+        from metagait_edge.deploy.backends import BackendConfig, cached_onnx, runtime_kind
 
         if kind not in BACKEND_CHOICES:
             raise ValueError(f"personalization backend must be one of {BACKEND_CHOICES}, got {kind!r}")
-        can_export = onnx is not None or importlib.util.find_spec("onnx") is not None
-        availability = dict(available_backends())
-        if not can_export:
-            for k in ("onnxruntime", "tensorrt"):
-                if availability[k] == "ok":
-                    availability[k] = "no ONNX file given and the onnx package (to export one) is not installed"
-        resolved = resolve_kind(kind, availability)
+        resolved = runtime_kind(kind, onnx is not None)
         if resolved == "torch":
             self.backend, self._backend_config = "torch", None
         else:
-            path = self._checked_onnx(Path(onnx)) if onnx is not None else self._exported_onnx()
+            path = self._checked_onnx(Path(onnx)) if onnx is not None else cached_onnx(self.maml.model, "tcn")
             self._backend_config = BackendConfig(kind=resolved, model="tcn", onnx=path, threads=1,
                                                  precision=precision, engine_cache=engine_cache)
             self.backend = resolved
@@ -138,23 +130,6 @@ class Personalizer:
                 raise ValueError(f"{path} was not exported from the personalization checkpoint {self.source} "
                                  f"(weight {name!r} differs); re-export it with `metagait-edge export --model tcn` "
                                  f"or leave models.onnx empty to export automatically")
-        return path
-
-    def _exported_onnx(self) -> Path:
-        """This model as ONNX, exported once per weights into ``$METAGAIT_CACHE/onnx`` (atomic write)."""
-        from metagait_edge.deploy.export import export_tcn
-        from metagait_edge.paths import cache_dir
-
-        digest = hashlib.sha256()
-        for name in sorted(self.base):
-            digest.update(name.encode())
-            digest.update(self.base[name].numpy().tobytes())
-        path = cache_dir() / "onnx" / f"personalization-{digest.hexdigest()[:16]}.onnx"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{id(self)}.tmp")
-            export_tcn(self.maml.model, tmp)
-            tmp.replace(path)
         return path
 
     def generator(self, weights: Optional[Dict[str, np.ndarray]] = None) -> CycleGenerator:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import shutil
 import threading
@@ -103,9 +104,10 @@ class ZmqPublisher(ThreadOwner):
 
     thread_label = "ZeroMQ publisher"
 
-    def __init__(self, config: Optional[ZmqOutputConfig] = None, context=None) -> None:
+    def __init__(self, config: Optional[ZmqOutputConfig] = None, context=None, realtime_priority: int = 0) -> None:
         self.config = config or ZmqOutputConfig()
         self._ctx = context
+        self.realtime_priority = realtime_priority  # SCHED_FIFO for the private context's I/O thread (0: off)
         self._queue: "queue.Queue" = queue.Queue(maxsize=self.config.queue_size)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -202,6 +204,10 @@ class ZmqPublisher(ThreadOwner):
             # A private context: its ZAP authenticator (inproc://zeromq.zap.01) cannot clash with
             # another publisher's, and stop() can terminate it.
             self._ctx = self._own_ctx = zmq.Context()
+            if self.realtime_priority > 0 and hasattr(os, "SCHED_FIFO"):
+                # Set before the first socket: libzmq starts its I/O thread with these.
+                self._ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_FIFO)
+                self._ctx.set(zmq.THREAD_PRIORITY, self.realtime_priority)
         ctx = self._ctx
         sock = ctx.socket(zmq.PUB)
         try:
