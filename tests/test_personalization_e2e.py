@@ -170,3 +170,43 @@ def test_quick_evaluation_with_the_shipped_checkpoint(tmp_path):
     # real walkers: a model that sees the support cycles must beat copying the previous cycle
     assert gen5["maml"]["mse"] < gen5["copy_previous"]["mse"]
     assert "MAML-TCN" in (tmp_path / "r.md").read_text()
+
+
+def test_template_gap_reproduces_the_pooled_baseline_and_measures_the_gap(trained):
+    from metagait_edge.metrics.masked import masked_mse
+    from metagait_edge.personalization.analysis import ALL, summarize_gap, template_gap
+    from metagait_edge.personalization.episodes import query_batch
+    from metagait_edge.personalization.tasks import evaluation_tasks
+
+    config, root, cs, _ = trained
+    models = load_problem(config, fold_dir(root / "ckpt", 0, 0), "generation")
+    prepared = prepare(cs, models.split, models.normalizer)
+    per_walker = template_gap(models, prepared, config, shots=5, template_sizes=(1, 5, ALL), progress=False)
+    assert {"pooled@1", "pooled@5", "pooled@all", "reference@5", "reference@all", "maml"} <= set(per_walker)
+    # pooled @ 5 is the evaluation's pooled baseline: its template is the mean of the 5 support cycles.
+    want = {}
+    for task in evaluation_tasks(prepared.recordings, models.split["test"], 5, config.protocol, True, "main"):
+        q = query_batch(prepared.tensors, task, "generation", config.masking)
+        with torch.no_grad():
+            pred = models.pooled(q.x)["output"]
+        want.setdefault(task.subject, []).extend(masked_mse(pred, q.y, q.mask, reduction="per_sample").tolist())
+    assert want and set(want) == set(per_walker["pooled@5"])
+    for walker, values in want.items():
+        assert per_walker["pooled@5"][walker] == pytest.approx(values, rel=1e-5)
+    summary = summarize_gap(per_walker, shots=5)
+    assert summary["pooled@5"]["gap_closed"] == pytest.approx(0.0)
+    assert summary["reference@all"]["gap_closed"] == pytest.approx(1.0)
+
+
+def test_gap_summary_by_hand():
+    import numpy as np
+
+    from metagait_edge.personalization.analysis import first_cycles, summarize_gap
+
+    per_walker = {"pooled@5": {1: [1.0, 1.0], 2: [2.0]}, "reference@all": {1: [0.5], 2: [1.0]},
+                  "pooled@all": {1: [0.75], 2: [1.5]}}
+    s = summarize_gap(per_walker, shots=5)
+    assert s["pooled@5"]["mse"] == pytest.approx(1.5) and s["reference@all"]["mse"] == pytest.approx(0.75)
+    assert s["pooled@all"]["gap_closed"] == pytest.approx(0.5)
+    assert list(first_cycles(np.arange(10, 20), {11, 13}, 3)) == [10, 12, 14]
+    assert len(first_cycles(np.arange(10, 20), {11, 13}, "all")) == 8
