@@ -67,9 +67,18 @@ def markdown(result: dict, command: str) -> str:
             p, r = rows[f"pooled@{m}"], rows[f"reference@{m}"]
             lines.append(f"| {m} | {p['mse']:.4f} ± {p['mse_sd']:.4f} | {100 * p['gap_closed']:.0f} % | "
                          f"{r['mse']:.4f} ± {r['mse_sd']:.4f} | {100 * r['gap_closed']:.0f} % |")
-        mm = rows["maml"]
+        mm, oracle, tmpl = rows["maml"], rows[f"reference@{shots}"], rows[f"pooled@{ALL}"]
+        need = next((m for m in SIZES if rows[f"reference@{m}"]["gap_closed"] >= 0.5), ALL)
         lines += ["", f"MAML-TCN adapted on {shots} cycles: MSE {mm['mse']:.4f} ± {mm['mse_sd']:.4f}, gap closed "
-                      f"{100 * mm['gap_closed']:.0f} % ({mm['walkers']} walkers).", ""]
+                      f"{100 * mm['gap_closed']:.0f} % ({mm['walkers']} walkers).", "",
+                  f"Reading: a better template alone (all cycles, pooled weights) closes {100 * tmpl['gap_closed']:.0f} % "
+                  f"of the gap; the rest is in the reference's weights. An oracle that had those weights but, like "
+                  f"any {shots}-shot method, only the {shots}-cycle template closes {100 * oracle['gap_closed']:.0f} %; "
+                  f"half the gap needs a template of about {need} cycles even with the reference's weights. The "
+                  f"oracle's weights were trained with full templates, so its {shots}-cycle figure is an estimate, "
+                  "not a strict bound; it still places the 50 % target beyond what "
+                  f"{shots} strides reveal, and shows the headroom MAML leaves: "
+                  f"{100 * mm['gap_closed']:.0f} % of about {100 * oracle['gap_closed']:.0f} %.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -111,12 +120,18 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default="docs/img/personalization_template_gap.png")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown and plot from the JSON beside --out")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    result = run(Path(args.checkpoints), args.seeds, args.folds, args.problems, args.shots, not args.no_progress)
-    command = "python training/template_gap.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
+    if args.render_only:  # re-render the Markdown and plot from the saved JSON (same command line kept)
+        saved = json.loads(out.with_suffix(".json").read_text())
+        result, command = saved, saved["command"]
+    else:
+        result = run(Path(args.checkpoints), args.seeds, args.folds, args.problems, args.shots, not args.no_progress)
+        command = "python training/template_gap.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        result["command"] = command
     atomic_write_text(out, markdown(result, command))
     atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     plot(result, Path(args.plot))
