@@ -364,7 +364,6 @@ def runtime_kind(requested: str, have_onnx_file: bool) -> str:
 
 def cached_onnx(module: "nn.Module", model: str) -> Path:
     """``module`` exported to ONNX once per set of weights, into ``$METAGAIT_CACHE/onnx`` (atomic rename)."""
-    from metagait_edge.deploy.export import export_recognition, export_tcn
     from metagait_edge.paths import cache_dir
 
     digest = hashlib.sha256(model.encode())
@@ -375,17 +374,21 @@ def cached_onnx(module: "nn.Module", model: str) -> Path:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        (export_tcn if model == "tcn" else export_recognition)(module, tmp)
+        _export(module, model, tmp)
         os.replace(tmp, path)
     return path
 
 
 def _export_temp(module: "nn.Module", model: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="metagait-edge-onnx-")) / f"{model}.onnx"
+    _export(module, model, path)
+    return path
+
+
+def _export(module: "nn.Module", model: str, path: Path) -> None:
     from metagait_edge.deploy.export import export_recognition, export_tcn
 
-    path = Path(tempfile.mkdtemp(prefix="metagait-edge-onnx-")) / f"{model}.onnx"
     (export_tcn if model == "tcn" else export_recognition)(module, path)
-    return path
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from metagait_edge.meta.maml import functional_forward
 from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization import train as T
 from metagait_edge.personalization.episodes import query_batch, support_batch
-from metagait_edge.personalization.evaluate import reference_examples
+from metagait_edge.personalization.evaluate import across_walkers, gap_closed, reference_examples
 from metagait_edge.personalization.experiment import Prepared, ProblemModels
 from metagait_edge.personalization.inputs import template_from_support
 from metagait_edge.personalization.methods import predict_maml
@@ -89,10 +89,9 @@ def summarize_gap(per_walker: Dict[str, Dict[int, list]], shots: int) -> Dict[st
     baseline (``pooled@shots``) and the personal reference (``reference@all``) that each variant closes."""
     out = {}
     for name, walkers in per_walker.items():
-        means = np.array([np.mean(v) for v in walkers.values()])
-        out[name] = {"mse": float(means.mean()), "mse_sd": float(means.std(ddof=1)) if len(means) > 1 else 0.0,
-                     "walkers": int(len(means))}
+        mse, sd, _ = across_walkers(walkers)
+        out[name] = {"mse": mse, "mse_sd": sd, "walkers": len(walkers)}
     base, ref = out[f"pooled@{shots}"]["mse"], out["reference@all"]["mse"]
     for row in out.values():
-        row["gap_closed"] = (base - row["mse"]) / (base - ref) if base - ref > 1e-12 else float("nan")
+        row["gap_closed"] = gap_closed(base, row["mse"], ref)
     return out

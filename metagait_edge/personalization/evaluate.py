@@ -12,7 +12,7 @@ import logging
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, Sequence
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -151,6 +151,19 @@ def evaluate_problem(models: ProblemModels, prepared: Prepared, config: Personal
     bar.close()
 
 
+def across_walkers(by_subject: Mapping[int, Sequence[float]]) -> tuple[float, float, Dict[int, float]]:
+    """Mean and SD across walkers of per-walker mean scores, and those per-walker means."""
+    means = {s: float(np.mean(v)) for s, v in by_subject.items()}
+    vals = np.array(list(means.values()))
+    return float(vals.mean()), (float(vals.std(ddof=1)) if len(vals) > 1 else 0.0), means
+
+
+def gap_closed(baseline: float, method: float, reference: float) -> float:
+    """Fraction of the baseline-to-reference error gap that ``method`` closes (NaN without a gap)."""
+    gap = baseline - reference
+    return float((baseline - method) / gap) if gap > 0 else float("nan")
+
+
 def summarize(scores: Scores) -> dict:
     """Mean and SD across walkers of per-walker mean scores, plus the per-walker table and gap closed."""
     out: dict = {}
@@ -162,19 +175,13 @@ def summarize(scores: Scores) -> dict:
                 for method, by_metric in by_method.items():
                     entry = {}
                     for metric, by_subject in by_metric.items():
-                        means = {s: float(np.mean(v)) for s, v in by_subject.items()}
-                        vals = np.array(list(means.values()))
-                        entry[metric] = float(vals.mean())
-                        entry[metric + "_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+                        entry[metric], entry[metric + "_sd"], means = across_walkers(by_subject)
                         per_subject.setdefault(method, {})[metric] = means
                     entry["n_walkers"] = len(next(iter(by_metric.values())))
                     cell[method] = entry
                 if REFERENCE in cell and "pooled" in cell:
-                    gap = cell["pooled"]["mse"] - cell[REFERENCE]["mse"]
-                    cell["gap_closed"] = {
-                        m: (float((cell["pooled"]["mse"] - cell[m]["mse"]) / gap) if gap > 0 else float("nan"))
-                        for m in ("maml", "pooled_finetune") if m in cell
-                    }
+                    cell["gap_closed"] = {m: gap_closed(cell["pooled"]["mse"], cell[m]["mse"], cell[REFERENCE]["mse"])
+                                          for m in ("maml", "pooled_finetune") if m in cell}
                 out.setdefault(protocol, {}).setdefault(problem, {})[shots] = {"methods": cell, "per_walker": per_subject}
     return out
 

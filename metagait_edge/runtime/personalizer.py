@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 SHIPPED_PERSONALIZATION = Path(__file__).resolve().parents[1] / "resources" / "checkpoints" / "personalization" / "seed0" / "fold0"
 ANGLE_CHANNELS = ("hip_r", "knee_r", "ankle_r", "hip_l", "knee_l", "ankle_l")
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
 class CycleGenerator:
@@ -101,8 +100,6 @@ class Personalizer:
         """
         from metagait_edge.deploy.backends import BackendConfig, cached_onnx, runtime_kind
 
-        if kind not in BACKEND_CHOICES:
-            raise ValueError(f"personalization backend must be one of {BACKEND_CHOICES}, got {kind!r}")
         resolved = runtime_kind(kind, onnx is not None)
         if resolved == "torch":
             self.backend, self._backend_config = "torch", None
