@@ -111,7 +111,7 @@ class RuntimeConfig:
     # GIL when preempted delays the control threads (priority inversion; measured p99 16 ms at 10 vs 11 ms at 0).
     camera_nice: int = 0
     # After start-up, move every object into the collector's permanent generation (gc.freeze): a full
-    # collection over the ~200k objects of torch + models stalls all threads for 50-120 ms otherwise.
+    # collection over the ~177k objects of torch + models stalls all threads for ~90 ms otherwise.
     freeze_gc: bool = True
     # SCHED_FIFO priority (1-98) of the control-path threads: serial reader, gait worker, watchdog, ZeroMQ
     # publisher (camera stays normal). 0: normal scheduling. Needs CAP_SYS_NICE or LimitRTPRIO (systemd).

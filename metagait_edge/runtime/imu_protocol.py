@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import binascii
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np

@@ -5,7 +5,8 @@ from the previous one. ``model`` is a ``CycleGenerator``: one set of weights (th
 calibrated profile from ``generator(weights)``) on one inference backend: PyTorch eager, ONNX Runtime or
 TensorRT (``deploy.backends``), chosen once with ``use_backend``. Adaptation (``adapt``, ``loss``) always
 runs in PyTorch, because the MAML inner loop needs autograd; only the control path's per-cycle generation
-moves to the faster backend (ONNX Runtime: 0.7 ms against 3-8 ms eager per cycle on this project's CPU).
+moves to the faster backend (ONNX Runtime: 0.6 ms against 5.3 ms eager per cycle on the development VM,
+``benchmarks/bench_control_path.py``).
 
 ``load_personalizer()`` loads the shipped default checkpoint
 (``resources/checkpoints/personalization/seed0/fold0/generation``) when present, else a randomly
