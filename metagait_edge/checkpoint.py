@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from metagait_edge.atomic import atomic_write_text, atomic_write_with
-from metagait_edge.config import to_dict
+from metagait_edge.config import from_dict, to_dict
 
 FORMAT_VERSION = 1
 PathLike = Union[str, "os.PathLike[str]"]
@@ -162,6 +162,17 @@ def config_differences(stored: Any, expected: Any, where: str = "config") -> Lis
     return []
 
 
+def _stored_as(expected_config: Any, stored: Any, wpath: Path) -> Any:
+    """The stored config read as the expected config's dataclass: a setting added after the checkpoint was
+    written takes its default (defaults of new settings keep the behaviour that existed before them)."""
+    if not (dataclasses.is_dataclass(expected_config) and isinstance(stored, dict)):
+        return stored
+    try:
+        return _jsonable(from_dict(type(expected_config), stored), "config")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{wpath}: stored config does not fit {type(expected_config).__name__}: {exc}") from None
+
+
 def load_checkpoint(
     path: PathLike,
     expected_config: Any = None,
@@ -191,7 +202,8 @@ def load_checkpoint(
             f"{wpath}: checkpoint holds a {meta.get('model_class')!r}, expected {expected_model_class!r}"
         )
     if expected_config is not None:
-        diffs = config_differences(meta.get("config"), _jsonable(expected_config, "config"))
+        diffs = config_differences(_stored_as(expected_config, meta.get("config"), wpath),
+                                   _jsonable(expected_config, "config"))
         if diffs:
             raise CheckpointError(f"{wpath}: config does not match the expected one: " + "; ".join(diffs))
     device = str(map_location) if isinstance(map_location, torch.device) else map_location

@@ -92,3 +92,21 @@ def test_failed_save_leaves_previous_checkpoint(tmp_path):
         save_checkpoint(tmp_path / "t", TCN(CFG), CFG, normalization={"bad": object()})
     assert (tmp_path / "t.json").read_text() == before
     load_checkpoint(tmp_path / "t", expected_config=CFG)
+
+
+def _rewrite_stored_config(tmp_path, edit) -> None:
+    side = sidecar_path(tmp_path / "tcn.safetensors")
+    meta = json.loads(side.read_text())
+    edit(meta["config"])
+    side.write_text(json.dumps(meta))
+
+
+def test_a_setting_added_later_compares_as_its_default(tmp_path):
+    save_checkpoint(tmp_path / "tcn", TCN(CFG), CFG)
+    _rewrite_stored_config(tmp_path, lambda c: c.pop("dropout"))  # as if written before `dropout` existed
+    assert load_checkpoint(tmp_path / "tcn", expected_config=CFG).config.get("dropout") is None
+    with pytest.raises(CheckpointError, match=r"config\.dropout: checkpoint has 0\.0, expected 0\.2"):
+        load_checkpoint(tmp_path / "tcn", expected_config=TCNConfig(**{**CFG.__dict__, "dropout": 0.2}))
+    _rewrite_stored_config(tmp_path, lambda c: c.update(width_multiplier=2))
+    with pytest.raises(CheckpointError, match="does not fit TCNConfig.*width_multiplier"):
+        load_checkpoint(tmp_path / "tcn", expected_config=CFG)
