@@ -124,6 +124,21 @@ def test_publisher_sends_all_three_topics_with_per_topic_sequence():
     assert abs(time.time_ns() - tr.header["t_ns"]) < 5e9
 
 
+def test_inline_trajectories_are_sent_before_publish_returns():
+    with _publisher() as pub:
+        before = pub.stats.sent
+        assert pub.publish_trajectory(_traj(), CH, walker_id=None, personalized=False, phase=0.0, cycle_s=1.0)
+        assert pub.stats.sent == before + 1  # no publisher-thread hand-off on the control path
+    assert not pub.publish_trajectory(_traj(), CH, walker_id=None, personalized=False, phase=0.0, cycle_s=1.0)
+    assert pub.stats.sent == before + 1  # a stopped publisher sends nothing
+    with _publisher(inline_trajectories=False) as pub:
+        pub.publish_trajectory(_traj(), CH, walker_id=None, personalized=False, phase=0.0, cycle_s=1.0)
+        end = time.monotonic() + 2
+        while pub.stats.sent == 0 and time.monotonic() < end:
+            time.sleep(0.005)
+        assert pub.stats.sent == 1  # the publisher thread sent it
+
+
 def test_ipc_endpoint_and_topic_filter():
     d = tempfile.mkdtemp(prefix="mg", dir="/tmp")  # ipc paths must stay short
     try:
@@ -146,7 +161,7 @@ def test_ipc_endpoint_and_topic_filter():
 
 def test_producer_never_blocks_queue_and_slow_subscriber_drops_are_counted():
     ctx = zmq.Context.instance()
-    with _publisher(queue_size=4, sndhwm=2) as pub:
+    with _publisher(queue_size=4, sndhwm=2, inline_trajectories=False) as pub:
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, 2)
         sub.setsockopt(zmq.LINGER, 0)

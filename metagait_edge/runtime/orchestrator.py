@@ -7,8 +7,9 @@ Threads and what they may block on:
 - the gait worker drains the ring, computes the 42 cycle channels per sample (36 IMU + 6 joint-angle
   estimates by a streaming complementary filter), runs the causal gait-event detector and, at each
   detected cycle, generates the next cycle's reference with the walker's personalized model (or the
-  generic one), bounds it with the ``SafetyEnvelope`` and hands it to the ``ZmqPublisher`` queue (which
-  never blocks); completed cycles are also offered to a running calibration through a bounded queue;
+  generic one), bounds it with the ``SafetyEnvelope`` and sends it with ``ZmqPublisher`` (non-blocking,
+  from this thread: no interpreter-lock hand-off on the control path); completed cycles are also
+  offered to a running calibration through a bounded queue;
 - the watchdog thread publishes ``HOLD`` when the IMU goes stale (the worker would publish nothing) and
   a periodic status line; the camera thread identifies the walker; calibration adapts in the caller's
   thread. No control output waits on inference, a subscriber, the camera or calibration.

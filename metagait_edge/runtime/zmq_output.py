@@ -1,9 +1,13 @@
 """ZeroMQ PUB output of trajectories, identities and status (schema: ``runtime.messages``).
 
-The control path never waits on a subscriber: ``publish_*`` copies the data into a bounded queue and
-returns at once (a full queue drops the message and counts it); a dedicated thread owns the socket,
-encodes and sends with ``zmq.NOBLOCK`` under a small send high-water mark, so a slow or absent
-subscriber only loses messages (visible to it as ``seq`` gaps), never delays the producer.
+The control path never waits on a subscriber: every send uses ``zmq.NOBLOCK`` under a small send
+high-water mark, so a slow or absent subscriber only loses messages (visible to it as ``seq`` gaps),
+never delays the producer. Trajectories are encoded and sent in the caller's thread (the gait worker)
+when ``inline_trajectories`` is set: a hand-off to another Python thread costs an interpreter-lock
+switch (about 0.5 ms, more under load) on the control path. Identity and status messages, and
+trajectories otherwise, go through a bounded queue (a full queue drops the message and counts it) to a
+dedicated publisher thread. A lock serializes the socket between the two (ZeroMQ sockets may change
+threads behind a full memory barrier).
 
 Optional CURVE: the server loads its secret key file; a ``ThreadAuthenticator`` admits only clients
 whose public key file is in ``curve_allowed_clients_dir``. Keys come from ``generate_keys`` (also
@@ -36,6 +40,7 @@ class ZmqOutputConfig:
     sndhwm: int = 10
     queue_size: int = 32
     linger_ms: int = 0
+    inline_trajectories: bool = True  # send trajectories from the producer's thread (see the module doc)
     curve_server_secret_key: Optional[Path] = None  # e.g. keys/server.key_secret; enables CURVE
     curve_allowed_clients_dir: Optional[Path] = None  # public keys of allowed clients; None: any client with the server key
 
@@ -53,7 +58,7 @@ class ZmqOutputConfig:
 
 @dataclass(frozen=True)
 class PublisherStats:
-    queued: int
+    queued: int  # accepted: queued for the publisher thread, or sent inline
     sent: int
     dropped_queue_full: int  # the publisher thread fell behind the producer
     # libzmq refused the send (EAGAIN). A PUB socket drops silently per subscriber at its high-water
@@ -115,6 +120,8 @@ class ZmqPublisher(ThreadOwner):
         self._start_error: Optional[BaseException] = None
         self._seq = {t: 0 for t in M.TOPICS}
         self._seq_lock = threading.Lock()  # publish_* may be called from more than one producer thread
+        self._sock_lock = threading.Lock()  # the socket: publisher thread and inline trajectory sends
+        self._sock = None
         self._queued = self._sent = self._drop_q = self._drop_hwm = self._errors = 0
         self._auth = None
         self._own_ctx = None
@@ -151,12 +158,37 @@ class ZmqPublisher(ThreadOwner):
             self._queued += 1
         return True
 
+    def _send(self, topic: bytes, seq: int, fields: dict, payload: Optional[np.ndarray]) -> bool:
+        import zmq
+
+        with self._sock_lock:
+            if self._sock is None:  # stopped
+                return False
+            try:
+                frames = M.encode(topic, M.make_header(seq, **fields), payload)
+                self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self._sent += 1
+                return True
+            except zmq.Again:
+                self._drop_hwm += 1
+            except (zmq.ZMQError, ValueError, TypeError) as exc:
+                self._errors += 1
+                log.warning("ZeroMQ publish failed: %s", exc)
+        return False
+
+    def _send_inline(self, topic: bytes, fields: dict, payload: Optional[np.ndarray]) -> bool:
+        with self._seq_lock:
+            seq = self._seq[topic]
+            self._seq[topic] = seq + 1
+            self._queued += 1
+        return self._send(topic, seq, fields, payload)
+
     def publish_trajectory(
         self, trajectory: np.ndarray, channels: Sequence[str], *, walker_id: Optional[str], personalized: bool,
         phase: float, cycle_s: float, status: str = "OK", reason: str = "", confidence: float = 0.0,
         t_ns: Optional[int] = None,
     ) -> bool:
-        """Queue one reference trajectory (float32 [C, 101], degrees); False if it was dropped."""
+        """Send (or queue) one reference trajectory (float32 [C, 101], degrees); False if it was dropped."""
         traj = np.array(trajectory, dtype=np.float32, copy=True)  # the caller may reuse its buffer
         if traj.ndim != 2 or traj.shape[1] != M.N_POINTS or traj.shape[0] != len(channels):
             raise ValueError(f"trajectory must be [len(channels)={len(channels)}, {M.N_POINTS}], got {traj.shape}")
@@ -170,6 +202,8 @@ class ZmqPublisher(ThreadOwner):
             phase=phase, cycle_s=cycle_s, shape=traj.shape, channels=list(channels), units="deg",
             status=status, reason=reason, confidence=confidence,
         )
+        if self.config.inline_trajectories:
+            return self._send_inline(M.TOPIC_TRAJECTORY, fields, traj)
         return self._enqueue(M.TOPIC_TRAJECTORY, fields, traj)
 
     def publish_identity(
@@ -248,8 +282,6 @@ class ZmqPublisher(ThreadOwner):
             self.bound_endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
     def _run(self) -> None:
-        import zmq
-
         try:
             sock = self._open()
         except BaseException as exc:  # reported to start() in the caller's thread
@@ -257,6 +289,8 @@ class ZmqPublisher(ThreadOwner):
             self._stop_auth()
             self._ready.set()
             return
+        with self._sock_lock:
+            self._sock = sock
         self._ready.set()
         try:
             while not self._stop.is_set():
@@ -264,16 +298,10 @@ class ZmqPublisher(ThreadOwner):
                     topic, seq, fields, payload = self._queue.get(timeout=0.05)
                 except queue.Empty:
                     continue
-                try:
-                    frames = M.encode(topic, M.make_header(seq, **fields), payload)
-                    sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                    self._sent += 1
-                except zmq.Again:
-                    self._drop_hwm += 1
-                except (zmq.ZMQError, ValueError, TypeError) as exc:
-                    self._errors += 1
-                    log.warning("ZeroMQ publish failed: %s", exc)
+                self._send(topic, seq, fields, payload)
         finally:
+            with self._sock_lock:
+                self._sock = None
             sock.close(self.config.linger_ms)
             self._stop_auth()
 
