@@ -246,3 +246,36 @@ def test_meta_training_improves_few_shot_adaptation_on_new_tasks():
         opt.step()
     after = post_adaptation_query_loss()
     assert after < 0.5 * before
+
+
+def test_shot_sizes_scale_the_inner_rates_per_support_size():
+    model = _tiny_tcn()
+    maml = MAML(model, MAMLConfig(inner_steps=2, inner_lr=0.02, shot_sizes=[1, 5])).eval()
+    assert [maml.shot_index(k) for k in (1, 3, 5, 9)] == [0, 0, 1, 1]
+    maml.set_shot_scale(5, 10.0)
+    one, five = maml.learning_rates(1), maml.learning_rates(5)
+    assert all(torch.allclose(five[n], 10 * one[n]) for n in one)
+    # the adaptation of a 5-example support set takes the larger steps, a 1-example one the base steps
+    task5 = _sine_task(3, shots=5)
+    expected = adapt(model, model_params(model, detach=True), task5.support, steps=2, lrs=five, detach=True)
+    got = maml.adapt(task5.support.x, task5.support.y, task5.support.mask)
+    assert all(torch.allclose(got[n], expected[n]) for n in got)
+    task1 = _sine_task(3, shots=1)
+    base = adapt(model, model_params(model, detach=True), task1.support, steps=2, lrs=one, detach=True)
+    got1 = maml.adapt(task1.support.x, task1.support.y, task1.support.mask)
+    assert all(torch.allclose(got1[n], base[n]) for n in got1)
+
+
+def test_shot_scales_are_meta_learned_and_round_trip():
+    maml = MAML(_tiny_tcn(), MAMLConfig(inner_steps=2, inner_lr=0.05, shot_sizes=[1, 5])).train()
+    maml.meta_loss([_sine_task(1, shots=5), _sine_task(2, shots=5)]).backward()
+    grad = maml.log_shot_scale.grad
+    assert grad[1] != 0 and grad[0] == 0  # only the size that was used learns
+    maml.set_shot_scale(1, 3.0)
+    clone = MAML(_tiny_tcn(), maml.config)
+    clone.load_state_dict(maml.state_dict())
+    assert clone.shot_scale(1).item() == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="shot_sizes"):
+        MAMLConfig(shot_sizes=[5, 1])
+    with pytest.raises(ValueError, match="no shot_sizes"):
+        MAML(_tiny_tcn(), MAMLConfig()).set_shot_scale(5, 2.0)

@@ -32,9 +32,10 @@ def tiny_config() -> PersonalizationConfig:
         protocol=ProtocolConfig(shots=(1, 5), gap=5, max_queries=6, min_queries=3),
         sampler=TaskSamplerConfig(shots=(1, 5), queries=4, min_gap=2, conditions=("walking",)),
         tcn=replace(base.tcn, hidden_channels=8, levels=5),
+        maml=replace(base.maml, shot_sizes=[1, 5]),
         train=TrainConfig(pooled_steps=30, pooled_tasks_per_step=4, meta_iterations=6, meta_batch=2, val_every=3,
-                          val_max_tasks=4, finetune_lrs=(1e-3, 1e-2), scratch_lrs=(1e-2,), reference_steps=5,
-                          reference_batch=8, seed=0),
+                          val_max_tasks=8, finetune_lrs=(1e-3, 1e-2), scratch_lrs=(1e-2,), reference_steps=5,
+                          reference_batch=8, inner_lr_scales=(1.0, 3.0), seed=0),
     )
 
 
@@ -92,7 +93,10 @@ def test_trained_fold_round_trips_and_refuses_another_config(trained):
     config, root, cs, _ = trained
     models = load_problem(config, fold_dir(root / "ckpt", 0, 0), "generation")
     assert models.split == fold_split(cs, config, 0)
-    assert models.finetune.steps == config.maml.inner_steps and models.finetune.lr in config.train.finetune_lrs
+    assert all(hp.steps == config.maml.inner_steps and hp.lr in config.train.finetune_lrs
+               for hp in models.finetune.values())
+    assert set(models.finetune) == set(models.scratch) == {1, 5}  # tuned per support size
+    assert models.maml.log_shot_scale.shape == (2,)  # MAML's per-support-size rate multipliers came back
     other = replace(config, tcn=replace(config.tcn, hidden_channels=16))
     with pytest.raises(CheckpointError, match="hidden_channels"):
         load_problem(other, fold_dir(root / "ckpt", 0, 0), "generation")

@@ -125,3 +125,15 @@ def test_sensor_dropout_removes_whole_imus_and_dependent_angles():
     sparse = masks[~sensor_mode]
     assert torch.all(sparse.sum(-1) == 10)  # 10 % of 101 samples, the same on every channel
     assert torch.all(sparse[:, 0] == sparse[:, 5])
+
+
+def test_tuned_budgets_by_support_size_and_older_single_budget():
+    from metagait_edge.personalization.methods import AdaptHParams, budget_for, budgets_from_dict
+
+    budgets = budgets_from_dict({"1": {"steps": 5, "lr": 3e-4, "optimizer": "adam"},
+                                 "5": {"steps": 5, "lr": 3e-3, "optimizer": "adam"}})
+    assert [budget_for(budgets, k).lr for k in (1, 2, 5, 8)] == [3e-4, 3e-4, 3e-3, 3e-3]
+    older = budgets_from_dict({"steps": 5, "lr": 1e-3, "optimizer": "adam"})
+    assert budget_for(older, 1) == budget_for(older, 5) == AdaptHParams(5, 1e-3, "adam")
+    with pytest.raises(ValueError, match="no tuned"):
+        budget_for({}, 1)

@@ -33,6 +33,8 @@ class TrainConfig:
     val_max_tasks: int = 24
     finetune_lrs: Tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
     scratch_lrs: Tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    # MAML's starting inner-rate multipliers tried per support size (with maml.shot_sizes) on validation
+    inner_lr_scales: Tuple[float, ...] = (1.0,)
     adapt_optimizer: str = "adam"  # fine-tuning and scratch baselines; MAML uses its own SGD inner loop
     reference_steps: int = 150
     reference_lr: float = 1e-3

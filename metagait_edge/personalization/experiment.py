@@ -28,7 +28,7 @@ from metagait_edge.personalization import train as T
 from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.episodes import CycleTensors
 from metagait_edge.personalization.inputs import channel_sensors
-from metagait_edge.personalization.methods import AdaptHParams
+from metagait_edge.personalization.methods import Budgets, budgets_from_dict
 from metagait_edge.personalization.model import CycleModel
 from metagait_edge.personalization.tasks import Recording, TaskSampler, group_recordings, subject_folds
 
@@ -99,7 +99,8 @@ def train_fold(config: PersonalizationConfig, prepared: Prepared, out_dir: Path,
             normalization=prepared.normalizer.to_dict(),
             data_fingerprint=prepared.fingerprint,
         )
-        extra = {"problem": problem, "split": split, "finetune": to_dict(finetune_hp), "scratch": to_dict(scratch_hp),
+        extra = {"problem": problem, "split": split, "finetune": {str(k): to_dict(v) for k, v in finetune_hp.items()},
+                 "scratch": {str(k): to_dict(v) for k, v in scratch_hp.items()},
                  "channels": list(prepared.cycles.channels)}
         if not is_main_process():
             continue
@@ -117,8 +118,8 @@ class ProblemModels:
     problem: str
     pooled: CycleModel
     maml: MAML
-    finetune: AdaptHParams
-    scratch: AdaptHParams
+    finetune: Budgets
+    scratch: Budgets
     normalizer: ChannelNormalizer
     split: Dict[str, List[int]]
     channels: List[str]
@@ -146,8 +147,8 @@ def load_problem(config: PersonalizationConfig, fold_dir: Path, problem: str) ->
         problem=problem,
         pooled=pooled,
         maml=maml,
-        finetune=from_dict(AdaptHParams, ck_pooled.extra["finetune"]),
-        scratch=from_dict(AdaptHParams, ck_pooled.extra["scratch"]),
+        finetune=budgets_from_dict(ck_pooled.extra["finetune"]),
+        scratch=budgets_from_dict(ck_pooled.extra["scratch"]),
         normalizer=ChannelNormalizer.from_dict(ck_pooled.normalization),
         split={k: [int(s) for s in v] for k, v in ck_pooled.extra["split"].items()},
         channels=list(channels),

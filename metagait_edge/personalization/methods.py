@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import torch
 from torch import Tensor
 
+from metagait_edge.config import from_dict
 from metagait_edge.meta.maml import MAML, Batch, finetune, functional_forward
 from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
@@ -28,6 +29,24 @@ class AdaptHParams:
     steps: int = 5
     lr: float = 1e-3
     optimizer: str = "adam"
+
+
+Budgets = Mapping[int, AdaptHParams]
+"""Tuned budgets by support size: a support set of K examples uses the largest tuned size <= K."""
+
+
+def budget_for(budgets: Budgets, support_size: int) -> AdaptHParams:
+    if not budgets:
+        raise ValueError("no tuned adaptation budget")
+    sizes = sorted(budgets)
+    return budgets[max([k for k in sizes if k <= support_size], default=sizes[0])]
+
+
+def budgets_from_dict(stored: dict) -> Dict[int, AdaptHParams]:
+    """Budgets as stored with a checkpoint: ``{K: hparams}``, or one ``hparams`` for every K (older runs)."""
+    if "lr" in stored:
+        return {0: from_dict(AdaptHParams, stored)}
+    return {int(k): from_dict(AdaptHParams, v) for k, v in stored.items()}
 
 
 def predict_support_mean(query: Batch, problem: str) -> Tensor:
@@ -70,12 +89,15 @@ def all_predictions(
     query: Batch,
     maml: MAML,
     pooled: CycleModel,
-    finetune_hp: AdaptHParams,
-    scratch_hp: AdaptHParams,
+    finetune: Budgets,
+    scratch: Budgets,
     seed: int,
     only: Optional[tuple] = None,
 ) -> Dict[str, Tensor]:
-    """Every method's prediction for one task's query batch (``only`` restricts the methods)."""
+    """Every method's prediction for one task's query batch (``only`` restricts the methods); fine-tuning
+    and scratch use the budgets tuned on validation walkers for this support size."""
+    k = support.x.shape[0]
+    finetune_hp, scratch_hp = budget_for(finetune, k), budget_for(scratch, k)
     fns: Dict[str, Callable[[], Tensor]] = {
         "maml": lambda: predict_maml(maml, support, query),
         "support_mean": lambda: predict_support_mean(query, problem),

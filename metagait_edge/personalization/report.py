@@ -120,7 +120,11 @@ DESIGN_NOTES = (
     "and inputs, so the comparison isolates what meta-learning adds.",
     "- MAML is warm-started from the pooled model and meta-trained with first-order MAML++ (learned per-layer "
     "per-step inner rates, multi-step loss); the checkpoint is the iteration with the lowest validation-walker "
-    "loss after adaptation (iteration 0 is the pooled model with the initial inner rates).",
+    "loss after adaptation (iteration 0 is the pooled model with the initial inner rates). With `maml.shot_sizes` "
+    "every inner rate has a learned multiplier per support size, started at the value from `train.inner_lr_scales` "
+    "that adapts best on validation walkers: one cycle's gradient is noisy and five cycles' is not, so the step "
+    "that helps at 5 shots overfits at 1 shot. Fine-tuning and scratch get the same privilege: their learning "
+    "rates are tuned on validation walkers per support size.",
     "- Support examples use only the K support cycles: support cycle j is generated from cycle j-1 (zeros "
     "before the first) with the template of the other support cycles; for reconstruction each support cycle "
     "is masked at random and recovered. Queries use the template of all K cycles.",
@@ -153,7 +157,8 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         "with one warping path shared by all channels (dtaidistance: square root of the summed squared distances "
         "along the path), raw and divided by the path length. Mean ± SD across held-out walkers of per-walker means.",
         f"- Adaptation budget: {p.get('inner_steps')} gradient steps on the support set for MAML, fine-tuning and "
-        "scratch; fine-tuning and scratch learning rates tuned on validation walkers only.",
+        "scratch; fine-tuning and scratch learning rates (and MAML's starting rate multiplier) tuned on validation "
+        "walkers only, per support size where the checkpoint was trained so.",
         "- Personal reference (not a baseline): the pooled model trained further on the walker's own cycles outside "
         "the query set (hundreds of cycles), with the mean of those cycles as its template.",
         "",

@@ -106,6 +106,14 @@ def val_loss_pooled(model: CycleModel, batches) -> float:
     return float(np.mean([masked_mse(model(q.x)["output"], q.y, q.mask).item() for _, q in batches]))
 
 
+def by_support_size(batches) -> Dict[int, list]:
+    """Validation (support, query) pairs grouped by the number of support examples."""
+    groups: Dict[int, list] = {}
+    for s, q in batches:
+        groups.setdefault(int(s.x.shape[0]), []).append((s, q))
+    return dict(sorted(groups.items()))
+
+
 def val_loss_maml(maml: MAML, batches) -> float:
     losses = []
     for s, q in batches:
@@ -129,6 +137,8 @@ def train_maml(data: CycleTensors, sampler: TaskSampler, config: Personalization
     g = torch.Generator().manual_seed(tc.seed * 1000 + ctx.rank + 7)
     history = History()
     maml.eval()
+    if config.maml.shot_sizes:
+        choose_shot_scales(maml, val_batches, tc.inner_lr_scales)
     best = {"iteration": 0, "val_loss": val_loss_maml(maml, val_batches)}
     best_state = copy.deepcopy(maml.state_dict())
     history.log(iteration=0, val_loss=best["val_loss"])
@@ -159,25 +169,47 @@ def train_maml(data: CycleTensors, sampler: TaskSampler, config: Personalization
     return maml, history, best
 
 
-def tune_adaptation(pooled: CycleModel, val_batches, config: PersonalizationConfig, scratch: bool) -> AdaptHParams:
-    """Pick the learning rate of fine-tuning (or of training from scratch) on validation walkers only.
+def choose_shot_scales(maml: MAML, val_batches, scales: Sequence[float]) -> Dict[int, float]:
+    """Start MAML's inner rates, per support size, at the multiplier that adapts best on validation walkers
+    (as fine-tuning's rate is tuned); meta-training then learns them further."""
+    chosen = {}
+    for size, group in by_support_size(val_batches).items():
+        scores = {}
+        for scale in scales:
+            maml.set_shot_scale(size, scale)
+            scores[scale] = val_loss_maml(maml, group)
+        chosen[size] = min(scores, key=scores.get)
+        maml.set_shot_scale(size, chosen[size])
+        log.info("MAML inner-rate multiplier for %d-shot on validation: %s -> %g", size, scores, chosen[size])
+    return chosen
+
+
+def tune_adaptation(pooled: CycleModel, val_batches, config: PersonalizationConfig,
+                    scratch: bool) -> Dict[int, AdaptHParams]:
+    """Pick the learning rate of fine-tuning (or of training from scratch) on validation walkers only, for
+    each support size (MAML's inner rates depend on it too when ``maml.shot_sizes`` is set).
 
     The budget is MAML's: the same number of full-batch steps on the same support set.
     """
     tc = config.train
     steps = config.maml.eval_steps or config.maml.inner_steps
     grid = tc.scratch_lrs if scratch else tc.finetune_lrs
-    scores = {}
-    for lr in grid:
-        hp = AdaptHParams(steps=steps, lr=lr, optimizer=tc.adapt_optimizer)
-        losses = []
-        for i, (s, q) in enumerate(val_batches):
-            pred = predict_scratch(pooled.config, s, q, hp, seed=i) if scratch else predict_finetuned(pooled, s, q, hp)
-            losses.append(masked_mse(pred, q.y, q.mask).item())
-        scores[lr] = float(np.mean(losses))
-    best_lr = min(scores, key=scores.get)
-    log.info("%s lr grid on validation: %s -> %g", "scratch" if scratch else "finetune", scores, best_lr)
-    return AdaptHParams(steps=steps, lr=best_lr, optimizer=tc.adapt_optimizer)
+    groups = by_support_size(val_batches) if config.maml.shot_sizes else {0: list(val_batches)}
+    budgets = {}
+    for size, group in groups.items():
+        scores = {}
+        for lr in grid:
+            hp = AdaptHParams(steps=steps, lr=lr, optimizer=tc.adapt_optimizer)
+            losses = []
+            for i, (s, q) in enumerate(group):
+                pred = predict_scratch(pooled.config, s, q, hp, seed=i) if scratch else predict_finetuned(pooled, s, q, hp)
+                losses.append(masked_mse(pred, q.y, q.mask).item())
+            scores[lr] = float(np.mean(losses))
+        best_lr = min(scores, key=scores.get)
+        log.info("%s lr grid on validation (support size %s): %s -> %g", "scratch" if scratch else "finetune",
+                 size or "any", scores, best_lr)
+        budgets[size] = AdaptHParams(steps=steps, lr=best_lr, optimizer=tc.adapt_optimizer)
+    return budgets
 
 
 def train_reference(pooled: CycleModel, examples: Batch, config: PersonalizationConfig, seed: int) -> dict:
