@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import tempfile
@@ -67,6 +68,52 @@ def _board(samples, rate_hz: float, folder: str, times, written, lost, go, stop)
     written.value, lost.value = link.written, link.lost
 
 
+def _jitter_probe(starts, lengths, count, priority: int, stop) -> None:
+    """A process that only sleeps 1 ms in a loop (SCHED_FIFO above the runtime's threads when ``priority``
+    > 0) and records every wake-up more than 2 ms late: stalls the machine imposes on any process, which
+    no change inside the runtime can shorten."""
+    import os
+
+    if priority > 0:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except PermissionError:
+            pass
+    n, i = 0, 0
+    while True:
+        i += 1
+        if i % 200 == 0 and stop.is_set():
+            break
+        t0 = time.time_ns()
+        time.sleep(0.001)
+        late = time.time_ns() - t0 - 1_000_000
+        if late > 2_000_000 and n < len(starts):
+            starts[n], lengths[n] = t0 + 1_000_000, late
+            n += 1
+            count.value = n
+
+
+def cpu_steal_ticks() -> int:
+    """The machine's stolen CPU time (clock ticks) from /proc/stat: time the hypervisor ran other guests."""
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()
+    return int(fields[8]) if len(fields) > 8 else 0
+
+
+def probe_overlap(write_ns, recv_ns, lat_ms, starts, lengths, threshold_ms: float = 10.0) -> dict:
+    """How many trajectories slower than ``threshold_ms`` overlap a stall of the independent jitter probe."""
+    import numpy as np
+
+    s = np.asarray(starts, np.int64)
+    e = s + np.asarray(lengths, np.int64)
+    slow = np.flatnonzero(lat_ms > threshold_ms)
+    hit = sum(bool(np.any((s < recv_ns[k]) & (e > write_ns[k]) & (e - s > 3_000_000))) for k in slow)
+    d = (e - s) / 1e6
+    return {"stalls_over_3ms": int((d > 3).sum()), "stalls_over_10ms": int((d > 10).sum()),
+            "max_stall_ms": round(float(d.max()), 2) if d.size else 0.0,
+            "slow_trajectories": int(slow.size), "slow_overlapping_a_stall": int(hit)}
+
+
 class Drain:
     """Moves published records out of the runtime into preallocated arrays (flat memory over a soak)."""
 
@@ -103,6 +150,9 @@ def main(argv=None) -> int:
                     help="runtime.realtime_priority for the control threads, and SCHED_FIFO for the subscriber "
                          "(the controller); needs CAP_SYS_NICE")
     ap.add_argument("--camera-nice", type=int, default=None, help="runtime.camera_nice (default: the config default)")
+    ap.add_argument("--jitter-probe", action="store_true",
+                    help="run an independent process that only sleeps 1 ms in a loop (SCHED_FIFO above the "
+                         "runtime with --realtime) and report which slow trajectories coincide with its stalls")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -149,6 +199,12 @@ def main(argv=None) -> int:
     deadline = time.monotonic() + 30
     while not rt.serial.stats.connected and time.monotonic() < deadline:
         time.sleep(0.05)
+    if args.jitter_probe:
+        p_starts, p_lengths, p_count, p_stop = ctx.Array("q", 1 << 16), ctx.Array("q", 1 << 16), ctx.Value("q", 0), ctx.Event()
+        probe = ctx.Process(target=_jitter_probe, args=(p_starts, p_lengths, p_count,
+                                                        args.realtime + 10 if args.realtime else 0, p_stop), daemon=True)
+        probe.start()
+    steal0 = cpu_steal_ticks()
     cpu0, wall0, rss0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), rss_mb()
     go.set()
     t_cal = time.monotonic()
@@ -168,6 +224,10 @@ def main(argv=None) -> int:
     board.join(10)
     time.sleep(0.3)
     cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    steal = (cpu_steal_ticks() - steal0) / os.sysconf("SC_CLK_TCK") / (wall1 - wall0) / (os.cpu_count() or 1)
+    if args.jitter_probe:
+        p_stop.set()
+        probe.join(5)
     rt.stop()
     drain(rt.records)
     stop.set()
@@ -193,11 +253,14 @@ def main(argv=None) -> int:
         "published": rt.stats.published, "received": int(len(got["t_ns"])),
         "camera_fps": round(rt.camera.stats.fps, 1) if rt.camera else None,
         "camera_read_failures": rt.camera.stats.read_failures if rt.camera else None,
-        "cpu_cores": round(cpu, 3), "rss_mb": {"start": round(rss0, 1), "curve": rss_curve},
+        "cpu_cores": round(cpu, 3), "cpu_steal_fraction": round(steal, 4), "rss_mb": {"start": round(rss0, 1), "curve": rss_curve},
         "calibration": {"accepted": outcome.success, "wall_s": round(cal_wall, 2), "process_s": round(outcome.process_s, 3),
                         "adapt_s": round(outcome.adapt_s, 3), "error_before": outcome.error_before,
                         "error_after": outcome.error_after},
     }
+    if args.jitter_probe:
+        k = p_count.value
+        out["jitter_probe"] = probe_overlap(drain.write_ns[keep], recv_ns, lat, p_starts[:k], p_lengths[:k])
     print(json.dumps(out, indent=2))
     print(f"summary: {out['backend']}, latency p50 {out['latency_ms']['p50']:.1f} / p99 {out['latency_ms']['p99']:.1f} ms "
           f"over {len(lat)} trajectories, {out['frames_decoded']}/{out['frames_written']} frames, "
