@@ -137,3 +137,11 @@ def test_tuned_budgets_by_support_size_and_older_single_budget():
     assert budget_for(older, 1) == budget_for(older, 5) == AdaptHParams(5, 1e-3, "adam")
     with pytest.raises(ValueError, match="no tuned"):
         budget_for({}, 1)
+
+
+def test_grid_choice_ignores_diverged_values():
+    from metagait_edge.personalization.train import best_finite
+
+    assert best_finite({30.0: float("nan"), 1.0: 0.6, 3.0: 0.5, 10.0: float("inf")}) == 3.0
+    with pytest.raises(ValueError, match="diverged"):
+        best_finite({1.0: float("nan")})

@@ -169,6 +169,14 @@ def train_maml(data: CycleTensors, sampler: TaskSampler, config: Personalization
     return maml, history, best
 
 
+def best_finite(scores: Dict[float, float]) -> float:
+    """The grid value with the lowest validation loss; a diverged one (NaN/Inf) never wins."""
+    finite = {k: v for k, v in scores.items() if np.isfinite(v)}
+    if not finite:
+        raise ValueError(f"every grid value diverged on validation walkers: {scores}")
+    return min(finite, key=finite.get)
+
+
 def choose_shot_scales(maml: MAML, val_batches, scales: Sequence[float]) -> Dict[int, float]:
     """Start MAML's inner rates, per support size, at the multiplier that adapts best on validation walkers
     (as fine-tuning's rate is tuned); meta-training then learns them further."""
@@ -178,7 +186,7 @@ def choose_shot_scales(maml: MAML, val_batches, scales: Sequence[float]) -> Dict
         for scale in scales:
             maml.set_shot_scale(size, scale)
             scores[scale] = val_loss_maml(maml, group)
-        chosen[size] = min(scores, key=scores.get)
+        chosen[size] = best_finite(scores)
         maml.set_shot_scale(size, chosen[size])
         log.info("MAML inner-rate multiplier for %d-shot on validation: %s -> %g", size, scores, chosen[size])
     return chosen
@@ -205,7 +213,7 @@ def tune_adaptation(pooled: CycleModel, val_batches, config: PersonalizationConf
                 pred = predict_scratch(pooled.config, s, q, hp, seed=i) if scratch else predict_finetuned(pooled, s, q, hp)
                 losses.append(masked_mse(pred, q.y, q.mask).item())
             scores[lr] = float(np.mean(losses))
-        best_lr = min(scores, key=scores.get)
+        best_lr = best_finite(scores)
         log.info("%s lr grid on validation (support size %s): %s -> %g", "scratch" if scratch else "finetune",
                  size or "any", scores, best_lr)
         budgets[size] = AdaptHParams(steps=steps, lr=best_lr, optimizer=tc.adapt_optimizer)
