@@ -279,3 +279,24 @@ def test_shot_scales_are_meta_learned_and_round_trip():
         MAMLConfig(shot_sizes=[5, 1])
     with pytest.raises(ValueError, match="no shot_sizes"):
         MAML(_tiny_tcn(), MAMLConfig()).set_shot_scale(5, 2.0)
+
+
+def test_detached_adaptation_backs_off_a_diverging_step():
+    model = _tiny_tcn()
+    task = _sine_task(4, shots=5)
+    s = task.support
+    before = batch_loss(model, model_params(model), s).item()
+    maml = MAML(model, MAMLConfig(inner_steps=3, inner_lr=50.0)).eval()  # far past the edge of stability
+    raw = adapt(model, model_params(model, detach=True), s, steps=3, lrs=maml.learning_rates(), detach=True)
+    raw_loss = batch_loss(model, raw, s).item()
+    assert not (raw_loss <= before)  # the plain step diverges (or at least gets worse)
+    fast = maml.adapt(s.x, s.y, s.mask, max_backtracks=12)
+    after = batch_loss(model, fast, s).item()
+    assert after <= before and any(not torch.equal(fast[n], p) for n, p in model.named_parameters())
+    # no backtracking allowed: the unadapted weights rather than a diverged model
+    kept = maml.adapt(s.x, s.y, s.mask, max_backtracks=0)
+    assert all(torch.equal(kept[n], p.detach()) for n, p in model.named_parameters())
+    # meta-training (differentiable) is never altered
+    maml.train()
+    diff = maml.adapt(s.x, s.y, s.mask)
+    assert all(torch.allclose(diff[n], raw[n], equal_nan=True) for n in raw)

@@ -20,6 +20,7 @@ gradient steps on the support set), using SGD or Adam.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Literal, Mapping, Optional, Sequence, Union
 
@@ -361,6 +362,7 @@ class MAML(nn.Module):
         *,
         x_mask: Optional[Tensor] = None,
         differentiable: Optional[bool] = None,
+        max_backtracks: int = 2,
     ) -> Params:
         """Fast weights after adapting on the support set.
 
@@ -368,18 +370,37 @@ class MAML(nn.Module):
         (second-order unless first-order is configured / annealed); otherwise the result is detached,
         as used for evaluation and deployment. ``steps`` defaults to ``inner_steps`` when
         differentiable, else ``eval_steps``.
+
+        Detached adaptation is safeguarded, on the support set only: when the adapted support loss is not
+        finite or above the unadapted one, the adaptation is redone with a third of the rates, up to
+        ``max_backtracks`` times, and finally the unadapted weights are returned. Rates tuned to the edge of
+        stability on some walkers can diverge on an unusual one, and a calibration must never produce NaN.
         """
         support = Batch(support_x, support_y, support_mask, x_mask)
-        return self._adapt(support, loss_fn, steps, differentiable, trajectory=False)  # type: ignore[return-value]
+        differentiable = self.training if differentiable is None else differentiable
+        fast = self._adapt(support, loss_fn, steps, differentiable, trajectory=False)
+        if differentiable:
+            return fast  # type: ignore[return-value]
+        loss = loss_fn or self.loss_fn
+        with torch.no_grad():
+            start = model_params(self.model, detach=True)
+            before = batch_loss(self.model, start, support, loss, self.config.output_key).item()
+            for attempt in range(max_backtracks + 1):
+                if attempt:
+                    fast = self._adapt(support, loss_fn, steps, False, trajectory=False, lr_scale=3.0**-attempt)
+                after = batch_loss(self.model, fast, support, loss, self.config.output_key).item()
+                if math.isfinite(after) and after <= before:
+                    return fast  # type: ignore[return-value]
+        return start
 
-    def _adapt(self, support, loss_fn, steps, differentiable, trajectory):
+    def _adapt(self, support, loss_fn, steps, differentiable, trajectory, lr_scale: float = 1.0):
         cfg = self.config
         differentiable = self.training if differentiable is None else differentiable
         if steps is None:
             steps = cfg.inner_steps if differentiable or cfg.eval_steps is None else cfg.eval_steps
         lrs = self.learning_rates(support.x.shape[0])
         if not differentiable:
-            lrs = {n: v.detach() for n, v in lrs.items()}
+            lrs = {n: v.detach() * lr_scale for n, v in lrs.items()}
         return adapt(
             self.model,
             model_params(self.model, detach=not differentiable),
