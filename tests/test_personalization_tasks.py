@@ -145,3 +145,21 @@ def test_grid_choice_ignores_diverged_values():
     assert best_finite({30.0: float("nan"), 1.0: 0.6, 3.0: 0.5, 10.0: float("inf")}) == 3.0
     with pytest.raises(ValueError, match="diverged"):
         best_finite({1.0: float("nan")})
+
+
+def test_a_non_finite_meta_loss_leaves_the_meta_parameters_untouched():
+    from metagait_edge.meta.maml import MAML, MAMLConfig
+    from metagait_edge.models import TCN, TCNConfig
+    from metagait_edge.personalization.train import meta_step
+
+    maml = MAML(TCN(TCNConfig(in_channels=2, out_channels=2, hidden_channels=4, levels=2, min_receptive_field=0)),
+                MAMLConfig(inner_steps=1))
+    opt = torch.optim.Adam(maml.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in maml.state_dict().items()}
+    x = torch.randn(2, 2, 8)
+    loss = (maml.model(x)["output"] * float("nan")).mean()
+    value, stepped = meta_step(opt, maml, loss)
+    assert not stepped and not np.isfinite(value)
+    assert all(torch.equal(before[k], v) for k, v in maml.state_dict().items())
+    value, stepped = meta_step(opt, maml, maml.model(x)["output"].pow(2).mean())
+    assert stepped and any(not torch.equal(before[k], v) for k, v in maml.state_dict().items())

@@ -123,6 +123,24 @@ def val_loss_maml(maml: MAML, batches) -> float:
     return float(np.mean(losses))
 
 
+def meta_step(opt: torch.optim.Optimizer, maml: MAML, loss: torch.Tensor) -> tuple[float, bool]:
+    """One meta-update; skipped when the meta-loss (mean over ranks) or a gradient is not finite: an inner
+    loop that diverged on one task batch must not turn every meta-parameter into NaN (it did, once, in a
+    reconstruction run with large learned rates). Returns (meta-loss, whether the update was applied)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    value = distributed.all_reduce_mean(loss.detach()).item()
+    finite = np.isfinite(value) and all(bool(torch.isfinite(p.grad).all()) for p in maml.parameters() if p.grad is not None)
+    if not finite:
+        opt.zero_grad(set_to_none=True)
+        return value, False
+    opt.step()
+    with torch.no_grad():  # learned inner rates must stay positive
+        for lr in maml.inner_lrs.values():
+            lr.clamp_(min=1e-6)
+    return value, True
+
+
 def train_maml(data: CycleTensors, sampler: TaskSampler, config: PersonalizationConfig, problem: str,
                init: CycleModel, val_batches, progress: bool = True) -> tuple[MAML, History, Dict[str, float]]:
     """MAML(++) meta-training warm-started from the pooled model; the checkpoint is selected on validation
@@ -143,23 +161,18 @@ def train_maml(data: CycleTensors, sampler: TaskSampler, config: Personalization
     best_state = copy.deepcopy(maml.state_dict())
     history.log(iteration=0, val_loss=best["val_loss"])
     bar = tqdm(range(1, tc.meta_iterations + 1), desc=f"maml {problem}", disable=not (progress and ctx.is_main))
+    skipped = 0
     for it in bar:
         maml.train()
         maml.set_progress(it / tc.meta_iterations)
         tasks = [meta_task(data, sampler.sample(rng), problem, config.masking, g) for _ in range(tc.meta_batch)]
-        loss = wrapped([t for t in tasks])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():  # learned inner rates must stay positive
-            for lr in maml.inner_lrs.values():
-                lr.clamp_(min=1e-6)
-        value = distributed.all_reduce_mean(loss.detach()).item()
+        value, stepped = meta_step(opt, maml, wrapped(tasks))
+        skipped += not stepped
         if it % tc.val_every == 0 or it == tc.meta_iterations:
             maml.eval()
             val = val_loss_maml(maml, val_batches)
             mean_lr = float(torch.stack([v.detach().mean() for v in maml.inner_lrs.values()]).mean())
-            history.log(iteration=it, meta_loss=value, val_loss=val, mean_inner_lr=mean_lr)
+            history.log(iteration=it, meta_loss=value, val_loss=val, mean_inner_lr=mean_lr, skipped_steps=skipped)
             bar.set_postfix(meta=f"{value:.4f}", val=f"{val:.4f}", lr=f"{mean_lr:.4f}")
             if val < best["val_loss"]:
                 best = {"iteration": it, "val_loss": val}
