@@ -163,3 +163,22 @@ def test_a_non_finite_meta_loss_leaves_the_meta_parameters_untouched():
     assert all(torch.equal(before[k], v) for k, v in maml.state_dict().items())
     value, stepped = meta_step(opt, maml, maml.model(x)["output"].pow(2).mean())
     assert stepped and any(not torch.equal(before[k], v) for k, v in maml.state_dict().items())
+
+
+def test_per_walker_section_sorts_by_pooled_error_and_splits_the_least_typical():
+    from metagait_edge.personalization.report import per_walker_section
+
+    def scores(values):
+        return {"mse": dict(zip(["a", "b", "c"], values))}
+
+    per_walker = {"generation": {"5": {
+        "pooled": scores([0.20, 0.40, 0.30]), "reference": scores([0.10, 0.20, 0.10]),
+        "maml": scores([0.15, 0.30, 0.30]), "pooled_finetune": scores([0.20, 0.20, 0.20]),
+    }}}
+    lines = per_walker_section(per_walker, atypical_fraction=1 / 3)
+    rows = [line for line in lines if line.startswith("| ") and line[2] in "abc"]
+    assert [r.split("|")[1].strip() for r in rows] == ["b", "c", "a"]  # least typical (highest pooled error) first
+    assert "0.300 (50 %)" in rows[0] and "0.200 (100 %)" in rows[0]  # (0.4-0.3)/(0.4-0.2), (0.4-0.2)/(0.4-0.2)
+    summary = next(line for line in lines if line.startswith("Mean share"))
+    assert "least typical (1: b): MAML-TCN 50 %, fine-tuning 100 %" in summary
+    assert "the others (2: c, a): MAML-TCN 25 %, fine-tuning 25 %" in summary  # c: 0 / 50 %, a: 50 / 0 %

@@ -106,9 +106,45 @@ def verdict(results: dict) -> List[str]:
                              f"({LABELS[best_other]} {others[best_other]:.4g}).")
             gap = cell.get("gap_closed", {}).get("maml")
             if gap is not None and not math.isnan(gap):
-                lines.append(f"- {problem}, {shots}-shot: MAML-TCN closes {100 * gap:.0f} % of the gap between the pooled "
+                lines.append(f"- {problem}, {shots}-shot: MAML-TCN closes {round(100 * gap)} % of the gap between the pooled "
                              f"model and the personal reference (target: at least 50 %).")
     return lines
+
+
+def per_walker_section(per_walker: dict, shots: str = "5", atypical_fraction: float = 1 / 3) -> List[str]:
+    """Where personalization matters: per problem, the held-out walkers sorted by the pooled model's error
+    (least typical first) with the reference, MAML-TCN, fine-tuning and the share of each walker's gap they
+    close; then the mean share for the least typical walkers against the others."""
+    from metagait_edge.personalization.evaluate import gap_closed
+
+    lines: List[str] = []
+    for problem, by_shots in per_walker.items():
+        cell = by_shots.get(shots)
+        if not cell or not {"pooled", "maml", "pooled_finetune", "reference"} <= set(cell):
+            continue
+        mse = {m: {str(w): v for w, v in cell[m]["mse"].items()} for m in ("pooled", "maml", "pooled_finetune", "reference")}
+        walkers = sorted(mse["pooled"], key=lambda w: -mse["pooled"][w])
+        closed = {m: {w: gap_closed(mse["pooled"][w], mse[m][w], mse["reference"][w]) for w in walkers}
+                  for m in ("maml", "pooled_finetune")}
+        lines += [f"#### {problem}, {shots}-shot", "",
+                  "| walker | pooled TCN | personal reference | MAML-TCN (gap closed) | pooled + fine-tuning (gap closed) |",
+                  "|---|---|---|---|---|"]
+        for w in walkers:
+            lines.append(f"| {w} | {mse['pooled'][w]:.3f} | {mse['reference'][w]:.3f} | {mse['maml'][w]:.3f} "
+                         f"({_pct(closed['maml'][w])}) | {mse['pooled_finetune'][w]:.3f} ({_pct(closed['pooled_finetune'][w])}) |")
+        n = max(1, round(len(walkers) * atypical_fraction))
+        groups = {"least typical": walkers[:n], "the others": walkers[n:]}
+        parts = []
+        for name, group in groups.items():
+            means = {m: np.nanmean([closed[m][w] for w in group]) if group else math.nan for m in closed}
+            parts.append(f"{name} ({len(group)}: {', '.join(group)}): MAML-TCN {_pct(means['maml'])}, "
+                         f"fine-tuning {_pct(means['pooled_finetune'])}")
+        lines += ["", "Mean share of the walker's own gap closed, " + "; ".join(parts) + ".", ""]
+    return lines
+
+
+def _pct(fraction: float) -> str:
+    return "n/a" if not math.isfinite(fraction) else f"{round(100 * fraction)} %"
 
 
 DESIGN_NOTES = (
@@ -172,6 +208,12 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         "## Re-donning protocol (support and queries from different recordings)",
         "",
         *_table(payload.get("redonning", {}), None),
+        "## Where personalization matters: the least typical walkers (main protocol)",
+        "",
+        "Walkers sorted by the pooled model's error (how far they are from the training walkers). Gap closed: the share "
+        "of that walker's pooled-to-reference gap that adaptation closes.",
+        "",
+        *per_walker_section(payload.get("per_walker", {})),
         "## Timing (one CPU thread, median)",
         "",
         "| what | ms |",
