@@ -128,11 +128,12 @@ def test_sensor_dropout_removes_whole_imus_and_dependent_angles():
 
 
 def test_tuned_budgets_by_support_size_and_older_single_budget():
-    from metagait_edge.personalization.methods import AdaptHParams, budget_for, budgets_from_dict
+    from metagait_edge.personalization.methods import AdaptHParams, budget_for, budgets_from_dict, budgets_to_dict
 
     budgets = budgets_from_dict({"1": {"steps": 5, "lr": 3e-4, "optimizer": "adam"},
                                  "5": {"steps": 5, "lr": 3e-3, "optimizer": "adam"}})
     assert [budget_for(budgets, k).lr for k in (1, 2, 5, 8)] == [3e-4, 3e-4, 3e-3, 3e-3]
+    assert budgets_from_dict(budgets_to_dict(budgets)) == budgets
     older = budgets_from_dict({"steps": 5, "lr": 1e-3, "optimizer": "adam"})
     assert budget_for(older, 1) == budget_for(older, 5) == AdaptHParams(5, 1e-3, "adam")
     with pytest.raises(ValueError, match="no tuned"):

@@ -14,6 +14,7 @@ from metagait_edge.meta.maml import (
     functional_forward,
     model_params,
     multi_step_weights,
+    size_slot,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "functional_forward",
     "model_params",
     "multi_step_weights",
+    "size_slot",
 ]

@@ -112,6 +112,13 @@ class MAMLConfig:
 # Pure functions: shared by meta-training, evaluation and on-device calibration.
 
 
+def size_slot(sizes: Sequence[int], support_size: int) -> int:
+    """Index of the entry of the increasing ``sizes`` that a support set of ``support_size`` examples uses:
+    the largest size <= ``support_size``, the smallest for fewer. Rates and budgets tuned per support size
+    all follow this rule."""
+    return max([i for i, k in enumerate(sizes) if k <= support_size], default=0)
+
+
 def model_params(model: nn.Module, detach: bool = False) -> Params:
     """The model's parameters as a fast-weight dict (the starting point of an adaptation)."""
     return {n: (p.detach() if detach else p) for n, p in model.named_parameters()}
@@ -321,8 +328,7 @@ class MAML(nn.Module):
 
     def shot_index(self, support_size: int) -> int:
         """Which ``shot_sizes`` multiplier a support set of ``support_size`` examples uses."""
-        sizes = self.config.shot_sizes
-        return max([i for i, k in enumerate(sizes) if k <= support_size], default=0)
+        return size_slot(self.config.shot_sizes, support_size)
 
     def shot_scale(self, support_size: Optional[int]) -> Optional[Tensor]:
         if not self.config.shot_sizes or support_size is None:

@@ -19,7 +19,7 @@ import torch
 
 from metagait_edge.atomic import atomic_write_text
 from metagait_edge.checkpoint import load_checkpoint, save_checkpoint
-from metagait_edge.config import from_dict, to_dict
+from metagait_edge.config import from_dict
 from metagait_edge.distributed import is_main_process
 from metagait_edge.data.cycles import CycleSet
 from metagait_edge.data.normalization import ChannelNormalizer, fit_normalizer
@@ -28,7 +28,7 @@ from metagait_edge.personalization import train as T
 from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.episodes import CycleTensors
 from metagait_edge.personalization.inputs import channel_sensors
-from metagait_edge.personalization.methods import Budgets, budgets_from_dict
+from metagait_edge.personalization.methods import Budgets, budgets_from_dict, budgets_to_dict
 from metagait_edge.personalization.model import CycleModel
 from metagait_edge.personalization.tasks import Recording, TaskSampler, group_recordings, subject_folds
 
@@ -99,8 +99,8 @@ def train_fold(config: PersonalizationConfig, prepared: Prepared, out_dir: Path,
             normalization=prepared.normalizer.to_dict(),
             data_fingerprint=prepared.fingerprint,
         )
-        extra = {"problem": problem, "split": split, "finetune": {str(k): to_dict(v) for k, v in finetune_hp.items()},
-                 "scratch": {str(k): to_dict(v) for k, v in scratch_hp.items()},
+        extra = {"problem": problem, "split": split, "finetune": budgets_to_dict(finetune_hp),
+                 "scratch": budgets_to_dict(scratch_hp),
                  "channels": list(prepared.cycles.channels)}
         if not is_main_process():
             continue

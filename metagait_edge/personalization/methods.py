@@ -17,8 +17,8 @@ from typing import Callable, Dict, Mapping, Optional
 import torch
 from torch import Tensor
 
-from metagait_edge.config import from_dict
-from metagait_edge.meta.maml import MAML, Batch, finetune, functional_forward
+from metagait_edge.config import from_dict, to_dict
+from metagait_edge.meta.maml import MAML, Batch, finetune, functional_forward, size_slot
 from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
 
@@ -39,7 +39,12 @@ def budget_for(budgets: Budgets, support_size: int) -> AdaptHParams:
     if not budgets:
         raise ValueError("no tuned adaptation budget")
     sizes = sorted(budgets)
-    return budgets[max([k for k in sizes if k <= support_size], default=sizes[0])]
+    return budgets[sizes[size_slot(sizes, support_size)]]
+
+
+def budgets_to_dict(budgets: Budgets) -> dict:
+    """Budgets as stored with a checkpoint (JSON keys are strings); read back by ``budgets_from_dict``."""
+    return {str(k): to_dict(v) for k, v in budgets.items()}
 
 
 def budgets_from_dict(stored: dict) -> Dict[int, AdaptHParams]:
