@@ -22,6 +22,7 @@ import torch
 from metagait_edge.atomic import atomic_write_text
 from metagait_edge.personalization.analysis import ALL, summarize_gap, template_gap
 from metagait_edge.personalization.experiment import load_problem, prepare, stored_config
+from metagait_edge.plots import save_figure, subplots
 from metagait_edge.personalization.runner import available_runs, fold_dir, load_cycles, provenance
 
 SIZES = (1, 2, 5, 10, 20, ALL)
@@ -84,13 +85,8 @@ def markdown(result: dict, command: str) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     problems = list(result["results"])
-    fig, axes = plt.subplots(1, len(problems), figsize=(5.5 * len(problems), 4), squeeze=False)
+    fig, axes = subplots(1, len(problems), figsize=(5.5 * len(problems), 4), squeeze=False)
     x = list(range(len(SIZES)))
     for ax, problem in zip(axes[0], problems):
         rows = result["results"][problem]
@@ -104,10 +100,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_title(problem)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> int:

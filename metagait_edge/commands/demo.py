@@ -210,16 +210,14 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
 
 
 def _plot(path: str, spec, got, runtime) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from metagait_edge.plots import save_figure, subplots
 
     from metagait_edge.runtime.calibration import ANGLE_CHANNELS
 
     x = np.linspace(0, 100, 101)
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
+    fig, axes = subplots(2, 3, figsize=(12, 6), sharex=True)
     truth = None
     if spec.true_cycles is not None and len(spec.true_cycles):
         idx = [list(spec.channels).index(c) for c in ANGLE_CHANNELS]
@@ -238,9 +236,7 @@ def _plot(path: str, spec, got, runtime) -> None:
     axes[0, 0].plot([], [], color="tab:red", label="published, personalized")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"metagait-edge demo: {spec.name} ({spec.source}); trajectories received by the subscriber process")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from metagait_edge.atomic import atomic_write_text
+from metagait_edge.plots import save_figure, subplots
 
 METHOD_ORDER = ("maml", "pooled_finetune", "pooled", "support_mean", "copy_previous", "scratch")
 LABELS = {
@@ -232,12 +233,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 def plot_cycles(path: Path, t: np.ndarray, truth: np.ndarray, predictions: Dict[str, np.ndarray],
                 channels: Sequence[str], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(channels), figsize=(5 * len(channels), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(channels), figsize=(5 * len(channels), 3.8), squeeze=False)
     for ax, (c, name) in zip(axes[0], enumerate(channels)):
         ax.plot(t, truth[c], color="black", lw=2.5, label="true next cycle")
         for method, pred in predictions.items():
@@ -247,19 +243,13 @@ def plot_cycles(path: Path, t: np.ndarray, truth: np.ndarray, predictions: Dict[
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_error_vs_shots(path: Path, curves: Dict[str, Dict[int, float]], title: str) -> None:
-    import matplotlib
+    import matplotlib.ticker
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for method, pts in curves.items():
         ks = sorted(pts)
         ax.plot(ks, [pts[k] for k in ks], marker="o", label=LABELS.get(method, method))
@@ -271,7 +261,4 @@ def plot_error_vs_shots(path: Path, curves: Dict[str, Dict[int, float]], title: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
