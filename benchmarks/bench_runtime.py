@@ -72,8 +72,6 @@ def _jitter_probe(starts, lengths, count, priority: int, stop) -> None:
     """A process that only sleeps 1 ms in a loop (SCHED_FIFO above the runtime's threads when ``priority``
     > 0) and records every wake-up more than 2 ms late: stalls the machine imposes on any process, which
     no change inside the runtime can shorten."""
-    import os
-
     if priority > 0:
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))

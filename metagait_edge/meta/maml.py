@@ -404,9 +404,9 @@ class MAML(nn.Module):
         differentiable = self.training if differentiable is None else differentiable
         if steps is None:
             steps = cfg.inner_steps if differentiable or cfg.eval_steps is None else cfg.eval_steps
-        lrs = self.learning_rates(support.x.shape[0])
+        lrs = {n: v * lr_scale for n, v in self.learning_rates(support.x.shape[0]).items()}
         if not differentiable:
-            lrs = {n: v.detach() * lr_scale for n, v in lrs.items()}
+            lrs = {n: v.detach() for n, v in lrs.items()}
         return adapt(
             self.model,
             model_params(self.model, detach=not differentiable),
