@@ -16,6 +16,7 @@ from metagait_edge.checkpoint import CheckpointError
 from metagait_edge.config import dump_yaml, from_dict, load_config
 from metagait_edge.personalization.config import PersonalizationConfig, SplitConfig, TrainConfig
 from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, train_fold
+from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
 from metagait_edge.personalization.runner import evaluate, fold_dir
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
@@ -36,6 +37,7 @@ def tiny_config() -> PersonalizationConfig:
         train=TrainConfig(pooled_steps=30, pooled_tasks_per_step=4, meta_iterations=6, meta_batch=2, val_every=3,
                           val_max_tasks=8, finetune_lrs=(1e-3, 1e-2), scratch_lrs=(1e-2,), reference_steps=5,
                           reference_batch=8, inner_lr_scales=(1.0, 3.0), seed=0),
+        loss=CycleLossConfig(sdtw_weight=1.0, sdtw_gamma=0.1, sdtw_points=21),
     )
 
 
@@ -116,6 +118,7 @@ def test_evaluation_report_has_the_documented_shape(trained):
                     assert isinstance(cell[m][key], float) and cell[m][key] >= 0
             assert set(cell["gap_closed"]) == {"maml", "pooled_finetune"}
     assert set(payload["timing_ms"]) == {"adapt_1shot", "adapt_5shot", "generate_cycle"}
+    assert payload["protocol"]["training_loss"]["generation"]["sdtw_weight"] == 1.0
     json.dumps(payload)  # machine-readable as is
     # the synthetic walkers differ: the support mean must beat copying nothing (zeros = population mean)
     sm = payload["results"]["generation"]["5"]["support_mean"]["mse"]

@@ -302,11 +302,13 @@ class MAML(nn.Module):
     ``forward(tasks)`` is ``meta_loss(tasks)`` so that the wrapper can be put under DDP.
     """
 
-    def __init__(self, model: nn.Module, config: MAMLConfig | None = None, loss_fn: LossFn = masked_mse):
+    def __init__(self, model: nn.Module, config: MAMLConfig | None = None, loss_fn: LossFn = masked_mse,
+                 meta_loss_fn: Optional[LossFn] = None):
         super().__init__()
         self.model = model
         self.config = config = config or MAMLConfig()
-        self.loss_fn = loss_fn
+        self.loss_fn = loss_fn  # the inner loop's, on support sets (also what ``adapt`` uses on a device)
+        self.meta_loss_fn = meta_loss_fn or loss_fn  # the outer loop's, on query sets
         self.progress = 0.0
         self.last_step_losses: Optional[Tensor] = None
         if config.adapt == "all":
@@ -434,11 +436,11 @@ class MAML(nn.Module):
             p = self.progress if progress is None else progress
             weights = multi_step_weights(steps, p, cfg.msl_anneal_fraction)
             losses = torch.stack(
-                [batch_loss(self.model, traj[s + 1], task.query, self.loss_fn, cfg.output_key) for s in range(steps)]
+                [batch_loss(self.model, traj[s + 1], task.query, self.meta_loss_fn, cfg.output_key) for s in range(steps)]
             )
             total = sum(w * l for w, l in zip(weights, losses))
             return total, losses.detach()
-        loss = batch_loss(self.model, traj, task.query, self.loss_fn, cfg.output_key)
+        loss = batch_loss(self.model, traj, task.query, self.meta_loss_fn, cfg.output_key)
         return loss, loss.detach()[None]
 
     def meta_loss(self, tasks: Sequence[Task], progress: Optional[float] = None) -> Tensor:

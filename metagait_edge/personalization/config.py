@@ -9,6 +9,7 @@ from metagait_edge.data.cycles import CycleSetConfig
 from metagait_edge.meta.maml import MAMLConfig
 from metagait_edge.models.tcn import TCNConfig
 from metagait_edge.personalization.inputs import MaskingConfig
+from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
 
 
@@ -53,4 +54,5 @@ class PersonalizationConfig:
     tcn: TCNConfig = field(default_factory=lambda: TCNConfig(hidden_channels=32, levels=5, film=True))
     maml: MAMLConfig = field(default_factory=lambda: MAMLConfig(inner_steps=5, inner_lr=0.01, first_order=True))
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: CycleLossConfig = field(default_factory=CycleLossConfig)  # see personalization.loss
     model_base: str = "template"  # see personalization.model.CycleModelConfig.base

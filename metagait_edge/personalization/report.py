@@ -144,6 +144,22 @@ def per_walker_section(per_walker: dict, shots: str = "5", atypical_fraction: fl
     return lines
 
 
+def training_loss_lines(losses: Dict[str, dict]) -> List[str]:
+    """The protocol's line on what the pooled model, the personal reference and MAML's meta-loss minimized."""
+    parts = []
+    for problem, loss in sorted(losses.items()):
+        if loss.get("sdtw_weight", 0) > 0:
+            points = f", cycles resampled to {loss['sdtw_points']} points" if loss.get("sdtw_points") else ""
+            parts.append(f"{problem}: MSE + {loss['sdtw_weight']:g} x soft-DTW divergence (gamma "
+                         f"{loss['sdtw_gamma']:g}{points})")
+        else:
+            parts.append(f"{problem}: MSE")
+    if not parts:
+        return []
+    return ["- Training loss of the pooled model, the personal reference and MAML's meta-loss: " + "; ".join(parts)
+            + ". Adaptation on a support set (MAML's inner loop, fine-tuning, scratch) minimizes MSE."]
+
+
 def _pct(fraction: float) -> str:
     return "n/a" if not math.isfinite(fraction) else f"{round(100 * fraction)} %"
 
@@ -198,6 +214,7 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         "walkers only, per support size where the checkpoint was trained so.",
         "- Personal reference (not a baseline): the pooled model trained further on the walker's own cycles outside "
         "the query set (hundreds of cycles), with the mean of those cycles as its template.",
+        *training_loss_lines(p.get("training_loss", {})),
         "",
         "## Verdict",
         "",

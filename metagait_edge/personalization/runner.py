@@ -132,7 +132,9 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
             pconfig = problem_config(root, seed, fold, problem, config if strict_config else None, config)
             models = load_problem(pconfig, fold_dir(root, seed, fold), problem)
             prepared = prepare(cs, models.split, models.normalizer)
-            E.evaluate_problem(models, prepared, config, scores, seed, max_tasks=max_tasks, progress=progress)
+            protocol.setdefault("training_loss", {})[problem] = to_dict(pconfig.loss)
+            # the personal reference is trained on as the pooled model was (pconfig's training settings)
+            E.evaluate_problem(models, prepared, pconfig, scores, seed, max_tasks=max_tasks, progress=progress)
             if problem == "generation" and not timing_ms:
                 timing_ms = E.timing(models, prepared, config)
                 if plots_dir is not None:

@@ -22,6 +22,7 @@ from metagait_edge.meta.maml import MAML, Batch, functional_forward
 from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.episodes import CycleTensors, meta_task, query_batch, support_batch
+from metagait_edge.personalization.loss import cycle_loss
 from metagait_edge.personalization.methods import AdaptHParams, predict_finetuned, predict_scratch
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
 from metagait_edge.personalization.tasks import Recording, Task, TaskSampler, evaluation_tasks
@@ -85,11 +86,12 @@ def train_pooled(data: CycleTensors, sampler: TaskSampler, config: Personalizati
     rng = np.random.default_rng([tc.seed, ctx.rank, 1])
     g = torch.Generator().manual_seed(tc.seed * 1000 + ctx.rank)
     history = History()
+    loss_fn = cycle_loss(config.loss)
     bar = tqdm(range(tc.pooled_steps), desc=f"pooled {problem}", disable=not (progress and ctx.is_main))
     for step in bar:
         tasks = [sampler.sample(rng) for _ in range(tc.pooled_tasks_per_step)]
         batch = concat_batches([query_batch(data, t, problem, config.masking, g) for t in tasks])
-        loss = masked_mse(wrapped(batch.x.to(ctx.device))["output"], batch.y.to(ctx.device), batch.mask.to(ctx.device))
+        loss = loss_fn(wrapped(batch.x.to(ctx.device))["output"], batch.y.to(ctx.device), batch.mask.to(ctx.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,7 +150,7 @@ def train_maml(data: CycleTensors, sampler: TaskSampler, config: Personalization
     ctx = distributed.init_from_env()
     tc = config.train
     torch.manual_seed(tc.seed)
-    maml = MAML(copy.deepcopy(init), config.maml).to(ctx.device)
+    maml = MAML(copy.deepcopy(init), config.maml, meta_loss_fn=cycle_loss(config.loss)).to(ctx.device)
     wrapped = distributed.wrap_model(maml, ctx)
     opt = torch.optim.Adam(wrapped.parameters(), lr=tc.meta_lr)
     rng = np.random.default_rng([tc.seed, ctx.rank, 2])
@@ -240,11 +242,12 @@ def train_reference(pooled: CycleModel, examples: Batch, config: Personalization
     opt = torch.optim.Adam(list(params.values()), lr=tc.reference_lr)
     g = torch.Generator().manual_seed(seed)
     n = examples.x.shape[0]
+    loss_fn = cycle_loss(config.loss)
     with torch.enable_grad():
         for _ in range(tc.reference_steps):
             idx = torch.randint(0, n, (min(tc.reference_batch, n),), generator=g)
             out = functional_forward(pooled, params, examples.x[idx])["output"]
-            loss = masked_mse(out, examples.y[idx], examples.mask[idx])
+            loss = loss_fn(out, examples.y[idx], examples.mask[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,108 @@
+"""Soft-DTW (Cuturi & Blondel, 2017) between gait cycles, differentiable, as a training loss.
+
+The evaluation scores cycles by DTW (:mod:`metagait_edge.metrics.dtw`); a network trained on MSE alone
+learns the average of the timings it cannot predict, a cycle with blunted peaks that DTW, which forgives
+timing, penalizes. Soft-DTW replaces DTW's hard minimum over warping paths by a soft minimum
+``-gamma * log(sum(exp(-cost / gamma)))``, so a loss can reward the shape the metric looks at.
+
+Conventions match the DTW metric: one warping path shared by all channels, local cost the squared
+distance over valid channels (here their *mean*, so the value has the scale of an MSE), and a cycle's
+value divided by its length. ``gamma -> 0`` gives DTW's squared distance over the same (mean) cost.
+
+The recursion runs over anti-diagonals: every cell of one anti-diagonal depends only on the previous
+two, so each of the ``n + m - 1`` steps is one vectorized operation over the batch and the diagonal, and
+autograd differentiates it like any other network (first and second order).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metagait_edge.metrics.masked import expand_mask, _safe_target
+
+# A large finite stand-in for the infinite cost outside the alignment matrix: infinities would turn the
+# soft minimum's gradient into NaN where all three neighbours are outside.
+_OUTSIDE = 1e10
+
+
+def pairwise_cost(a: Tensor, b: Tensor, channel_mask: Tensor) -> Tensor:
+    """Mean squared distance over valid channels between every sample of ``a [B, C, n]`` and every sample
+    of ``b [B, C, m]``: ``[B, n, m]``. ``channel_mask [B, C]`` (nonzero = valid)."""
+    w = (channel_mask != 0).to(a.dtype)
+    count = w.sum(1).clamp(min=1.0)[:, None, None]
+    a = a * w[:, :, None]
+    b = b * w[:, :, None]
+    sq_a = (a * a).sum(1)[:, :, None]
+    sq_b = (b * b).sum(1)[:, None, :]
+    cross = torch.einsum("bci,bcj->bij", a, b)
+    return (sq_a + sq_b - 2.0 * cross).clamp(min=0.0) / count
+
+
+def soft_dtw_from_cost(cost: Tensor, gamma: float) -> Tensor:
+    """Soft-DTW value ``[B]`` of a cost matrix ``[B, n, m]`` (sum of costs along the soft-best path)."""
+    if gamma <= 0:
+        raise ValueError(f"soft-DTW gamma must be > 0, got {gamma}")
+    batch, n, m = cost.shape
+    # skewed[:, k, i] = cost[:, i, k - i]: anti-diagonal k of the cost matrix, indexed by row i.
+    rows = torch.arange(n, device=cost.device)
+    diag = torch.arange(n + m - 1, device=cost.device)
+    cols = diag[:, None] - rows[None, :]
+    inside = (cols >= 0) & (cols < m)
+    skewed = cost[:, rows[None, :].expand_as(cols), cols.clamp(0, m - 1)]
+    skewed = torch.where(inside[None], skewed, torch.full_like(skewed, _OUTSIDE))
+    # r_k[:, i + 1] = accumulated cost of cell (i, k - i); column 0 is the border row above the matrix.
+    outside_row = torch.full((batch, n + 1), _OUTSIDE, dtype=cost.dtype, device=cost.device)
+    before_prev = torch.cat([torch.zeros_like(outside_row[:, :1]), outside_row[:, 1:]], dim=1)  # r(-1, -1) = 0
+    prev = outside_row
+    border = outside_row[:, :1]
+    for k in range(n + m - 1):
+        neighbours = torch.stack([before_prev[:, :-1], prev[:, :-1], prev[:, 1:]], dim=0)
+        soft_min = -gamma * torch.logsumexp(-neighbours / gamma, dim=0)
+        current = torch.cat([border, skewed[:, k] + soft_min], dim=1)
+        before_prev, prev = prev, current
+    return prev[:, n]
+
+
+def soft_dtw(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None, gamma: float = 0.1) -> Tensor:
+    """Per-cycle soft-DTW ``[B]`` between ``pred`` and ``target`` ``[B, C, L]``, divided by ``L``."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    channel_mask = _channel_mask(mask, target)
+    target = _safe_target(target, expand_mask(channel_mask, target))
+    return soft_dtw_from_cost(pairwise_cost(pred, target, channel_mask), gamma) / target.shape[-1]
+
+
+def soft_dtw_divergence(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None, gamma: float = 0.1,
+                        points: int = 0) -> Tensor:
+    """Soft-DTW divergence ``[B]`` (Blondel et al., 2021): ``sdtw(p, t) - (sdtw(p, p) + sdtw(t, t)) / 2``.
+    Unlike soft-DTW itself it is zero when ``pred == target`` and never rewards a prediction for being
+    flat, so it can be added to an MSE loss as is. ``points > 0`` first resamples both cycles to that many
+    samples (linear interpolation): the recursion's cost grows with the square of the length."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    channel_mask = _channel_mask(mask, target)
+    valid = expand_mask(channel_mask, target)
+    target = _safe_target(target, valid)
+    pred = torch.where(valid > 0, pred, torch.zeros_like(pred))
+    if points and points != target.shape[-1]:
+        pred = F.interpolate(pred, size=points, mode="linear", align_corners=True)
+        target = F.interpolate(target, size=points, mode="linear", align_corners=True)
+    # The three terms in one recursion: its cost is per step, nearly independent of the batch size.
+    cost = torch.cat([pairwise_cost(pred, target, channel_mask), pairwise_cost(pred, pred, channel_mask),
+                      pairwise_cost(target, target, channel_mask)])
+    cross, self_pred, self_target = soft_dtw_from_cost(cost, gamma).chunk(3)
+    return (cross - 0.5 * (self_pred + self_target.detach())) / target.shape[-1]
+
+
+def _channel_mask(mask: Optional[Tensor], target: Tensor) -> Tensor:
+    if mask is None:
+        return torch.ones(target.shape[:2], dtype=torch.bool, device=target.device)
+    if mask.dim() == 3:  # per-sample mask: a channel counts only where every sample is valid
+        mask = (mask != 0).all(dim=2)
+    if tuple(mask.shape) != tuple(target.shape[:2]):
+        raise ValueError(f"soft-DTW mask must be [batch, channels] {tuple(target.shape[:2])}, got {tuple(mask.shape)}")
+    return mask != 0
