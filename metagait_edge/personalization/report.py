@@ -93,22 +93,56 @@ def _table(section: dict, reference: dict | None) -> List[str]:
     return lines
 
 
+def best_baseline(cell: dict, metric: str) -> tuple[str, float]:
+    """The baseline with the lowest ``metric`` in one (problem, shots) cell of the results."""
+    others = {m: e[metric] for m, e in cell.items() if m not in ("maml", "gap_closed")}
+    best = min(others, key=others.get)
+    return best, others[best]
+
+
 def verdict(results: dict) -> List[str]:
     """Plain statements of where MAML-TCN does and does not beat every baseline."""
     lines = []
     for problem, by_shots in results.items():
         for shots, cell in sorted(by_shots.items(), key=lambda kv: int(kv[0])):
             for metric in ("mse", "dtw"):
-                others = {m: e[metric] for m, e in cell.items() if m not in ("maml", "gap_closed")}
-                best_other = min(others, key=others.get)
+                best_other, theirs = best_baseline(cell, metric)
                 ours = cell["maml"][metric]
-                word = "beats" if ours < others[best_other] else "does NOT beat"
+                word = "beats" if ours < theirs else "does NOT beat"
                 lines.append(f"- {problem}, {shots}-shot, {metric.upper()}: MAML-TCN {ours:.4g} {word} the best baseline "
-                             f"({LABELS[best_other]} {others[best_other]:.4g}).")
+                             f"({LABELS[best_other]} {theirs:.4g}).")
             gap = cell.get("gap_closed", {}).get("maml")
             if gap is not None and not math.isnan(gap):
                 lines.append(f"- {problem}, {shots}-shot: MAML-TCN closes {round(100 * gap)} % of the gap between the pooled "
                              f"model and the personal reference (target: at least 50 %).")
+    return lines
+
+
+def comparison_table(runs: Dict[str, dict]) -> List[str]:
+    """Markdown: MAML-TCN against the best baseline, per problem, shot count and metric, for several
+    evaluation results (``--json`` files) side by side, e.g. two training set-ups on the same walkers."""
+    labels = list(runs)
+    lines = ["| problem | shots | metric | " + " | ".join(f"{lb}: MAML-TCN | {lb}: best baseline" for lb in labels) + " |",
+             "|---|---|---|" + "---|---|" * len(labels)]
+    first = runs[labels[0]]["results"]
+    for problem in ("generation", "reconstruction"):
+        for shots in sorted(first.get(problem, {}), key=int):
+            for metric in ("mse", "dtw", "gap closed"):
+                cells = []
+                for lb in labels:
+                    cell = runs[lb]["results"].get(problem, {}).get(shots)
+                    if cell is None:
+                        cells += ["n/a", "n/a"]
+                    elif metric == "gap closed":
+                        gap = cell.get("gap_closed", {})
+                        cells += [_pct(gap.get("maml", math.nan)), f"fine-tuning {_pct(gap.get('pooled_finetune', math.nan))}"]
+                    else:
+                        name, theirs = best_baseline(cell, metric)
+                        ours = cell["maml"][metric]
+                        mark = "**" if ours < theirs else ""
+                        cells += [f"{mark}{ours:.4g}{mark}", f"{theirs:.4g} ({LABELS[name]})"]
+                lines.append(f"| {problem} | {shots} | {metric.upper() if metric != 'gap closed' else metric} | "
+                             + " | ".join(cells) + " |")
     return lines
 
 

@@ -1,0 +1,50 @@
+"""Side-by-side comparison of personalization results (training/compare_personalization.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from metagait_edge.personalization.report import best_baseline, comparison_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def payload(maml_mse: float, maml_dtw: float) -> dict:
+    cell = {
+        "maml": {"mse": maml_mse, "dtw": maml_dtw},
+        "pooled": {"mse": 0.20, "dtw": 20.0},
+        "copy_previous": {"mse": 0.30, "dtw": 19.0},
+        "gap_closed": {"maml": 0.25, "pooled_finetune": 0.1},
+    }
+    return {"results": {"generation": {"5": cell}}}
+
+
+def test_best_baseline_ignores_maml_and_the_gap_entry():
+    cell = payload(0.1, 10.0)["results"]["generation"]["5"]
+    assert best_baseline(cell, "mse") == ("pooled", 0.20)
+    assert best_baseline(cell, "dtw") == ("copy_previous", 19.0)
+
+
+def test_comparison_marks_where_maml_beats_the_best_baseline_per_result():
+    lines = comparison_table({"a": payload(0.19, 19.5), "b": payload(0.21, 18.5)})
+    mse = next(line for line in lines if "| MSE |" in line)
+    dtw = next(line for line in lines if "| DTW |" in line)
+    gap = next(line for line in lines if "gap closed" in line)
+    assert "**0.19**" in mse and "**0.21**" not in mse
+    assert "**18.5**" in dtw and "**19.5**" not in dtw
+    assert "25 %" in gap and "fine-tuning 10 %" in gap
+
+
+def test_compare_script_writes_the_table_and_rejects_a_missing_file(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(payload(0.19, 19.5)))
+    b.write_text(json.dumps(payload(0.21, 18.5)))
+    out = tmp_path / "cmp.md"
+    script = REPO / "training" / "compare_personalization.py"
+    ok = subprocess.run([sys.executable, str(script), f"mse={a}", f"sdtw={b}", "--out", str(out)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "mse: MAML-TCN" in out.read_text() and "sdtw: best baseline" in out.read_text()
+    bad = subprocess.run([sys.executable, str(script), f"x={tmp_path / 'nope.json'}"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "nope.json" in bad.stderr
