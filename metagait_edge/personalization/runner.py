@@ -33,7 +33,6 @@ from metagait_edge.personalization.tasks import evaluation_tasks
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "resources" / "checkpoints" / "personalization"
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "personalization.yaml"
 
 
 def fold_dir(root: Path, seed: int, fold: int) -> Path:
