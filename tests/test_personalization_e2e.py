@@ -36,7 +36,7 @@ def tiny_config() -> PersonalizationConfig:
         maml=replace(base.maml, shot_sizes=[1, 5]),
         train=TrainConfig(pooled_steps=30, pooled_tasks_per_step=4, meta_iterations=6, meta_batch=2, val_every=3,
                           val_max_tasks=8, finetune_lrs=(1e-3, 1e-2), scratch_lrs=(1e-2,), reference_steps=5,
-                          reference_batch=8, inner_lr_scales=(1.0, 3.0), seed=0),
+                          reference_batch=8, inner_lr_scales=(1.0, 3.0), shape_steps=4, seed=0),
         loss=CycleLossConfig(sdtw_weight=1.0, sdtw_gamma=0.1, sdtw_points=21),
     )
 
@@ -78,6 +78,19 @@ def test_mix_base_starts_halfway_between_previous_cycle_and_template_and_can_ada
     assert "blend_logit" in model.adaptation_parameter_names("film")
     with pytest.raises(ValueError, match="only generation"):
         CycleModelConfig(problem="reconstruction", channels=4, base="mix")
+
+
+def test_pooled_training_adds_a_shape_phase_after_mse_and_refuses_one_without_a_shape_term(trained):
+    config, root, _, _ = trained
+    steps = [float(line.split(",")[1]) for line in
+             (fold_dir(root / "ckpt", 0, 0) / "generation" / "history_pooled.csv").read_text().splitlines()[1:]]
+    # logged every 20 steps and at the end of each phase: the last row is the last shape step
+    assert steps[-1] == config.train.pooled_steps + config.train.shape_steps - 1
+    cs = synthetic_cycle_set()
+    prepared = prepare(cs, fold_split(cs, config, 0))
+    no_shape = replace(config, loss=CycleLossConfig())
+    with pytest.raises(ValueError, match="shape_steps"):
+        train_fold(no_shape, prepared, root / "refused", progress=False)
 
 
 def test_normalization_uses_training_walkers_only(trained):

@@ -37,6 +37,11 @@ class TrainConfig:
     # MAML's starting inner-rate multipliers tried per support size (with maml.shot_sizes) on validation
     inner_lr_scales: Tuple[float, ...] = (1.0,)
     adapt_optimizer: str = "adam"  # fine-tuning and scratch baselines; MAML uses its own SGD inner loop
+    # With the soft-DTW term (``loss``): 0 adds it to pooled training from the start; N > 0 trains the pooled
+    # model on MSE, then N more steps with the term at ``shape_lr`` (it sharpens a converged model; from the
+    # start it costs MSE)
+    shape_steps: int = 0
+    shape_lr: float = 3e-4
     reference_steps: int = 150
     reference_lr: float = 1e-3
     reference_batch: int = 32

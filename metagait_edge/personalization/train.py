@@ -75,9 +75,12 @@ def fixed_batches(data: CycleTensors, tasks: Sequence[Task], problem: str, confi
 
 def train_pooled(data: CycleTensors, sampler: TaskSampler, config: PersonalizationConfig, problem: str,
                  progress: bool = True) -> tuple[CycleModel, History]:
-    """Conventional training on query-style examples of many training walkers (no adaptation)."""
+    """Conventional training on query-style examples of many training walkers (no adaptation); with
+    ``train.shape_steps`` a second phase adds the soft-DTW shape term (``loss``) to a model trained on MSE."""
     ctx = distributed.init_from_env()
     tc = config.train
+    if tc.shape_steps and config.loss.sdtw_weight == 0:
+        raise ValueError("train.shape_steps > 0 needs a shape term: set loss.sdtw_weight > 0")
     torch.manual_seed(tc.seed)
     model = CycleModel(model_config(config, problem, data.x.shape[1])).to(ctx.device)
     wrapped = distributed.wrap_model(model, ctx)
@@ -86,20 +89,27 @@ def train_pooled(data: CycleTensors, sampler: TaskSampler, config: Personalizati
     rng = np.random.default_rng([tc.seed, ctx.rank, 1])
     g = torch.Generator().manual_seed(tc.seed * 1000 + ctx.rank)
     history = History()
-    loss_fn = cycle_loss(config.loss)
-    bar = tqdm(range(tc.pooled_steps), desc=f"pooled {problem}", disable=not (progress and ctx.is_main))
-    for step in bar:
-        tasks = [sampler.sample(rng) for _ in range(tc.pooled_tasks_per_step)]
-        batch = concat_batches([query_batch(data, t, problem, config.masking, g) for t in tasks])
-        loss = loss_fn(wrapped(batch.x.to(ctx.device))["output"], batch.y.to(ctx.device), batch.mask.to(ctx.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        value = distributed.all_reduce_mean(loss.detach()).item()
-        if step % 20 == 0 or step == tc.pooled_steps - 1:
-            history.log(step=step, loss=value)
-            bar.set_postfix(loss=f"{value:.4f}")
+    phases = [("pooled", tc.pooled_steps, cycle_loss(config.loss) if not tc.shape_steps else masked_mse, opt, sched)]
+    if tc.shape_steps:
+        phases.append(("shape", tc.shape_steps, cycle_loss(config.loss),
+                       torch.optim.Adam(wrapped.parameters(), lr=tc.shape_lr), None))
+    step = 0
+    for name, steps, loss_fn, optimizer, scheduler in phases:
+        bar = tqdm(range(steps), desc=f"{name} {problem}", disable=not (progress and ctx.is_main))
+        for i in bar:
+            tasks = [sampler.sample(rng) for _ in range(tc.pooled_tasks_per_step)]
+            batch = concat_batches([query_batch(data, t, problem, config.masking, g) for t in tasks])
+            loss = loss_fn(wrapped(batch.x.to(ctx.device))["output"], batch.y.to(ctx.device), batch.mask.to(ctx.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            value = distributed.all_reduce_mean(loss.detach()).item()
+            if i % 20 == 0 or i == steps - 1:
+                history.log(step=step, loss=value)
+                bar.set_postfix(loss=f"{value:.4f}")
+            step += 1
     return model, history
 
 
