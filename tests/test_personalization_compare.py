@@ -36,15 +36,19 @@ def test_comparison_marks_where_maml_beats_the_best_baseline_per_result():
     assert "25 %" in gap and "fine-tuning 10 %" in gap
 
 
-def test_compare_script_writes_the_table_and_rejects_a_missing_file(tmp_path):
+def test_compare_script_writes_its_tables_and_command_and_rejects_a_missing_file(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(payload(0.19, 19.5)))
     b.write_text(json.dumps(payload(0.21, 18.5)))
     out = tmp_path / "cmp.md"
     script = REPO / "training" / "compare_personalization.py"
-    ok = subprocess.run([sys.executable, str(script), f"mse={a}", f"sdtw={b}", "--out", str(out)],
+    ok = subprocess.run([sys.executable, str(script), "--table", "both", f"mse={a}", f"sdtw={b}",
+                         "--table", "one", f"mse={a}", "--out", str(out), "--note", "why"],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "mse: MAML-TCN" in out.read_text() and "sdtw: best baseline" in out.read_text()
-    bad = subprocess.run([sys.executable, str(script), f"x={tmp_path / 'nope.json'}"], capture_output=True, text=True)
+    text = out.read_text()
+    assert "## both" in text and "## one" in text and "sdtw: best baseline" in text and text.rstrip().endswith("why")
+    assert "--table both" in text  # the command that made it
+    bad = subprocess.run([sys.executable, str(script), "--table", "t", f"x={tmp_path / 'nope.json'}"],
+                         capture_output=True, text=True)
     assert bad.returncode != 0 and "nope.json" in bad.stderr
