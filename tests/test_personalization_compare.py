@@ -52,3 +52,15 @@ def test_compare_script_writes_its_tables_and_command_and_rejects_a_missing_file
     bad = subprocess.run([sys.executable, str(script), "--table", "t", f"x={tmp_path / 'nope.json'}"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "nope.json" in bad.stderr
+
+
+def test_report_states_each_problems_training_loss():
+    from metagait_edge.personalization.report import training_loss_lines
+
+    assert training_loss_lines({}) == []
+    line, = training_loss_lines({
+        "generation": {"sdtw_weight": 20.0, "sdtw_gamma": 0.1, "sdtw_points": 51, "shape_steps": 100},
+        "reconstruction": {"sdtw_weight": 0.0, "sdtw_gamma": 0.1, "sdtw_points": 0, "shape_steps": 0},
+    })
+    assert "generation: MSE + 20 x soft-DTW divergence (gamma 0.1, cycles resampled to 51 points)" in line
+    assert "then 100 steps with the shape term" in line and "reconstruction: MSE." in line

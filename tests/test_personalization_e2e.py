@@ -132,6 +132,7 @@ def test_evaluation_report_has_the_documented_shape(trained):
             assert set(cell["gap_closed"]) == {"maml", "pooled_finetune"}
     assert set(payload["timing_ms"]) == {"adapt_1shot", "adapt_5shot", "generate_cycle"}
     assert payload["protocol"]["training_loss"]["generation"]["sdtw_weight"] == 1.0
+    assert payload["protocol"]["training_loss"]["generation"]["shape_steps"] == config.train.shape_steps
     json.dumps(payload)  # machine-readable as is
     # the synthetic walkers differ: the support mean must beat copying nothing (zeros = population mean)
     sm = payload["results"]["generation"]["5"]["support_mean"]["mse"]

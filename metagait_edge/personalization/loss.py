@@ -8,7 +8,8 @@ wherever it falls in time, and the MSE term keeps the timing.
 Where it applies (``metagait_edge.personalization.train``): conventional training of the pooled model, the
 personal reference, and MAML's meta (query) loss. Adaptation on a support set (MAML's inner loop,
 fine-tuning, training from scratch, the on-device calibration) stays on MSE: every adapting method then
-minimizes the same support loss, and a calibration on the device costs no soft-DTW recursion.
+minimizes the same support loss, and a calibration on the device costs no soft-DTW recursion. With
+``train.shape_steps`` the pooled model is first trained on MSE alone and the term joins for a last phase.
 """
 
 from __future__ import annotations

@@ -184,8 +184,10 @@ def training_loss_lines(losses: Dict[str, dict]) -> List[str]:
     for problem, loss in sorted(losses.items()):
         if loss.get("sdtw_weight", 0) > 0:
             points = f", cycles resampled to {loss['sdtw_points']} points" if loss.get("sdtw_points") else ""
+            phase = (f" (the pooled model: MSE, then {loss['shape_steps']} steps with the shape term)"
+                     if loss.get("shape_steps") else "")
             parts.append(f"{problem}: MSE + {loss['sdtw_weight']:g} x soft-DTW divergence (gamma "
-                         f"{loss['sdtw_gamma']:g}{points})")
+                         f"{loss['sdtw_gamma']:g}{points}){phase}")
         else:
             parts.append(f"{problem}: MSE")
     if not parts:

@@ -131,7 +131,7 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
             pconfig = problem_config(root, seed, fold, problem, config if strict_config else None, config)
             models = load_problem(pconfig, fold_dir(root, seed, fold), problem)
             prepared = prepare(cs, models.split, models.normalizer)
-            protocol.setdefault("training_loss", {})[problem] = to_dict(pconfig.loss)
+            protocol.setdefault("training_loss", {})[problem] = {**to_dict(pconfig.loss), "shape_steps": pconfig.train.shape_steps}
             # the personal reference is trained on as the pooled model was (pconfig's training settings)
             E.evaluate_problem(models, prepared, pconfig, scores, seed, max_tasks=max_tasks, progress=progress)
             if problem == "generation" and not timing_ms:
