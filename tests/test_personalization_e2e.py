@@ -63,6 +63,14 @@ def test_config_yaml_of_the_experiment_loads_and_rejects_unknown_keys(tmp_path):
         load_config(PersonalizationConfig, bad)
 
 
+def test_shape_loss_experiment_yaml_differs_from_the_default_only_in_its_loss_and_shape_phase():
+    configs = REPO / "training" / "configs"
+    default = load_config(PersonalizationConfig, configs / "personalization.yaml")
+    shape = load_config(PersonalizationConfig, configs / "personalization_shape.yaml")
+    assert shape.loss.sdtw_weight > 0 and shape.train.shape_steps > 0
+    assert replace(shape, loss=default.loss, train=replace(shape.train, shape_steps=0, shape_lr=default.train.shape_lr)) == default
+
+
 def test_untrained_model_is_the_support_mean():
     model = CycleModel(CycleModelConfig(problem="generation", channels=4))
     x = torch.randn(3, 12, 101)
