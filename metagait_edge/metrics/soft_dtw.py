@@ -79,8 +79,9 @@ def soft_dtw(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None, gamma:
 def soft_dtw_divergence(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None, gamma: float = 0.1,
                         points: int = 0) -> Tensor:
     """Soft-DTW divergence ``[B]`` (Blondel et al., 2021): ``sdtw(p, t) - (sdtw(p, p) + sdtw(t, t)) / 2``.
-    Unlike soft-DTW itself it is zero when ``pred == target`` and never rewards a prediction for being
-    flat, so it can be added to an MSE loss as is. ``points > 0`` first resamples both cycles to that many
+    Soft-DTW itself is not minimized by the target (a smoother prediction can score lower); the divergence
+    is zero at ``pred == target`` and, with these squared-distance costs, never negative, so it can be added
+    to an MSE loss as is. ``points > 0`` first resamples both cycles to that many
     samples (linear interpolation): the recursion's cost grows with the square of the length."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
