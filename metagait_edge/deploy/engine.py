@@ -26,12 +26,12 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from metagait_edge.atomic import atomic_write_bytes, atomic_write_text
-from metagait_edge.deploy.export import RECOGNITION_INPUT, RECOGNITION_MIN_FRAMES, TCN_INPUT
+from metagait_edge.deploy.export import RECOGNITION_INPUT, RECOGNITION_MIN_FRAMES
 
 log = logging.getLogger(__name__)
 
