@@ -21,6 +21,7 @@ import torch
 
 from metagait_edge.atomic import atomic_write_text
 from metagait_edge.personalization.analysis import ALL, summarize_gap, template_gap
+from metagait_edge.personalization.evaluate import gap_closed
 from metagait_edge.personalization.experiment import load_problem, prepare, stored_config
 from metagait_edge.plots import save_figure, subplots
 from metagait_edge.personalization.runner import available_runs, fold_dir, load_cycles, provenance
@@ -82,10 +83,10 @@ def markdown(result: dict, command: str) -> str:
                   f"{shots} strides reveal, and shows the headroom MAML leaves: "
                   f"{100 * mm['gap_closed']:.0f} % of about {100 * oracle['gap_closed']:.0f} %.", ""]
         if shots != 1:
-            one, ref_one, ref_all = rows["pooled@1"]["mse"], rows["reference@1"]["mse"], rows[f"reference@{ALL}"]["mse"]
+            one_shot = gap_closed(rows["pooled@1"]["mse"], rows["reference@1"]["mse"], rows[f"reference@{ALL}"]["mse"])
             lines += [f"At 1 shot the same oracle (reference weights, 1-cycle template), measured against the pooled "
                       f"model with that template (pooled @ 1 -> reference @ all, from the means above), closes "
-                      f"{100 * (one - ref_one) / (one - ref_all):.0f} % of that gap: weights trained on the walker's "
+                      f"{100 * one_shot:.0f} % of that gap: weights trained on the walker's "
                       "own cycles gain nothing from a template of one noisy stride (they were trained to trust a full "
                       "one, so this too is an estimate, not a bound).", ""]
     return "\n".join(lines) + "\n"

@@ -69,10 +69,7 @@ def soft_dtw_from_cost(cost: Tensor, gamma: float) -> Tensor:
 
 def soft_dtw(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None, gamma: float = 0.1) -> Tensor:
     """Per-cycle soft-DTW ``[B]`` between ``pred`` and ``target`` ``[B, C, L]``, divided by ``L``."""
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    channel_mask = _channel_mask(mask, target)
-    target = _safe_target(target, expand_mask(channel_mask, target))
+    pred, target, channel_mask = _valid_only(pred, target, mask)
     return soft_dtw_from_cost(pairwise_cost(pred, target, channel_mask), gamma) / target.shape[-1]
 
 
@@ -83,12 +80,7 @@ def soft_dtw_divergence(pred: Tensor, target: Tensor, mask: Optional[Tensor] = N
     is zero at ``pred == target`` and, with these squared-distance costs, never negative, so it can be added
     to an MSE loss as is. ``points > 0`` first resamples both cycles to that many
     samples (linear interpolation): the recursion's cost grows with the square of the length."""
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    channel_mask = _channel_mask(mask, target)
-    valid = expand_mask(channel_mask, target)
-    target = _safe_target(target, valid)
-    pred = torch.where(valid > 0, pred, torch.zeros_like(pred))
+    pred, target, channel_mask = _valid_only(pred, target, mask)
     if points and points != target.shape[-1]:
         pred = F.interpolate(pred, size=points, mode="linear", align_corners=True)
         target = F.interpolate(target, size=points, mode="linear", align_corners=True)
@@ -97,6 +89,16 @@ def soft_dtw_divergence(pred: Tensor, target: Tensor, mask: Optional[Tensor] = N
                       pairwise_cost(target, target, channel_mask)])
     cross, self_pred, self_target = soft_dtw_from_cost(cost, gamma).chunk(3)
     return (cross - 0.5 * (self_pred + self_target.detach())) / target.shape[-1]
+
+
+def _valid_only(pred: Tensor, target: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Both cycles with invalid channels zeroed (NaN there never reaches the arithmetic), and the
+    ``[B, C]`` channel mask."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    channel_mask = _channel_mask(mask, target)
+    valid = expand_mask(channel_mask, target)
+    return torch.where(valid > 0, pred, torch.zeros_like(pred)), _safe_target(target, valid), channel_mask
 
 
 def _channel_mask(mask: Optional[Tensor], target: Tensor) -> Tensor:
