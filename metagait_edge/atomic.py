@@ -20,9 +20,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the committed file should read like any other
     try:
         yield tmp
+        # mkstemp creates 0600 (and a writer may recreate the file): the result should read like any other file.
+        os.chmod(tmp, 0o644)
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
