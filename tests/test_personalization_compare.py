@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from metagait_edge.personalization.report import best_baseline, comparison_table
+from metagait_edge.personalization.report import best_baseline, comparison_table, paired_comparison, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,3 +64,31 @@ def test_report_states_each_problems_training_loss():
     })
     assert "generation: MSE + 20 x soft-DTW divergence (gamma 0.1, cycles resampled to 51 points)" in line
     assert "then 100 steps with the shape term" in line and "reconstruction: MSE." in line
+
+
+def per_walker_cell(maml: list, pooled: list) -> dict:
+    """Per-walker MSEs as the JSON stores them (walker ids as strings)."""
+    return {"maml": {"mse": {str(w): v for w, v in enumerate(maml)}},
+            "pooled": {"mse": {str(w): v for w, v in enumerate(pooled)}}}
+
+
+def test_paired_comparison_counts_walkers_and_finds_a_consistent_small_gain_significant():
+    pooled = [0.10 + 0.02 * w for w in range(12)]  # walkers differ far more than the methods do
+    consistent = paired_comparison(per_walker_cell([v - 0.001 for v in pooled], pooled), "mse", "pooled")
+    assert consistent["walkers"] == 12 and consistent["wins"] == 12
+    assert abs(consistent["mean_diff"] + 0.001) < 1e-12 and consistent["p"] < 0.01
+    mixed = [v - 0.003 if w % 2 else v + 0.002 for w, v in enumerate(pooled)]  # lower mean, walkers disagree
+    split = paired_comparison(per_walker_cell(mixed, pooled), "mse", "pooled")
+    assert split["wins"] == 6 and split["mean_diff"] < 0 and split["p"] > 0.05
+
+
+def test_verdict_states_per_walker_agreement_and_significance():
+    cell = payload(0.19, 19.5)["results"]["generation"]["5"]
+    pooled = [0.10 + 0.02 * w for w in range(8)]
+    walkers = {"generation": {"5": {**per_walker_cell([v - 0.001 for v in pooled], pooled),
+                                    "copy_previous": {"dtw": {}}}}}
+    mse_line = next(line for line in verdict({"generation": {"5": cell}}, walkers) if "MSE" in line)
+    assert "beats the best baseline (pooled TCN 0.2)" in mse_line
+    assert "lower for 8 of 8" in mse_line and "significant at 0.05" in mse_line and "not significant" not in mse_line
+    plain = verdict({"generation": {"5": cell}})
+    assert not any("per walker" in line for line in plain)

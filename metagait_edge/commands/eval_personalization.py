@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         R.write_json(Path(args.json), payload)
     print()
-    print("\n".join(R.verdict(payload["results"])))
+    print("\n".join(R.verdict(payload["results"], payload.get("per_walker"))))
     for problem, by_shots in payload["results"].items():
         for shots, cell in sorted(by_shots.items()):
             row = "  ".join(f"{m}={e['mse']:.3f}" for m, e in cell.items() if m != "gap_closed")

@@ -100,17 +100,48 @@ def best_baseline(cell: dict, metric: str) -> tuple[str, float]:
     return best, others[best]
 
 
-def verdict(results: dict) -> List[str]:
-    """Plain statements of where MAML-TCN does and does not beat every baseline."""
+def paired_comparison(per_walker_cell: dict, metric: str, baseline: str) -> dict:
+    """MAML-TCN against ``baseline`` walker by walker (the same held-out walkers): how many walkers it helps,
+    the mean paired difference (negative: MAML-TCN lower) and a two-sided Wilcoxon signed-rank p-value.
+
+    A difference of means a few thousandths wide says nothing with walker SDs of several hundredths; the
+    paired test says whether the walkers agree on it.
+    """
+    from scipy.stats import wilcoxon
+
+    ours, theirs = per_walker_cell["maml"][metric], per_walker_cell[baseline][metric]
+    walkers = sorted(set(ours) & set(theirs), key=str)
+    diff = np.array([ours[w] - theirs[w] for w in walkers], dtype=float)
+    p = float(wilcoxon(diff).pvalue) if len(diff) >= 6 and np.any(diff != 0) else float("nan")
+    return {"walkers": len(diff), "wins": int((diff < 0).sum()), "mean_diff": float(diff.mean()) if len(diff) else float("nan"),
+            "p": p}
+
+
+def _paired_phrase(paired: dict, alpha: float) -> str:
+    if not paired["walkers"]:
+        return ""
+    significance = ("n/a" if math.isnan(paired["p"]) else
+                    f"p = {paired['p']:.2g}, {'significant' if paired['p'] < alpha else 'not significant'} at {alpha:g}")
+    return (f"; per walker: lower for {paired['wins']} of {paired['walkers']}, mean difference "
+            f"{paired['mean_diff']:+.3g} (Wilcoxon signed-rank {significance})")
+
+
+def verdict(results: dict, per_walker: dict | None = None, alpha: float = 0.05) -> List[str]:
+    """Plain statements of where MAML-TCN does and does not beat every baseline; with the per-walker scores,
+    each comparison also states how many walkers agree and whether the paired difference is significant."""
     lines = []
     for problem, by_shots in results.items():
         for shots, cell in sorted(by_shots.items(), key=lambda kv: int(kv[0])):
+            walkers_cell = (per_walker or {}).get(problem, {}).get(shots)
             for metric in ("mse", "dtw"):
                 best_other, theirs = best_baseline(cell, metric)
                 ours = cell["maml"][metric]
                 word = "beats" if ours < theirs else "does NOT beat"
+                paired = ""
+                if walkers_cell and all(metric in walkers_cell.get(m, {}) for m in ("maml", best_other)):
+                    paired = _paired_phrase(paired_comparison(walkers_cell, metric, best_other), alpha)
                 lines.append(f"- {problem}, {shots}-shot, {metric.upper()}: MAML-TCN {ours:.4g} {word} the best baseline "
-                             f"({LABELS[best_other]} {theirs:.4g}).")
+                             f"({LABELS[best_other]} {theirs:.4g}){paired}.")
             gap = cell.get("gap_closed", {}).get("maml")
             if gap is not None and not math.isnan(gap):
                 lines.append(f"- {problem}, {shots}-shot: MAML-TCN closes {round(100 * gap)} % of the gap between the pooled "
@@ -254,7 +285,7 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         "",
         "## Verdict",
         "",
-        *verdict(payload["results"]),
+        *verdict(payload["results"], payload.get("per_walker")),
         "",
         "## Main protocol (calibrate, keep walking)",
         "",
