@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -62,16 +63,34 @@ def sidecar_path(path: PathLike) -> Path:
 
 
 def git_commit(cwd: Optional[PathLike] = None) -> str:
-    """``git rev-parse HEAD`` of the source tree (of this package by default), or ``"unknown"``."""
-    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    """The git commit of the source tree (of this package by default), ``"-dirty"`` appended when its tracked
+    files differ from that commit, or ``"unknown"``.
+
+    Read once per process and folder: an hour-long training run records the code it started with, not a
+    commit made while it ran. Training entry points call it first thing for that reason.
+    """
+    return _revision(Path(cwd).resolve() if cwd is not None else Path(__file__).resolve().parent)
+
+
+def short_commit(length: int = 10) -> str:
+    """``git_commit()`` shortened for reports, keeping its ``-dirty`` mark."""
+    commit = git_commit()
+    return commit[:length] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+@functools.lru_cache(maxsize=None)
+def _revision(cwd: Path) -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True).stdout
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        )
+        commit = git("rev-parse", "HEAD").strip()
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".").strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    commit = out.stdout.strip()
-    return commit if len(commit) == 40 else "unknown"
+    if len(commit) != 40:
+        return "unknown"
+    return commit + ("-dirty" if changed else "")
 
 
 def _jsonable(value: Any, where: str) -> Any:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -33,7 +36,7 @@ def test_round_trip(tmp_path):
     assert ckpt.normalization == {"mean": [0.0, 1.0, 2.0], "std": [1.0, 1.0, 1.0], "channels": ["a", "b", "c"]}
     assert ckpt.metrics["query_mse"] == pytest.approx(0.25)
     assert ckpt.config["hidden_channels"] == 8
-    assert ckpt.git_commit == git_commit() and (ckpt.git_commit == "unknown" or len(ckpt.git_commit) == 40)
+    assert ckpt.git_commit == git_commit() and re.fullmatch(r"unknown|[0-9a-f]{40}(-dirty)?", ckpt.git_commit)
     assert ckpt.created.endswith("+00:00")
     fresh = TCN(CFG)
     load_into(fresh, tmp_path / "ckpt" / "tcn", expected_config=CFG)
@@ -110,3 +113,25 @@ def test_a_setting_added_later_compares_as_its_default(tmp_path):
     _rewrite_stored_config(tmp_path, lambda c: c.update(width_multiplier=2))
     with pytest.raises(CheckpointError, match="does not fit TCNConfig.*width_multiplier"):
         load_checkpoint(tmp_path / "tcn", expected_config=CFG)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_commit_is_read_once_per_process_and_marks_changed_tracked_files(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    clean, dirty = tmp_path / "clean", tmp_path / "dirty"
+    git("init", "-q")
+    for folder in (clean, dirty):
+        folder.mkdir()
+        (folder / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    (dirty / "code.py").write_text("x = 2\n")
+    (clean / "untracked.py").write_text("y = 1\n")  # untracked files are not the code that ran
+    first = git_commit(clean)
+    assert re.fullmatch(r"[0-9a-f]{40}", first)
+    assert git_commit(dirty) == first + "-dirty"  # only the folder's own tracked files count
+    git("commit", "-q", "-am", "second")  # a commit made while a long run is going
+    assert git_commit(clean) == first

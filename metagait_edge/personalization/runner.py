@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from metagait_edge import distributed
-from metagait_edge.checkpoint import git_commit
+from metagait_edge.checkpoint import git_commit, short_commit
 from metagait_edge.config import to_dict
 from metagait_edge.data.cycles import CycleSet, build_cycle_set
 from metagait_edge.personalization import evaluate as E
@@ -59,6 +59,7 @@ def load_cycles(config: PersonalizationConfig, progress: bool = True, path: Opti
 
 def train(config: PersonalizationConfig, root: Path, folds: Sequence[int], seeds: Sequence[int],
           progress: bool = True, cycles_path: Optional[Path] = None) -> None:
+    git_commit()  # pin the code revision the checkpoints will record before the long run starts
     cs = load_cycles(config, progress, cycles_path)
     for seed in seeds:
         cfg = replace(config, train=replace(config.train, seed=seed))
@@ -76,7 +77,7 @@ def provenance() -> Dict[str, str]:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"date": _dt.date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {cpu}", "commit": git_commit()[:10]}
+    return {"date": _dt.date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {cpu}", "commit": short_commit()}
 
 
 SHARED_SECTIONS = ("data", "split", "protocol", "masking")

@@ -101,10 +101,11 @@ def train(cfg: RecognitionConfig, out_dir: str | Path | None = None, *, progress
     from tqdm import tqdm
 
     from metagait_edge import distributed as D
-    from metagait_edge.checkpoint import save_checkpoint
+    from metagait_edge.checkpoint import git_commit, save_checkpoint
     from metagait_edge.data.sampler import set_epoch, train_loader
     from metagait_edge.losses import LossAggregator
 
+    git_commit()  # pin the code revision the checkpoint will record before the long run starts
     tc = cfg.train
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
