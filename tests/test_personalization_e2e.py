@@ -18,7 +18,7 @@ from metagait_edge.personalization.config import PersonalizationConfig, SplitCon
 from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, train_fold
 from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
-from metagait_edge.personalization.runner import evaluate, fold_dir
+from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, evaluate, fold_dir
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
 from personalization_fixtures import synthetic_cycle_set
 
@@ -63,12 +63,24 @@ def test_config_yaml_of_the_experiment_loads_and_rejects_unknown_keys(tmp_path):
         load_config(PersonalizationConfig, bad)
 
 
-def test_shape_loss_experiment_yaml_differs_from_the_default_only_in_its_loss_and_shape_phase():
+def test_plain_mse_experiment_yaml_differs_from_the_default_only_in_its_loss_and_shape_phase():
     configs = REPO / "training" / "configs"
     default = load_config(PersonalizationConfig, configs / "personalization.yaml")
-    shape = load_config(PersonalizationConfig, configs / "personalization_shape.yaml")
-    assert shape.loss.sdtw_weight > 0 and shape.train.shape_steps > 0
-    assert replace(shape, loss=default.loss, train=replace(shape.train, shape_steps=0, shape_lr=default.train.shape_lr)) == default
+    mse = load_config(PersonalizationConfig, configs / "personalization_mse.yaml")
+    assert default.loss.sdtw_weight > 0 and default.train.shape_steps > 0
+    assert mse.loss.sdtw_weight == 0 and mse.train.shape_steps == 0
+    assert replace(default, loss=mse.loss, train=replace(default.train, shape_steps=0, shape_lr=mse.train.shape_lr)) == mse
+
+
+@pytest.mark.parametrize("problem", ["generation", "reconstruction"])
+def test_shipped_checkpoint_was_trained_with_the_default_experiment_yaml(problem):
+    """The README says the shipped checkpoint comes from training/configs/personalization.yaml: keep it true."""
+    sidecar = DEFAULT_CHECKPOINTS / "seed0" / "fold0" / problem / "maml.json"
+    if not sidecar.exists():
+        pytest.skip(f"no shipped checkpoint at {sidecar}")
+    stored = from_dict(PersonalizationConfig, json.loads(sidecar.read_text())["config"])
+    default = load_config(PersonalizationConfig, REPO / "training" / "configs" / "personalization.yaml")
+    assert stored == replace(default, problems=(problem,))
 
 
 def test_untrained_model_is_the_support_mean():
@@ -127,7 +139,11 @@ def test_trained_fold_round_trips_and_refuses_another_config(trained):
 
 def test_evaluation_report_has_the_documented_shape(trained):
     config, root, _, cs_path = trained
-    payload = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path)
+    scores = root / "scores.json"
+    payload = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, scores_out=scores)
+    merged = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[], merge=[scores])
+    assert merged["results"] == payload["results"] and merged["protocol"]["seeds"] == [0]
+    assert merged["protocol"]["training_loss"] == payload["protocol"]["training_loss"]  # read from the checkpoints
     methods = {"maml", "support_mean", "pooled", "pooled_finetune", "scratch"}
     for problem in ("generation", "reconstruction"):
         for shots in ("1", "5"):

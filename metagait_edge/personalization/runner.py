@@ -132,7 +132,6 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
             pconfig = problem_config(root, seed, fold, problem, config if strict_config else None, config)
             models = load_problem(pconfig, fold_dir(root, seed, fold), problem)
             prepared = prepare(cs, models.split, models.normalizer)
-            protocol.setdefault("training_loss", {})[problem] = {**to_dict(pconfig.loss), "shape_steps": pconfig.train.shape_steps}
             # the personal reference is trained on as the pooled model was (pconfig's training settings)
             E.evaluate_problem(models, prepared, pconfig, scores, seed, max_tasks=max_tasks, progress=progress)
             if problem == "generation" and not timing_ms:
@@ -151,10 +150,27 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
         runs = sorted(set(runs) | {tuple(r) for r in part.get("runs", [])})
     protocol["seeds"] = sorted({s for s, _ in runs})
     protocol["folds"] = sorted({f for _, f in runs})
+    protocol["training_loss"] = training_losses(root, runs)
     summary = E.summarize(scores)
     payload = R.build_json(summary, protocol, timing_ms)
     payload["config"] = to_dict(config)
     return payload
+
+
+def training_losses(root: Path, runs: Sequence[tuple]) -> Dict[str, dict]:
+    """Per problem, the training loss of the checkpoints of ``runs`` under ``root`` (read from their sidecars,
+    so a report merged from saved scores states it too). Runs that disagree do not belong in one report."""
+    out: Dict[str, dict] = {}
+    for seed, fold in runs:
+        for problem in PROBLEMS:
+            folder = fold_dir(root, seed, fold) / problem
+            if not (folder / "maml.json").is_file():
+                continue
+            cfg = stored_config(folder)
+            loss = {**to_dict(cfg.loss), "shape_steps": cfg.train.shape_steps}
+            if out.setdefault(problem, loss) != loss:
+                raise ValueError(f"{folder} was trained with the loss {loss}, other runs of this report with {out[problem]}")
+    return out
 
 
 def make_plots(models, prepared, config: PersonalizationConfig, out: Path, quick: bool) -> None:
