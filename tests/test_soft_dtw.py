@@ -8,7 +8,13 @@ import torch
 from metagait_edge.meta.maml import MAML, Batch, MAMLConfig, Task
 from metagait_edge.metrics.dtw import dtw_distance
 from metagait_edge.metrics.masked import masked_mse
-from metagait_edge.metrics.soft_dtw import pairwise_cost, soft_dtw, soft_dtw_divergence, soft_dtw_from_cost
+from metagait_edge.metrics.soft_dtw import (
+    pairwise_cost,
+    soft_dtw,
+    soft_dtw_autograd,
+    soft_dtw_divergence,
+    soft_dtw_from_cost,
+)
 from metagait_edge.personalization.loss import CycleLossConfig, cycle_loss
 
 
@@ -138,3 +144,25 @@ def test_maml_uses_the_meta_loss_on_queries_and_the_inner_loss_on_supports():
     maml.meta_loss([task]).backward()
     assert ("inner", 2) in calls and ("outer", 7) in calls
     assert ("inner", 7) not in calls and ("outer", 2) not in calls
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 8, 8), (2, 1, 4), (2, 6, 1)])
+@pytest.mark.parametrize("gamma", [0.01, 0.1, 1.0])
+def test_hand_written_backward_equals_autograd_through_the_recursion(shape, gamma):
+    cost = torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7), requires_grad=True)
+    weights = torch.rand(shape[0], dtype=torch.float64)
+    fast, slow = soft_dtw_from_cost(cost, gamma), soft_dtw_autograd(cost, gamma)
+    assert torch.allclose(fast, slow)
+    (grad_fast,) = torch.autograd.grad((fast * weights).sum(), cost)
+    (grad_slow,) = torch.autograd.grad((slow * weights).sum(), cost)
+    assert torch.allclose(grad_fast, grad_slow, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda c: soft_dtw_from_cost(c, gamma), (cost,))
+
+
+def test_hand_written_backward_refuses_a_second_derivative():
+    cost = torch.rand(1, 4, 4, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(soft_dtw_from_cost(cost, 0.1).sum(), cost, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(grad.sum(), cost)
+    (grad,) = torch.autograd.grad(soft_dtw_autograd(cost, 0.1).sum(), cost, create_graph=True)
+    assert torch.autograd.grad(grad.sum(), cost)[0].shape == cost.shape  # the autograd version goes on
