@@ -51,15 +51,11 @@ def soft_dtw_from_cost(cost: Tensor, gamma: float) -> Tensor:
     a training step with the shape term took twice as long. Only the cost needs a gradient here (MAML's
     inner loop stays on MSE); for a second derivative use :func:`soft_dtw_autograd`.
     """
-    if gamma <= 0:
-        raise ValueError(f"soft-DTW gamma must be > 0, got {gamma}")
     return _SoftDTW.apply(cost, float(gamma))
 
 
 def soft_dtw_autograd(cost: Tensor, gamma: float) -> Tensor:
     """:func:`soft_dtw_from_cost` differentiated by autograd through the forward recursion (any order)."""
-    if gamma <= 0:
-        raise ValueError(f"soft-DTW gamma must be > 0, got {gamma}")
     return _forward_recursion(cost, gamma, keep_weights=False)[0]
 
 
@@ -90,6 +86,8 @@ def _skew_index(n: int, m: int, device) -> tuple[Tensor, Tensor, Tensor]:
 def _forward_recursion(cost: Tensor, gamma: float, keep_weights: bool) -> tuple[Tensor, Optional[Tensor]]:
     """The soft-DTW value and, with ``keep_weights``, each cell's soft-min weights over its three predecessors
     (diagonal, above, left) as ``[n + m - 1, 3, B, n]``."""
+    if gamma <= 0:
+        raise ValueError(f"soft-DTW gamma must be > 0, got {gamma}")
     batch, n, m = cost.shape
     rows, cols, inside = _skew_index(n, m, cost.device)
     # skewed[:, k, i] = cost[:, i, k - i]: anti-diagonal k of the cost matrix, indexed by row i.
@@ -123,20 +121,19 @@ def _backward_recursion(weights: Tensor, grad_value: Tensor, cost_shape) -> Tens
     batch, n, m = cost_shape
     diagonals = n + m - 1
     rows, cols, inside = _skew_index(n, m, weights.device)
-    zeros = weights.new_zeros(batch, n + 1)  # index 0 is the border row, as in the forward recursion
-    acc = [zeros.clone() for _ in range(diagonals)]
-    acc[-1][:, n] = grad_value
+    # Gradients accumulated for diagonals k, k - 1 and k - 2 (a cell's predecessors lie at most two back);
+    # index 0 is the border row, as in the forward recursion.
+    current, previous, before_previous = (weights.new_zeros(batch, n + 1) for _ in range(3))
+    current[:, n] = grad_value
     grad_skewed = weights.new_zeros(batch, diagonals, n)
     for k in range(diagonals - 1, -1, -1):
-        g = acc[k][:, 1:] * inside[k]
+        g = current[:, 1:] * inside[k]
         grad_skewed[:, k] = g
         w = weights[k]
-        if k >= 1:
-            acc[k - 1][:, :-1] += g * w[1]  # cell above: row i - 1 of diagonal k - 1
-            acc[k - 1][:, 1:] += g * w[2]   # cell to the left: row i of diagonal k - 1
-        if k >= 2:
-            acc[k - 2][:, :-1] += g * w[0]  # diagonal predecessor: row i - 1 of diagonal k - 2
-        acc[k] = zeros  # done with it
+        previous[:, :-1] += g * w[1]  # cell above: row i - 1 of diagonal k - 1
+        previous[:, 1:] += g * w[2]   # cell to the left: row i of diagonal k - 1
+        before_previous[:, :-1] += g * w[0]  # diagonal predecessor: row i - 1 of diagonal k - 2
+        current, previous, before_previous = previous, before_previous, current.zero_()
     grad_cost = weights.new_zeros(batch, n, m)
     grad_cost[:, rows[inside], cols[inside]] = grad_skewed[:, inside]
     return grad_cost
