@@ -20,6 +20,8 @@ from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
 from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, evaluate, fold_dir
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
+from metagait_edge.personalization.train import freeze_for_meta_learning, meta_step
+from metagait_edge.meta.maml import MAML, MAMLConfig, Batch as MetaBatch, Task as MetaTask
 from personalization_fixtures import synthetic_cycle_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +100,29 @@ def test_mix_base_starts_halfway_between_previous_cycle_and_template_and_can_ada
     assert "blend_logit" in model.adaptation_parameter_names("film")
     with pytest.raises(ValueError, match="only generation"):
         CycleModelConfig(problem="reconstruction", channels=4, base="mix")
+
+
+@pytest.mark.parametrize("meta_learn", ["all", "rates", "adapted"])
+def test_meta_learn_setting_limits_what_one_meta_update_changes(meta_learn):
+    torch.manual_seed(0)
+    model = CycleModel(CycleModelConfig(problem="generation", channels=4, base="mix"))
+    torch.nn.init.normal_(model.tcn.head.weight, std=0.1)  # a zero head would leave most gradients zero
+    maml = MAML(model, MAMLConfig(inner_steps=2, inner_lr=0.05, first_order=True, adapt="film"))
+    frozen = freeze_for_meta_learning(maml, meta_learn)
+    before = {n: p.detach().clone() for n, p in maml.named_parameters()}
+    batch = lambda: MetaBatch(torch.randn(3, 12, 101), torch.randn(3, 4, 101))  # noqa: E731
+    opt = torch.optim.SGD([p for p in maml.parameters() if p.requires_grad], lr=0.1)
+    meta_step(opt, maml, maml([MetaTask(batch(), batch())]))
+    changed = {n for n, p in maml.named_parameters() if not torch.equal(p, before[n])}
+    film = {"model." + n for n in maml.adapt_names}
+    rates = {n for n in before if n.startswith("inner_lrs.")}
+    network = {n for n in before if n.startswith("model.")}
+    assert rates <= changed
+    expected_network = {"all": network, "rates": set(), "adapted": film}[meta_learn]
+    assert changed & network == expected_network
+    assert set(frozen) == {n[len("model."):] for n in network - expected_network}
+    with pytest.raises(ValueError, match="meta_learn"):
+        freeze_for_meta_learning(maml, "trunk")
 
 
 def test_pooled_training_adds_a_shape_phase_after_mse_and_refuses_one_without_a_shape_term(trained):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Literal, Tuple
 
 from metagait_edge.data.cycles import CycleSetConfig
 from metagait_edge.meta.maml import MAMLConfig
@@ -30,6 +30,10 @@ class TrainConfig:
     meta_iterations: int = 400
     meta_batch: int = 4
     meta_lr: float = 3e-4
+    # What the outer loop learns: ``all`` the network and the inner rates (MAML++); ``rates`` only the inner
+    # rates, the network stays the pooled one (with a dozen training walkers the network part re-fits them);
+    # ``adapted`` the parameters the inner loop changes (``maml.adapt``) and the rates
+    meta_learn: Literal["all", "rates", "adapted"] = "all"
     val_every: int = 50
     val_max_tasks: int = 24
     finetune_lrs: Tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)

@@ -153,6 +153,23 @@ def meta_step(opt: torch.optim.Optimizer, maml: MAML, loss: torch.Tensor) -> tup
     return value, True
 
 
+def freeze_for_meta_learning(maml: MAML, meta_learn: str) -> List[str]:
+    """Stop the outer loop from changing the network parameters ``train.meta_learn`` excludes; returns their
+    names. The inner loop still adapts them (it differentiates fast weights, not these leaves)."""
+    if meta_learn == "all":
+        keep = None
+    elif meta_learn == "rates":
+        keep = set()
+    elif meta_learn == "adapted":
+        keep = set(maml.adapt_names)
+    else:
+        raise ValueError(f"train.meta_learn must be 'all', 'rates' or 'adapted', got {meta_learn!r}")
+    frozen = [] if keep is None else [n for n, _ in maml.model.named_parameters() if n not in keep]
+    for name, param in maml.model.named_parameters():
+        param.requires_grad_(name not in frozen)
+    return frozen
+
+
 def train_maml(data: CycleTensors, sampler: TaskSampler, config: PersonalizationConfig, problem: str,
                init: CycleModel, val_batches, progress: bool = True) -> tuple[MAML, History, Dict[str, float]]:
     """MAML(++) meta-training warm-started from the pooled model; the checkpoint is selected on validation
@@ -161,8 +178,9 @@ def train_maml(data: CycleTensors, sampler: TaskSampler, config: Personalization
     tc = config.train
     torch.manual_seed(tc.seed)
     maml = MAML(copy.deepcopy(init), config.maml, meta_loss_fn=cycle_loss(config.loss)).to(ctx.device)
+    frozen = freeze_for_meta_learning(maml, tc.meta_learn)
     wrapped = distributed.wrap_model(maml, ctx)
-    opt = torch.optim.Adam(wrapped.parameters(), lr=tc.meta_lr)
+    opt = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=tc.meta_lr)
     rng = np.random.default_rng([tc.seed, ctx.rank, 2])
     g = torch.Generator().manual_seed(tc.seed * 1000 + ctx.rank + 7)
     history = History()
@@ -190,6 +208,8 @@ def train_maml(data: CycleTensors, sampler: TaskSampler, config: Personalization
                 best = {"iteration": it, "val_loss": val}
                 best_state = copy.deepcopy(maml.state_dict())
     maml.load_state_dict(best_state)
+    for name in frozen:  # frozen for the outer loop only; fine-tuning a copy later must still work
+        maml.model.get_parameter(name).requires_grad_(True)
     maml.eval()
     return maml, history, best
 
