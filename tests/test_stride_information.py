@@ -59,7 +59,7 @@ def test_posterior_ignores_channels_the_strides_do_not_observe():
 def strides(support: torch.Tensor, queries: torch.Tensor) -> WalkerStrides:
     valid = torch.ones(queries.shape[:2], dtype=torch.bool)
     return WalkerStrides(subject=1, queries=queries, query_valid=valid, support=support,
-                         support_valid=valid[0], later=support, own=queries.mean(0))
+                         support_valid=valid[0], later={}, own=queries.mean(0))
 
 
 def test_oracle_shrinkage_trusts_informative_strides_and_ignores_uninformative_ones():
@@ -84,11 +84,12 @@ def test_walker_strides_refuse_a_later_window_that_reaches_the_queries():
     config = small_config()
     split = fold_split(cs, config, 0)
     prepared = prepare(cs, split)
-    walkers = walker_strides(prepared, split["test"], 5, config.protocol, skip=2)
+    walkers = walker_strides(prepared, split["test"], 5, config.protocol, skips=[1, 2])
     assert walkers and {w.subject for w in walkers} <= set(split["test"])
     assert all(w.queries.shape[0] >= config.protocol.min_queries for w in walkers)
+    assert all(set(w.later) == {1, 2} and not torch.equal(w.later[1], w.later[2]) for w in walkers)
     with pytest.raises(ValueError, match="reach its queries"):
-        walker_strides(prepared, split["test"], 5, config.protocol, skip=8)
+        walker_strides(prepared, split["test"], 5, config.protocol, skips=[2, 8])
     prior = population_prior(prepared.tensors.x, prepared.tensors.valid, prepared.recordings, split["train"])
     assert prior.deviations.shape[0] == len(split["train"]) and bool((prior.stride_var > 0).all())
     with pytest.raises(ValueError, match="at least 2 walkers"):
@@ -102,13 +103,14 @@ def test_script_writes_both_support_sizes_and_the_own_mean_beats_the_population(
     config_path.write_text(dump_yaml(small_config()))
     out = tmp_path / "strides.md"
     subprocess.run([sys.executable, str(REPO / "training" / "stride_information.py"), "--config", str(config_path),
-                    "--cycles", str(cs_path), "--folds", "0", "1", "--skip", "2", "--out", str(out), "--no-progress"],
+                    "--cycles", str(cs_path), "--folds", "0", "1", "--skip", "1", "2", "--out", str(out), "--no-progress"],
                    check=True, cwd=REPO, capture_output=True)
     result = json.loads(out.with_suffix(".json").read_text())
     one, five = result["results"]["1"], result["results"]["5"]
     # synthetic walkers have their own shapes: knowing the walker beats the population, 5 strides beat 1
     assert five["own"]["mse"] < five["support"]["mse"] < five["population"]["mse"]
     assert five["support"]["mse"] < one["support"]["mse"]
+    assert {"later1", "later2"} <= set(five) and five["later2"]["mse"] != five["later1"]["mse"]
     assert five["own"]["recovered"] == pytest.approx(1.0) and five["population"]["recovered"] == pytest.approx(0.0)
     text = out.read_text()
     assert "## 1-shot" in text and "## 5-shot" in text and "python training/stride_information.py" in text

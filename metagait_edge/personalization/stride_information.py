@@ -11,7 +11,7 @@ prediction of the main protocol's query cycles (the template alone, no network):
   between-walker covariance of the training walkers (what a prior learned across walkers, the thing
   meta-learning learns, adds to the strides) and their within-walker stride variance;
 * ``support``: the mean of the K support strides (the first K of the recording, as calibrated);
-* ``later``: the mean of K strides taken after the first ``skip`` ones (the cost of the start-of-walk
+* ``later<s>``: the mean of K strides taken after the first ``s`` ones (the cost of the start-of-walk
   transient the support strides contain);
 * ``oracle_shrinkage``: ``population + alpha * (support - population)`` with one ``alpha`` per channel and
   sample fitted on the test walkers' own queries: an in-sample optimum, an upper bound for any per-element
@@ -34,7 +34,12 @@ from metagait_edge.personalization.experiment import Prepared
 from metagait_edge.personalization.inputs import template_from_support
 from metagait_edge.personalization.tasks import ProtocolConfig, Recording, evaluation_tasks
 
-ESTIMATORS = ("population", "prior", "support", "later", "oracle_shrinkage", "own")
+ESTIMATORS = ("population", "prior", "support", "oracle_shrinkage", "own")  # plus later<s> per skip
+
+
+def estimator_names(skips: Sequence[int]) -> List[str]:
+    """Every estimator's name, in table order, with the later-window ones for ``skips``."""
+    return ["population", "prior", "support", *(f"later{s}" for s in skips), "oracle_shrinkage", "own"]
 
 
 @dataclass
@@ -46,7 +51,7 @@ class WalkerStrides:
     query_valid: Tensor  # [Q, C]
     support: Tensor  # [C, L] mean of the K support strides
     support_valid: Tensor  # [C]
-    later: Tensor  # [C, L] mean of K strides after the first ``skip``
+    later: Dict[int, Tensor]  # skip -> [C, L] mean of K strides after the first ``skip``
     own: Tensor  # [C, L] mean of every non-query cycle of the recording
 
 
@@ -118,37 +123,40 @@ def oracle_shrinkage(walkers: Sequence[WalkerStrides], population: Tensor) -> Te
 
 
 def walker_strides(prepared: Prepared, subjects: Sequence[int], shots: int, protocol: ProtocolConfig,
-                   skip: int) -> List[WalkerStrides]:
+                   skips: Sequence[int] = ()) -> List[WalkerStrides]:
     """The main protocol's tasks of ``subjects`` (queries as in the evaluation) with their templates."""
     x, valid = prepared.tensors.x, prepared.tensors.valid
     by_key = {r.key: r for r in prepared.recordings}
     out = []
     for task in evaluation_tasks(prepared.recordings, subjects, shots, protocol, False, "main"):
         positions = {int(i): p for p, i in enumerate(by_key[task.recording].indices)}
-        later = by_key[task.recording].indices[skip: skip + shots]
-        if len(later) < shots or positions[int(later[-1])] >= positions[int(task.query.min())]:
-            raise ValueError(f"recording {task.recording}: strides {skip}..{skip + shots - 1} reach its queries; "
-                             f"use a smaller skip than the protocol's gap ({protocol.gap})")
+        later = {}
+        for skip in skips:
+            window = by_key[task.recording].indices[skip: skip + shots]
+            if len(window) < shots or positions[int(window[-1])] >= positions[int(task.query.min())]:
+                raise ValueError(f"recording {task.recording}: strides {skip}..{skip + shots - 1} reach its "
+                                 f"queries; use a smaller skip than the protocol's gap ({protocol.gap})")
+            later[skip] = _mean(x, valid, window)
         queries = set(task.query.tolist())
         own = [i for i in by_key[task.recording].indices if int(i) not in queries]
         support_idx = torch.as_tensor(task.support)
         out.append(WalkerStrides(
             subject=task.subject, queries=x[torch.as_tensor(task.query)], query_valid=valid[torch.as_tensor(task.query)],
             support=_mean(x, valid, task.support), support_valid=valid[support_idx].any(0),
-            later=_mean(x, valid, later), own=_mean(x, valid, own)))
+            later=later, own=_mean(x, valid, own)))
     return out
 
 
 def score_estimators(walkers: Sequence[WalkerStrides], prior: PopulationPrior, shots: int,
                      alpha: Tensor) -> Dict[str, Dict[int, List[float]]]:
-    """``{estimator: {walker: [query MSE per cycle]}}`` for every estimator of :data:`ESTIMATORS`."""
-    scores: Dict[str, Dict[int, List[float]]] = {name: defaultdict(list) for name in ESTIMATORS}
+    """``{estimator: {walker: [query MSE per cycle]}}`` for every estimator (:func:`estimator_names`)."""
+    scores: Dict[str, Dict[int, List[float]]] = defaultdict(lambda: defaultdict(list))
     for walker in walkers:
         templates = {
             "population": prior.mean,
             "prior": posterior_mean(prior, walker.support, walker.support_valid, shots),
             "support": walker.support,
-            "later": walker.later,
+            **{f"later{skip}": later for skip, later in walker.later.items()},
             "oracle_shrinkage": prior.mean + alpha * (walker.support - prior.mean),
             "own": walker.own,
         }
