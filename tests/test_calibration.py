@@ -57,13 +57,13 @@ def test_calibration_commits_only_an_improvement(pers, tmp_path):
     rng = np.random.default_rng(1)
     store = ProfileStore(tmp_path)
     progress = []
-    o = calibrate(pers, store, "bob", _queue([_cycle(pers, rng, index=i) for i in range(6)]), CalibrationConfig(),
+    o = calibrate(pers, store, "bob", _queue([_cycle(pers, rng, index=i) for i in range(7)]), CalibrationConfig(),
                   feedback=lambda n, k: progress.append((n, k)), timeout_s=5)
     assert o.success and o.error_after < o.error_before and progress[-1] == (5, 5)
     prof = store.load("bob")
     assert prof.meta["loss_after"] == pytest.approx(o.error_after)
     # A demand no adaptation can meet: the previous profile stays, and the reason says so.
-    o2 = calibrate(pers, store, "bob", _queue([_cycle(pers, rng, index=i) for i in range(6)]),
+    o2 = calibrate(pers, store, "bob", _queue([_cycle(pers, rng, index=i) for i in range(7)]),
                    CalibrationConfig(min_improvement=0.9999), timeout_s=5, previous=prof)
     assert not o2.success and "previous profile kept" in o2.reason
     assert store.load("bob").meta["saved"] == prof.meta["saved"] and len(list((tmp_path / "bob").glob("weights-*"))) == 1
@@ -72,11 +72,28 @@ def test_calibration_commits_only_an_improvement(pers, tmp_path):
 def test_non_consecutive_or_rejected_cycles_restart_collection(pers, tmp_path):
     rng = np.random.default_rng(2)
     cycles = [_cycle(pers, rng, index=i) for i in range(3)] + [_cycle(pers, rng, dur=0.2, index=3)]
-    cycles += [_cycle(pers, rng, index=i) for i in range(10, 16)]
+    cycles += [_cycle(pers, rng, index=i) for i in range(10, 17)]
     o = calibrate(pers, ProfileStore(tmp_path), "eve", _queue(cycles), CalibrationConfig(), timeout_s=5)
     assert o.success and o.rejected == {"duration": 1}
+    # the walk settles again after the rejection: one stride short of that and the calibration times out
+    assert not calibrate(pers, ProfileStore(tmp_path), "eve", _queue(cycles[:-1]), CalibrationConfig(),
+                         timeout_s=0.5).success
     short = calibrate(pers, ProfileStore(tmp_path), "eve", _queue(cycles[:4]), CalibrationConfig(), timeout_s=0.5)
     assert not short.success and "timeout" in short.reason
+
+
+@pytest.mark.parametrize("settle", [0, 1, 2])
+def test_the_first_strides_of_a_walk_settle_and_are_not_used(pers, tmp_path, settle):
+    rng = np.random.default_rng(3)
+    # durations tell the cycles apart in the profile; all pass the checks
+    cycles = [_cycle(pers, rng, index=i, dur=0.9 + 0.05 * i) for i in range(8)]
+    o = calibrate(pers, ProfileStore(tmp_path), "kim", _queue(cycles), CalibrationConfig(settle_strides=settle),
+                  timeout_s=5)
+    assert o.success
+    used = ProfileStore(tmp_path).load("kim").meta["cycle_s"]
+    assert used == pytest.approx([c.duration_s for c in cycles[settle:settle + 6]])
+    with pytest.raises(ValueError, match="settle_strides"):
+        CalibrationConfig(settle_strides=-1)
 
 
 def test_profile_store_round_trip_and_errors(tmp_path):

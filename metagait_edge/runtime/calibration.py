@@ -1,8 +1,8 @@
 """On-device few-shot calibration of the personalization model (``runtime.personalizer``).
 
-Calibration (``calibrate``): collect ``shots`` + 1 valid cycles that pass the quality checks (duration,
-amplitude, consistency, no gaps), adapt on the first ``shots`` (off the control thread: the caller's
-thread), validate on the held-out last cycle against the model the walker would get without this
+Calibration (``calibrate``): let the walk settle (``settle_strides``), collect ``shots`` + 1 valid cycles
+that pass the quality checks (duration, amplitude, consistency, no gaps), adapt on the first ``shots`` (off
+the control thread: the caller's thread), validate on the held-out last cycle against the model the walker would get without this
 calibration (their previous profile, else the unadapted model with the mean of their recent cycles as
 template, as the runtime's uncalibrated path does), and commit
 the profile (``profiles.ProfileStore``, atomic) only if the held-out loss improves. Otherwise the previous
@@ -105,6 +105,7 @@ def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Que
     accepted: List[CycleRecord] = []
     rejected: Dict[str, int] = {}
     last_index = None
+    settled = 0  # consecutive valid strides walked before collecting (the start-of-walk transient)
     feedback(0, shots)
 
     t_collected = math.nan
@@ -127,18 +128,21 @@ def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Que
             continue
         why = check_cycle(rec, config, personalizer.channels)
         if why is None and last_index is not None and rec.index != last_index + 1:
-            # Support cycles must be consecutive (generation predicts each from the one before).
-            accepted = []
-            why = None
+            # Support cycles must be consecutive (generation predicts each from the one before); a missed
+            # cycle may be a stop, so the walk settles again.
+            accepted, settled = [], 0
         if why is not None:
             key = why.split(" ")[0]
             rejected[key] = rejected.get(key, 0) + 1
-            accepted, last_index = [], None
+            accepted, last_index, settled = [], None, 0
             log.info("calibration of %s: cycle %d rejected: %s", walker, rec.index, why)
             feedback(0, shots)
             continue
-        accepted.append(rec)
         last_index = rec.index
+        if settled < config.settle_strides:
+            settled += 1
+            continue
+        accepted.append(rec)
         if len(accepted) >= 3:
             norm = personalizer.normalize(np.stack([r.cycle for r in accepted]))
             ok = consistent_subset(norm, config.max_cycle_distance)

@@ -59,6 +59,10 @@ class SinksConfig:
 @dataclass
 class CalibrationConfig:
     shots: int = 5
+    # Valid strides walked before collection starts, again after every rejected or missing cycle: the first
+    # stride of a walk misses the walker's mean cycle by more than the population mean does
+    # (docs/results/personalization_stride_information.md); the strides after it are typical.
+    settle_strides: int = 1
     min_cycle_s: float = 0.6
     max_cycle_s: float = 1.8
     min_knee_rom_deg: float = 15.0  # amplitude check: a shuffle or standing still is no gait cycle
@@ -72,6 +76,8 @@ class CalibrationConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.shots <= 50:
             raise ValueError(f"shots must be in 1..50, got {self.shots}")
+        if not 0 <= self.settle_strides <= 20:
+            raise ValueError(f"settle_strides must be in 0..20, got {self.settle_strides}")
         if not 0 < self.min_cycle_s < self.max_cycle_s:
             raise ValueError("need 0 < min_cycle_s < max_cycle_s")
 
