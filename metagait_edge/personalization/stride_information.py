@@ -34,9 +34,6 @@ from metagait_edge.personalization.experiment import Prepared
 from metagait_edge.personalization.inputs import template_from_support
 from metagait_edge.personalization.tasks import ProtocolConfig, Recording, evaluation_tasks
 
-ESTIMATORS = ("population", "prior", "support", "oracle_shrinkage", "own")  # plus later<s> per skip
-
-
 def estimator_names(skips: Sequence[int]) -> List[str]:
     """Every estimator's name, in table order, with the later-window ones for ``skips``."""
     return ["population", "prior", "support", *(f"later{s}" for s in skips), "oracle_shrinkage", "own"]
@@ -74,11 +71,13 @@ def population_prior(x: Tensor, valid: Tensor, recordings: Sequence[Recording], 
                      condition: str = "walking") -> PopulationPrior:
     """The prior of :func:`posterior_mean`, from the ``condition`` recordings of ``subjects`` only."""
     recs = [r for r in recordings if r.subject in set(subjects) and r.condition == condition]
-    if len({r.subject for r in recs}) < 2:
-        raise ValueError(f"a population prior needs at least 2 walkers with {condition} recordings, got {len(recs)} recordings")
+    walkers = sorted({r.subject for r in recs})
+    if len(walkers) < 2:
+        raise ValueError(f"a population prior needs at least 2 walkers with {condition} recordings; of subjects "
+                         f"{sorted(subjects)} these have some: {walkers}")
     mean = _mean(x, valid, np.concatenate([r.indices for r in recs]))
     deviations, sq, count = [], torch.zeros_like(mean), torch.zeros_like(mean)
-    for subject in sorted({r.subject for r in recs}):
+    for subject in walkers:
         mine = [r for r in recs if r.subject == subject]
         walker_mean = _mean(x, valid, np.concatenate([r.indices for r in mine]))
         seen = valid[torch.as_tensor(np.concatenate([r.indices for r in mine]))].any(0)
