@@ -103,7 +103,8 @@ def test_script_writes_both_support_sizes_and_the_own_mean_beats_the_population(
     config_path.write_text(dump_yaml(small_config()))
     out = tmp_path / "strides.md"
     subprocess.run([sys.executable, str(REPO / "training" / "stride_information.py"), "--config", str(config_path),
-                    "--cycles", str(cs_path), "--folds", "0", "1", "--skip", "1", "2", "--out", str(out), "--no-progress"],
+                    "--cycles", str(cs_path), "--folds", "0", "1", "--skip", "1", "2", "--out", str(out),
+                    "--no-progress"],
                    check=True, cwd=REPO, capture_output=True)
     result = json.loads(out.with_suffix(".json").read_text())
     one, five = result["results"]["1"], result["results"]["5"]

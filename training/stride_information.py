@@ -99,7 +99,8 @@ def markdown(result: dict, command: str) -> str:
         later = ", ".join(f"{rows[f'later{skip}']['mse'] - own:.4f}" for skip in skips)
         excess, iid = support - own, own / k
         pct = lambda name: f"{100 * rows[name]['recovered']:.0f} %"  # noqa: E731
-        lines += ["", f"Reading: the first {strides} {'misses' if k == 1 else 'miss'} the walker's mean cycle by {excess:.4f} (support minus own "
+        lines += ["", f"Reading: the first {strides} {'misses' if k == 1 else 'miss'} the walker's mean cycle by "
+                      f"{excess:.4f} (support minus own "
                       f"mean); strides as variable as the queries, drawn independently, would miss it by about "
                       f"{iid:.4f} (own / {k}): the calibration {strides} {'carries' if k == 1 else 'carry'} "
                       f"{excess / iid:.1f} times that error: the start-of-walk transient ({strides} after the first "
@@ -136,7 +137,8 @@ def main(argv=None) -> int:
     atomic_write_text(out, markdown(result, command))
     atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     for shots, rows in result["results"].items():
-        print(f"{shots}-shot: " + ", ".join(f"{name} {rows[name]['mse']:.4f}" for name in estimator_names(result["skips"])))
+        names = estimator_names(result["skips"])
+        print(f"{shots}-shot: " + ", ".join(f"{name} {rows[name]['mse']:.4f}" for name in names))
     print(f"wrote {out}, {out.with_suffix('.json')}")
     return 0
 

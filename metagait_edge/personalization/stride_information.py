@@ -140,7 +140,8 @@ def walker_strides(prepared: Prepared, subjects: Sequence[int], shots: int, prot
         own = [i for i in by_key[task.recording].indices if int(i) not in queries]
         support_idx = torch.as_tensor(task.support)
         out.append(WalkerStrides(
-            subject=task.subject, queries=x[torch.as_tensor(task.query)], query_valid=valid[torch.as_tensor(task.query)],
+            subject=task.subject, queries=x[torch.as_tensor(task.query)],
+            query_valid=valid[torch.as_tensor(task.query)],
             support=_mean(x, valid, task.support), support_valid=valid[support_idx].any(0),
             later=later, own=_mean(x, valid, own)))
     return out

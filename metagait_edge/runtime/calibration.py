@@ -2,11 +2,11 @@
 
 Calibration (``calibrate``): let the walk settle (``settle_strides``), collect ``shots`` + 1 valid cycles
 that pass the quality checks (duration, amplitude, consistency, no gaps), adapt on the first ``shots`` (off
-the control thread: the caller's thread), validate on the held-out last cycle against the model the walker would get without this
-calibration (their previous profile, else the unadapted model with the mean of their recent cycles as
-template, as the runtime's uncalibrated path does), and commit
-the profile (``profiles.ProfileStore``, atomic) only if the held-out loss improves. Otherwise the previous
-profile stays and the outcome says why.
+the control thread: the caller's thread), validate on the held-out last cycle against the model the walker
+would get without this calibration (their previous profile, else the unadapted model with the mean of their
+recent cycles as template, as the runtime's uncalibrated path does), and commit the profile
+(``profiles.ProfileStore``, atomic) only if the held-out loss improves. Otherwise the previous profile stays
+and the outcome says why.
 """
 
 from __future__ import annotations
