@@ -18,6 +18,8 @@ from metagait_edge.personalization.config import PersonalizationConfig, SplitCon
 from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, train_fold
 from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
+from metagait_edge.personalization.inputs import masking_for
+from metagait_edge.personalization.report import masking_sentence
 from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, evaluate, fold_dir
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
 from metagait_edge.personalization.train import freeze_for_meta_learning, meta_step
@@ -186,6 +188,29 @@ def test_evaluation_report_has_the_documented_shape(trained):
     # the synthetic walkers differ: the support mean must beat copying nothing (zeros = population mean)
     sm = payload["results"]["generation"]["5"]["support_mean"]["mse"]
     assert sm < 1.0
+
+
+def test_reconstruction_is_evaluated_per_kind_of_missing_data(trained, tmp_path):
+    config, root, _, cs_path = trained
+    runs = {}
+    for mode in ("sparse", "sensors"):
+        runs[mode] = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, masking=mode,
+                              problems=["reconstruction"], scores_out=tmp_path / f"{mode}.json")
+        assert set(runs[mode]["results"]) == {"reconstruction"}
+        assert runs[mode]["protocol"]["masking"] == mode
+    assert runs["sparse"]["protocol"]["p_sensors"] == 0.0 and runs["sensors"]["protocol"]["p_sensors"] == 1.0
+    sparse, sensors = (runs[m]["results"]["reconstruction"]["5"]["pooled"]["mse"] for m in ("sparse", "sensors"))
+    assert sparse != pytest.approx(sensors)  # other inputs, other errors
+    assert "only 10 % of the samples are observed (every cycle" in masking_sentence(runs["sparse"]["protocol"])
+    assert "all but 3 of the 6 IMUs are observed (every cycle" in masking_sentence(runs["sensors"]["protocol"])
+    assert "one of the two at random" in masking_sentence({"keep_fraction": 0.1, "drop_sensors": 3})
+    with pytest.raises(ValueError, match="sensors reconstruction masks"):
+        evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[],
+                 merge=[tmp_path / "sensors.json"])
+    with pytest.raises(ValueError, match="masking mode"):
+        masking_for(config.masking, "half")
+    with pytest.raises(ValueError, match="unknown problems"):
+        evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, problems=["walking"])
 
 
 def test_maml_adaptation_lowers_the_support_loss_of_a_trained_model(trained):

@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (provenance)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     parser.add_argument("--cycles", metavar="NPZ", help="use this saved cycle set instead of HuGaDB (tests, custom data)")
+    parser.add_argument("--masking", choices=("mixed", "sparse", "sensors"), default="mixed",
+                        help="reconstruction inputs: as trained (a random kind per cycle) or every cycle sparse "
+                             "(few samples) / sensors (whole IMUs missing)")
+    parser.add_argument("--problems", nargs="+", choices=("generation", "reconstruction"),
+                        help="only these problems (default: all the checkpoints have)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -60,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     payload = evaluate(config, root, args.quick, args.seeds, args.folds, progress=not args.no_progress,
                        plots_dir=Path(args.plots) if args.plots else None,
                        cycles_path=Path(args.cycles) if args.cycles else None, strict_config=bool(args.config),
-                       scores_out=Path(args.scores_out) if args.scores_out else None, merge=[Path(m) for m in args.merge])
+                       scores_out=Path(args.scores_out) if args.scores_out else None, merge=[Path(m) for m in args.merge],
+                       masking=args.masking, problems=args.problems)
     command = "metagait-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "metagait-edge eval-personalization"
     out = Path(args.out) if args.out else Path("docs/results") / ("personalization_quick.md" if args.quick else "personalization.md")
     out.parent.mkdir(parents=True, exist_ok=True)

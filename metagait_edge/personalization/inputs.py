@@ -15,7 +15,7 @@ mean in normalized units.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -67,6 +67,19 @@ class MaskingConfig:
     keep_fraction: float = 0.1
     drop_sensors: int = 3
     p_sensors: float = 0.5
+
+
+MASKING_MODES = ("mixed", "sparse", "sensors")
+
+
+def masking_for(config: MaskingConfig, mode: str) -> MaskingConfig:
+    """``config`` with every cycle masked one way: ``sparse`` or ``sensors`` (``mixed``: as configured). The
+    evaluation reports the two kinds of missing data apart with it; training keeps the mix."""
+    if mode not in MASKING_MODES:
+        raise ValueError(f"masking mode must be one of {MASKING_MODES}, got {mode!r}")
+    if mode == "mixed":
+        return config
+    return replace(config, p_sensors=1.0 if mode == "sensors" else 0.0)
 
 
 def channel_sensors(channels: Sequence[str], sensors: Sequence[str] = ("rf", "rs", "rt", "lf", "ls", "lt")) -> Tensor:

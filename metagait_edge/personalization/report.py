@@ -253,6 +253,18 @@ DESIGN_NOTES = (
 )
 
 
+def masking_sentence(protocol: dict) -> str:
+    """What a reconstruction input observes, as evaluated (``protocol["masking"]``)."""
+    sparse = f"only {100 * protocol.get('keep_fraction', 0):.0f} % of the samples"
+    sensors = f"all but {6 - protocol.get('drop_sensors', 0)} of the 6 IMUs"
+    mode = protocol.get("masking", "mixed")
+    if mode == "sparse":
+        return f"recover a cycle of which {sparse} are observed (every cycle; training mixed both kinds)"
+    if mode == "sensors":
+        return f"recover a cycle of which {sensors} are observed (every cycle; training mixed both kinds)"
+    return f"recover a cycle of which {sparse}, or {sensors}, are observed (one of the two at random per cycle)"
+
+
 def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str, str],
                    notes: Sequence[str] = DESIGN_NOTES) -> None:
     p = payload["protocol"]
@@ -270,9 +282,8 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         f"{p.get('max_queries')} strides from at least {p.get('gap')} strides after the support, in the same recording.",
         "- Re-donning protocol (reported separately below): support from one recording, queries from another "
         "recording of the same walker.",
-        "- Generation: predict the next cycle from the previous one. Reconstruction: recover a cycle of which only "
-        f"{100 * p.get('keep_fraction', 0):.0f} % of the samples, or all but {6 - p.get('drop_sensors', 0)} of the 6 IMUs, "
-        "are observed (one of the two at random per cycle); scored on the whole cycle.",
+        f"- Generation: predict the next cycle from the previous one. Reconstruction: {masking_sentence(p)}; scored on "
+        "the whole cycle.",
         "- Scores on normalized channels (training-walker statistics), valid channels only: MSE; multivariate DTW "
         "with one warping path shared by all channels (dtaidistance: square root of the summed squared distances "
         "along the path), raw and divided by the path length. Mean ± SD across held-out walkers of per-walker means.",

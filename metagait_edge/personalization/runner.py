@@ -26,7 +26,7 @@ from metagait_edge.personalization import report as R
 from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.episodes import query_batch, support_batch
 from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, stored_config, train_fold
-from metagait_edge.personalization.inputs import PROBLEMS
+from metagait_edge.personalization.inputs import PROBLEMS, masking_for
 from metagait_edge.personalization.methods import all_predictions
 from metagait_edge.personalization.tasks import evaluation_tasks
 
@@ -104,9 +104,14 @@ def problem_config(root: Path, seed: int, fold: int, problem: str, config: Optio
 def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Optional[Sequence[int]] = None,
              folds: Optional[Sequence[int]] = None, progress: bool = True, plots_dir: Optional[Path] = None,
              cycles_path: Optional[Path] = None, strict_config: bool = True,
-             scores_out: Optional[Path] = None, merge: Sequence[Path] = ()) -> dict:
+             scores_out: Optional[Path] = None, merge: Sequence[Path] = (), masking: str = "mixed",
+             problems: Optional[Sequence[str]] = None) -> dict:
     """Score every trained (seed, fold) under ``root``. ``strict_config``: every checkpoint must have been
-    trained with ``config``; otherwise ``config`` fixes data, split, protocol and masking only."""
+    trained with ``config``; otherwise ``config`` fixes data, split, protocol and masking only. ``masking``:
+    reconstruction inputs as trained (``mixed``) or all ``sparse`` / all ``sensors`` (the checkpoints load
+    with their own config; only the evaluation's masks change). ``problems``: only these."""
+    if problems is not None and set(problems) - set(PROBLEMS):
+        raise ValueError(f"unknown problems {sorted(set(problems) - set(PROBLEMS))}; known: {PROBLEMS}")
     runs = [(s, f) for s, f in available_runs(root) if (seeds is None or s in seeds) and (folds is None or f in folds)]
     if merge and folds is not None and len(folds) == 0:
         runs = []  # only summarize scores saved by earlier runs
@@ -122,18 +127,20 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
         "folds": sorted({f for _, f in runs}), "checkpoints": str(root), "shots": list(config.protocol.shots),
         "gap": config.protocol.gap, "max_queries": config.protocol.max_queries, "conditions": list(config.protocol.conditions),
         "keep_fraction": config.masking.keep_fraction, "drop_sensors": config.masking.drop_sensors,
+        "masking": masking, "p_sensors": masking_for(config.masking, masking).p_sensors,
         "inner_steps": config.maml.eval_steps or config.maml.inner_steps, "quick": quick,
         "max_tasks_per_cell": max_tasks,
     }
     for seed, fold in runs:
-        problems = config.problems if strict_config else [
+        run_problems = config.problems if strict_config else [
             p for p in PROBLEMS if (fold_dir(root, seed, fold) / p / "maml.safetensors").is_file()]
-        for problem in problems:
+        for problem in [p for p in run_problems if problems is None or p in problems]:
             pconfig = problem_config(root, seed, fold, problem, config if strict_config else None, config)
             models = load_problem(pconfig, fold_dir(root, seed, fold), problem)
             prepared = prepare(cs, models.split, models.normalizer)
             # the personal reference is trained on as the pooled model was (pconfig's training settings)
-            E.evaluate_problem(models, prepared, pconfig, scores, seed, max_tasks=max_tasks, progress=progress)
+            eval_config = replace(pconfig, masking=masking_for(pconfig.masking, masking))
+            E.evaluate_problem(models, prepared, eval_config, scores, seed, max_tasks=max_tasks, progress=progress)
             if problem == "generation" and not timing_ms:
                 timing_ms = E.timing(models, prepared, config)
                 if plots_dir is not None:
@@ -142,9 +149,12 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
         from metagait_edge.atomic import atomic_write_text
 
         atomic_write_text(scores_out, json.dumps({"scores": scores.to_json(), "timing_ms": timing_ms,
-                                                  "runs": [list(r) for r in runs]}))
+                                                  "runs": [list(r) for r in runs], "masking": masking}))
     for path in merge:
         part = json.loads(Path(path).read_text())
+        if part.get("masking", "mixed") != masking:  # files saved before the option are mixed
+            raise ValueError(f"{path} holds scores with {part.get('masking', 'mixed')} reconstruction masks, this "
+                             f"report {masking} ones: evaluate with the same --masking")
         scores.merge_json(part["scores"])
         timing_ms = timing_ms or part.get("timing_ms", {})
         runs = sorted(set(runs) | {tuple(r) for r in part.get("runs", [])})
