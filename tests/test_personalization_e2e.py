@@ -19,7 +19,7 @@ from metagait_edge.personalization.experiment import fold_split, load_problem, p
 from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
 from metagait_edge.personalization.inputs import masking_for
-from metagait_edge.personalization.report import masking_sentence
+from metagait_edge.personalization.report import masking_sentence, write_markdown
 from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, evaluate, fold_dir
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
 from metagait_edge.personalization.train import freeze_for_meta_learning, meta_step
@@ -204,6 +204,9 @@ def test_reconstruction_is_evaluated_per_kind_of_missing_data(trained, tmp_path)
     assert "only 10 % of the samples are observed (every cycle" in masking_sentence(runs["sparse"]["protocol"])
     assert "all but 3 of the 6 IMUs are observed (every cycle" in masking_sentence(runs["sensors"]["protocol"])
     assert "one of the two at random" in masking_sentence({"keep_fraction": 0.1, "drop_sensors": 3})
+    report = tmp_path / "sensors.md"
+    write_markdown(report, runs["sensors"], "metagait-edge eval-personalization --masking sensors", {})
+    assert "Not measured: timing runs with the generation model" in report.read_text()
     with pytest.raises(ValueError, match="sensors reconstruction masks"):
         evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[],
                  merge=[tmp_path / "sensors.json"])

@@ -312,9 +312,8 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         *per_walker_section(payload.get("per_walker", {})),
         "## Timing (one CPU thread, median)",
         "",
-        "| what | ms |",
-        "|---|---|",
-        *[f"| {k} | {v:.1f} |" for k, v in payload["timing_ms"].items()],
+        *(["| what | ms |", "|---|---|", *[f"| {k} | {v:.1f} |" for k, v in payload["timing_ms"].items()]]
+          if payload["timing_ms"] else ["Not measured: timing runs with the generation model, not evaluated here."]),
         "",
     ]
     if notes:
