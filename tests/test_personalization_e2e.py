@@ -190,6 +190,7 @@ def test_evaluation_report_has_the_documented_shape(trained):
     assert sm < 1.0
 
 
+@pytest.mark.slow
 def test_reconstruction_is_evaluated_per_kind_of_missing_data(trained, tmp_path):
     config, root, _, cs_path = trained
     runs = {}
