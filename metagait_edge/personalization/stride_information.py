@@ -79,8 +79,9 @@ def population_prior(x: Tensor, valid: Tensor, recordings: Sequence[Recording], 
     deviations, sq, count = [], torch.zeros_like(mean), torch.zeros_like(mean)
     for subject in walkers:
         mine = [r for r in recs if r.subject == subject]
-        walker_mean = _mean(x, valid, np.concatenate([r.indices for r in mine]))
-        seen = valid[torch.as_tensor(np.concatenate([r.indices for r in mine]))].any(0)
+        cycles = np.concatenate([r.indices for r in mine])
+        walker_mean = _mean(x, valid, cycles)
+        seen = valid[torch.as_tensor(cycles)].any(0)
         deviations.append(torch.where(seen[:, None], walker_mean - mean, torch.zeros_like(mean)))
         for r in mine:  # stride-to-stride spread around the recording's own mean
             idx = torch.as_tensor(r.indices)
@@ -138,11 +139,10 @@ def walker_strides(prepared: Prepared, subjects: Sequence[int], shots: int, prot
             later[skip] = _mean(x, valid, window)
         queries = set(task.query.tolist())
         own = [i for i in by_key[task.recording].indices if int(i) not in queries]
-        support_idx = torch.as_tensor(task.support)
+        query_idx = torch.as_tensor(task.query)
         out.append(WalkerStrides(
-            subject=task.subject, queries=x[torch.as_tensor(task.query)],
-            query_valid=valid[torch.as_tensor(task.query)],
-            support=_mean(x, valid, task.support), support_valid=valid[support_idx].any(0),
+            subject=task.subject, queries=x[query_idx], query_valid=valid[query_idx],
+            support=_mean(x, valid, task.support), support_valid=valid[torch.as_tensor(task.support)].any(0),
             later=later, own=_mean(x, valid, own)))
     return out
 
