@@ -19,7 +19,7 @@ from metagait_edge.personalization.experiment import fold_split, load_problem, p
 from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
 from metagait_edge.personalization.inputs import masking_for
-from metagait_edge.personalization.report import masking_sentence, write_markdown
+from metagait_edge.personalization.report import masking_sentence, support_sentence, write_markdown
 from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, evaluate, fold_dir
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
 from metagait_edge.personalization.train import freeze_for_meta_learning, meta_step
@@ -191,6 +191,24 @@ def test_evaluation_report_has_the_documented_shape(trained):
 
 
 @pytest.mark.slow
+def test_a_settled_support_changes_only_the_support_and_is_not_merged_with_an_unsettled_one(trained, tmp_path):
+    config, root, _, cs_path = trained
+    kw = dict(quick=True, progress=False, cycles_path=cs_path, problems=["generation"])
+    plain = evaluate(config, root / "ckpt", **kw)
+    settled = evaluate(config, root / "ckpt", settle=2, scores_out=tmp_path / "settled.json", **kw)
+    assert settled["protocol"]["settle"] == 2 and plain["protocol"]["settle"] == 0
+    p5, s5 = (r["results"]["generation"]["5"] for r in (plain, settled))
+    # same queries: what ignores the support scores the same, what uses it does not
+    assert s5["copy_previous"]["mse"] == pytest.approx(p5["copy_previous"]["mse"])
+    assert s5["support_mean"]["mse"] != pytest.approx(p5["support_mean"]["mse"])
+    assert "the K strides after the first 2 of a walking recording" in support_sentence(settled["protocol"])
+    assert "the first K strides" in support_sentence(plain["protocol"])
+    with pytest.raises(ValueError, match="--settle 2, this report with --settle 0"):
+        evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[],
+                 merge=[tmp_path / "settled.json"])
+
+
+@pytest.mark.slow
 def test_reconstruction_is_evaluated_per_kind_of_missing_data(trained, tmp_path):
     config, root, _, cs_path = trained
     runs = {}
@@ -208,7 +226,7 @@ def test_reconstruction_is_evaluated_per_kind_of_missing_data(trained, tmp_path)
     report = tmp_path / "sensors.md"
     write_markdown(report, runs["sensors"], "metagait-edge eval-personalization --masking sensors", {})
     assert "Not measured: timing runs with the generation model" in report.read_text()
-    with pytest.raises(ValueError, match="sensors reconstruction masks"):
+    with pytest.raises(ValueError, match="--masking sensors, this report with --masking mixed"):
         evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[],
                  merge=[tmp_path / "sensors.json"])
     with pytest.raises(ValueError, match="masking mode"):

@@ -62,6 +62,21 @@ def test_main_protocol_support_at_start_and_queries_after_the_gap():
     assert a.indices[7] not in task.query
 
 
+def test_a_settled_support_skips_the_first_strides_and_keeps_the_queries():
+    recs, _ = _recordings()
+    c = next(r for r in recs if r.key == "c")
+    plain = main_protocol_task(c, 3, ProtocolConfig(gap=5, max_queries=100, min_queries=2), generation=True)
+    settled = main_protocol_task(c, 3, ProtocolConfig(gap=5, max_queries=100, min_queries=2, settle=2), generation=True)
+    assert list(settled.support) == list(c.indices[2:5])
+    assert list(settled.query) == list(plain.query) and list(settled.query_prev) == list(plain.query_prev)
+    redon = evaluation_tasks(recs, [1], 3, ProtocolConfig(gap=5, min_queries=2, settle=1), True, "redonning")
+    a = next(r for r in recs if r.key == "a")
+    assert any(list(t.support) == list(a.indices[1:4]) for t in redon)
+    for bad, match in ((-1, ">= 0"), (5, "smaller than protocol.gap")):
+        with pytest.raises(ValueError, match=match):
+            ProtocolConfig(gap=5, settle=bad)
+
+
 def test_short_recordings_make_no_task_and_redonning_uses_another_recording():
     recs, _ = _recordings()
     config = ProtocolConfig(gap=20, min_queries=5)

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masking", choices=("mixed", "sparse", "sensors"), default="mixed",
                         help="reconstruction inputs: as trained (a random kind per cycle) or every cycle sparse "
                              "(few samples) / sensors (whole IMUs missing)")
+    parser.add_argument("--settle", type=int, default=0, metavar="STRIDES",
+                        help="skip this many strides at the start of each walk before the support (as the runtime's "
+                             "calibration.settle_strides does); queries stay where they are")
     parser.add_argument("--problems", nargs="+", choices=("generation", "reconstruction"),
                         help="only these problems (default: all the checkpoints have)")
     parser.add_argument("--no-progress", action="store_true")
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                        plots_dir=Path(args.plots) if args.plots else None,
                        cycles_path=Path(args.cycles) if args.cycles else None, strict_config=bool(args.config),
                        scores_out=Path(args.scores_out) if args.scores_out else None, merge=[Path(m) for m in args.merge],
-                       masking=args.masking, problems=args.problems)
+                       masking=args.masking, problems=args.problems, settle=args.settle)
     command = "metagait-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "metagait-edge eval-personalization"
     out = Path(args.out) if args.out else Path("docs/results") / ("personalization_quick.md" if args.quick else "personalization.md")
     out.parent.mkdir(parents=True, exist_ok=True)

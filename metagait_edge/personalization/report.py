@@ -253,6 +253,15 @@ DESIGN_NOTES = (
 )
 
 
+def support_sentence(protocol: dict) -> str:
+    """Where a walk's support cycles come from, as evaluated (``protocol["settle"]``)."""
+    settle = protocol.get("settle", 0)
+    if not settle:
+        return "the K support cycles are the first K strides of a walking recording"
+    return (f"the K support cycles are the K strides after the first {settle} of a walking recording (the walk "
+            f"settles first, as the runtime's calibration.settle_strides does; queries as with no settling)")
+
+
 def masking_sentence(protocol: dict) -> str:
     """What a reconstruction input observes, as evaluated (``protocol["masking"]``)."""
     sparse = f"only {100 * protocol.get('keep_fraction', 0):.0f} % of the samples"
@@ -278,8 +287,8 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         "",
         f"- Walkers: HuGaDB v1, {p.get('n_folds')} subject-disjoint folds (train / validation / test walkers never "
         f"overlap); every reported walker is a held-out test walker. Seeds: {p.get('seeds')}. Checkpoints: {p.get('checkpoints')}.",
-        f"- Main protocol: the K support cycles are the first K strides of a walking recording; queries are up to "
-        f"{p.get('max_queries')} strides from at least {p.get('gap')} strides after the support, in the same recording.",
+        f"- Main protocol: {support_sentence(p)}; queries are up to {p.get('max_queries')} strides from at "
+        f"least {p.get('gap')} strides after the first K, in the same recording.",
         "- Re-donning protocol (reported separately below): support from one recording, queries from another "
         "recording of the same walker.",
         f"- Generation: predict the next cycle from the previous one. Reconstruction: {masking_sentence(p)}; scored on "

@@ -105,11 +105,12 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
              folds: Optional[Sequence[int]] = None, progress: bool = True, plots_dir: Optional[Path] = None,
              cycles_path: Optional[Path] = None, strict_config: bool = True,
              scores_out: Optional[Path] = None, merge: Sequence[Path] = (), masking: str = "mixed",
-             problems: Optional[Sequence[str]] = None) -> dict:
+             problems: Optional[Sequence[str]] = None, settle: int = 0) -> dict:
     """Score every trained (seed, fold) under ``root``. ``strict_config``: every checkpoint must have been
     trained with ``config``; otherwise ``config`` fixes data, split, protocol and masking only. ``masking``:
     reconstruction inputs as trained (``mixed``) or all ``sparse`` / all ``sensors`` (the checkpoints load
-    with their own config; only the evaluation's masks change). ``problems``: only these."""
+    with their own config; only the evaluation's masks change). ``problems``: only these. ``settle``: strides
+    skipped at the start of each walk before the support (queries unchanged, so the scores pair with settle 0)."""
     if problems is not None and set(problems) - set(PROBLEMS):
         raise ValueError(f"unknown problems {sorted(set(problems) - set(PROBLEMS))}; known: {PROBLEMS}")
     runs = [(s, f) for s, f in available_runs(root) if (seeds is None or s in seeds) and (folds is None or f in folds)]
@@ -118,6 +119,11 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
     elif not runs:
         raise FileNotFoundError(f"no trained personalization checkpoints under {root} (expected seed<s>/fold<k>/...); "
                                 f"train them with `metagait-edge train-personalization`")
+    variant = {"masking": masking, "settle": settle}  # what changes the scores of the same checkpoints
+
+    def as_evaluated(cfg: PersonalizationConfig) -> PersonalizationConfig:
+        return replace(cfg, masking=masking_for(cfg.masking, masking), protocol=replace(cfg.protocol, settle=settle))
+
     cs = load_cycles(config, progress, cycles_path)
     scores = E.Scores()
     timing_ms: Dict[str, float] = {}
@@ -127,7 +133,7 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
         "folds": sorted({f for _, f in runs}), "checkpoints": str(root), "shots": list(config.protocol.shots),
         "gap": config.protocol.gap, "max_queries": config.protocol.max_queries, "conditions": list(config.protocol.conditions),
         "keep_fraction": config.masking.keep_fraction, "drop_sensors": config.masking.drop_sensors,
-        "masking": masking, "p_sensors": masking_for(config.masking, masking).p_sensors,
+        "masking": masking, "p_sensors": masking_for(config.masking, masking).p_sensors, "settle": settle,
         "inner_steps": config.maml.eval_steps or config.maml.inner_steps, "quick": quick,
         "max_tasks_per_cell": max_tasks,
     }
@@ -139,22 +145,23 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
             models = load_problem(pconfig, fold_dir(root, seed, fold), problem)
             prepared = prepare(cs, models.split, models.normalizer)
             # the personal reference is trained on as the pooled model was (pconfig's training settings)
-            eval_config = replace(pconfig, masking=masking_for(pconfig.masking, masking))
-            E.evaluate_problem(models, prepared, eval_config, scores, seed, max_tasks=max_tasks, progress=progress)
+            E.evaluate_problem(models, prepared, as_evaluated(pconfig), scores, seed, max_tasks=max_tasks,
+                               progress=progress)
             if problem == "generation" and not timing_ms:
                 timing_ms = E.timing(models, prepared, config)
                 if plots_dir is not None:
-                    make_plots(models, prepared, config, Path(plots_dir), quick)
+                    make_plots(models, prepared, as_evaluated(config), Path(plots_dir), quick)
     if scores_out is not None:
         from metagait_edge.atomic import atomic_write_text
 
         atomic_write_text(scores_out, json.dumps({"scores": scores.to_json(), "timing_ms": timing_ms,
-                                                  "runs": [list(r) for r in runs], "masking": masking}))
+                                                  "runs": [list(r) for r in runs], **variant}))
     for path in merge:
         part = json.loads(Path(path).read_text())
-        if part.get("masking", "mixed") != masking:  # files saved before the option are mixed
-            raise ValueError(f"{path} holds scores with {part.get('masking', 'mixed')} reconstruction masks, this "
-                             f"report {masking} ones: evaluate with the same --masking")
+        saved = {"masking": part.get("masking", "mixed"), "settle": part.get("settle", 0)}  # older files: defaults
+        for key in [k for k in variant if saved[k] != variant[k]]:
+            raise ValueError(f"{path} holds scores evaluated with --{key} {saved[key]}, this report with "
+                             f"--{key} {variant[key]}: evaluate with the same --{key}")
         scores.merge_json(part["scores"])
         timing_ms = timing_ms or part.get("timing_ms", {})
         runs = sorted(set(runs) | {tuple(r) for r in part.get("runs", [])})

@@ -5,6 +5,7 @@ Everything here works on plain arrays of cycle metadata, so it is easy to test o
 * a *recording* is one contiguous walking segment of one file (consecutive cycles of one walk);
 * the **main protocol** takes the K support cycles from the start of a recording and query cycles from
   at least ``gap`` strides after the support (the wearer calibrates after donning and keeps walking);
+  ``settle`` strides at the very start can be skipped first (the runtime's calibration does so);
 * the **re-donning protocol** takes support from one recording and queries from another recording of the
   same subject and condition (sensor placement and speed change between recordings);
 * meta-training tasks mimic the main protocol at random positions of the training recordings (task
@@ -26,6 +27,16 @@ class ProtocolConfig:
     max_queries: int = 40  # per recording, evenly spaced over what is available
     min_queries: int = 5  # a recording needs at least this many query cycles to make a test task
     conditions: Tuple[str, ...] = ("walking",)
+    # Strides of a walk skipped before the support (the walk settles first; the first stride is an outlier).
+    # Queries stay where settle 0 puts them, so scores with and without settling pair query by query.
+    settle: int = 0
+
+    def __post_init__(self) -> None:
+        if self.settle < 0:
+            raise ValueError(f"protocol.settle must be >= 0, got {self.settle}")
+        if self.settle >= self.gap:
+            raise ValueError(f"protocol.settle ({self.settle}) must be smaller than protocol.gap ({self.gap}): "
+                             f"the support would reach the queries")
 
 
 @dataclass(frozen=True)
@@ -109,9 +120,9 @@ def _spread(candidates: np.ndarray, n: int) -> np.ndarray:
 
 def _task_from_positions(support_rec: Recording, shots: int, query_rec: Recording, first: int,
                          config: ProtocolConfig, generation: bool) -> Task | None:
-    """Support = the first ``shots`` cycles of ``support_rec``; queries from position ``first`` of
-    ``query_rec`` on (only cycles with a true predecessor when generating), spread evenly."""
-    if len(support_rec) < shots:
+    """Support = ``shots`` cycles of ``support_rec`` after its first ``config.settle``; queries from position
+    ``first`` of ``query_rec`` on (only cycles with a true predecessor when generating), spread evenly."""
+    if len(support_rec) < config.settle + shots:
         return None
     positions = np.arange(first, len(query_rec))
     if generation:
@@ -122,7 +133,7 @@ def _task_from_positions(support_rec: Recording, shots: int, query_rec: Recordin
     return Task(
         subject=support_rec.subject,
         condition=support_rec.condition,
-        support=support_rec.indices[:shots],
+        support=support_rec.indices[config.settle: config.settle + shots],
         query=query_rec.indices[positions],
         query_prev=query_rec.indices[positions - 1],
         recording=support_rec.key,
@@ -131,7 +142,8 @@ def _task_from_positions(support_rec: Recording, shots: int, query_rec: Recordin
 
 
 def main_protocol_task(rec: Recording, shots: int, config: ProtocolConfig, generation: bool) -> Task | None:
-    """Support = the first ``shots`` cycles; queries start ``gap`` strides after the support ends."""
+    """Support = the first ``shots`` cycles (after ``settle``); queries start ``gap`` strides after the first
+    ``shots`` cycles, wherever the support is."""
     return _task_from_positions(rec, shots, rec, shots + config.gap, config, generation)
 
 
