@@ -87,6 +87,22 @@ def test_shipped_checkpoint_was_trained_with_the_default_experiment_yaml(problem
     assert stored == replace(default, problems=(problem,))
 
 
+def test_a_problem_can_have_its_own_tcn_width():
+    from metagait_edge.personalization.train import model_config
+
+    config = from_dict(PersonalizationConfig, {"tcn": {"hidden_channels": 16}, "tcn_width_by_problem": {"reconstruction": 24}})
+    assert model_config(config, "generation", 4).tcn.hidden_channels == 16
+    assert model_config(config, "reconstruction", 4).tcn.hidden_channels == 24
+    assert config.tcn_for("reconstruction").levels == config.tcn.levels  # only the width changes
+    widths = {n: p.shape[0] for n, p in CycleModel(model_config(config, "reconstruction", 4)).named_parameters()
+              if n.endswith("conv1.conv.bias")}
+    assert widths and set(widths.values()) == {24}
+    with pytest.raises(ValueError, match="unknown problems.*walking"):
+        from_dict(PersonalizationConfig, {"tcn_width_by_problem": {"walking": 64}})
+    with pytest.raises(ValueError, match="widths must be >= 1"):
+        from_dict(PersonalizationConfig, {"tcn_width_by_problem": {"generation": 0}})
+
+
 def test_untrained_model_is_the_support_mean():
     model = CycleModel(CycleModelConfig(problem="generation", channels=4))
     x = torch.randn(3, 12, 101)

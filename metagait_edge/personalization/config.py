@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Dict, Literal, Tuple
 
 from metagait_edge.data.cycles import CycleSetConfig
 from metagait_edge.meta.maml import MAMLConfig
 from metagait_edge.models.tcn import TCNConfig
-from metagait_edge.personalization.inputs import MaskingConfig
+from metagait_edge.personalization.inputs import PROBLEMS, MaskingConfig
 from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
 
@@ -65,3 +65,20 @@ class PersonalizationConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: CycleLossConfig = field(default_factory=CycleLossConfig)  # see personalization.loss
     model_base: str = "template"  # see personalization.model.CycleModelConfig.base
+    # A problem's TCN width where it differs from ``tcn.hidden_channels``: measured over 3 seeds x 3 folds, a
+    # twice as wide network reconstructs better with every method, and generates no better at 5 shots
+    # (docs/results/personalization_width.md)
+    tcn_width_by_problem: Dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.tcn_width_by_problem) - set(PROBLEMS)
+        if unknown:
+            raise ValueError(f"tcn_width_by_problem: unknown problems {sorted(unknown)}; known: {list(PROBLEMS)}")
+        bad = {k: v for k, v in self.tcn_width_by_problem.items() if int(v) < 1}
+        if bad:
+            raise ValueError(f"tcn_width_by_problem: widths must be >= 1, got {bad}")
+
+    def tcn_for(self, problem: str) -> TCNConfig:
+        """The TCN of ``problem``'s model."""
+        width = self.tcn_width_by_problem.get(problem)
+        return self.tcn if width is None else replace(self.tcn, hidden_channels=int(width))

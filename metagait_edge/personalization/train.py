@@ -50,7 +50,7 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
 
 def model_config(config: PersonalizationConfig, problem: str, channels: int) -> CycleModelConfig:
     base = config.model_base if problem == "generation" else "template"
-    return CycleModelConfig(problem=problem, channels=channels, tcn=config.tcn, base=base)
+    return CycleModelConfig(problem=problem, channels=channels, tcn=config.tcn_for(problem), base=base)
 
 
 def validation_tasks(recordings: Sequence[Recording], subjects: Sequence[int], config: PersonalizationConfig,

@@ -220,6 +220,6 @@ def load_personalizer(path: str | Path | None = None, seed: int = 0) -> Personal
     config = PersonalizationConfig()
     channels = cycle_channels()
     torch.manual_seed(seed)
-    maml = MAML(CycleModel(CycleModelConfig("generation", len(channels), config.tcn)), config.maml)
+    maml = MAML(CycleModel(CycleModelConfig("generation", len(channels), config.tcn_for("generation"))), config.maml)
     return Personalizer(maml, fallback_normalizer(channels), channels, "random-init (no shipped checkpoint)")
 
