@@ -186,6 +186,10 @@ def test_evaluation_report_has_the_documented_shape(trained):
     payload = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, scores_out=scores)
     merged = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[], merge=[scores])
     assert merged["results"] == payload["results"] and merged["protocol"]["seeds"] == [0]
+    only = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[], merge=[scores],
+                    problems=["reconstruction"])
+    assert set(only["results"]) == {"reconstruction"}  # --problems also picks from merged scores
+    assert only["results"]["reconstruction"] == payload["results"]["reconstruction"]
     assert merged["protocol"]["training_loss"] == payload["protocol"]["training_loss"]  # read from the checkpoints
     methods = {"maml", "support_mean", "pooled", "pooled_finetune", "scratch"}
     for problem in ("generation", "reconstruction"):

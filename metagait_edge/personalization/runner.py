@@ -162,7 +162,7 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
         for key in [k for k in variant if saved[k] != variant[k]]:
             raise ValueError(f"{path} holds scores evaluated with --{key} {saved[key]}, this report with "
                              f"--{key} {variant[key]}: evaluate with the same --{key}")
-        scores.merge_json(part["scores"])
+        scores.merge_json({k: v for k, v in part["scores"].items() if problems is None or k in problems})
         timing_ms = timing_ms or part.get("timing_ms", {})
         runs = sorted(set(runs) | {tuple(r) for r in part.get("runs", [])})
     protocol["seeds"] = sorted({s for s, _ in runs})
