@@ -187,9 +187,12 @@ def test_evaluation_report_has_the_documented_shape(trained):
     merged = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[], merge=[scores])
     assert merged["results"] == payload["results"] and merged["protocol"]["seeds"] == [0]
     only = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[], merge=[scores],
-                    problems=["reconstruction"])
+                    problems=["reconstruction"], scores_out=root / "recon.json")
     assert set(only["results"]) == {"reconstruction"}  # --problems also picks from merged scores
     assert only["results"]["reconstruction"] == payload["results"]["reconstruction"]
+    again = evaluate(config, root / "ckpt", quick=True, progress=False, cycles_path=cs_path, folds=[],
+                     merge=[root / "recon.json"])  # a merged selection saved with --scores-out merges again
+    assert again["results"] == only["results"] and again["protocol"]["seeds"] == [0]
     assert merged["protocol"]["training_loss"] == payload["protocol"]["training_loss"]  # read from the checkpoints
     methods = {"maml", "support_mean", "pooled", "pooled_finetune", "scratch"}
     for problem in ("generation", "reconstruction"):

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, nargs="*", help="only these folds (none, with --merge: only merge)")
     parser.add_argument("--out", help="Markdown report (default: docs/results/personalization[_quick].md)")
     parser.add_argument("--plots", metavar="DIR", help="write the cycle and shots plots (PNG) here")
-    parser.add_argument("--scores-out", metavar="JSON", help="also save the raw per-query scores (to merge later)")
+    parser.add_argument("--scores-out", metavar="JSON", help="also save the raw per-query scores, evaluated and merged (to merge later)")
     parser.add_argument("--merge", metavar="JSON", nargs="+", default=[],
                         help="add raw scores saved by other runs (e.g. other folds evaluated in parallel)")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (provenance)")

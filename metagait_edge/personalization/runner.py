@@ -151,11 +151,6 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
                 timing_ms = E.timing(models, prepared, config)
                 if plots_dir is not None:
                     make_plots(models, prepared, as_evaluated(config), Path(plots_dir), quick)
-    if scores_out is not None:
-        from metagait_edge.atomic import atomic_write_text
-
-        atomic_write_text(scores_out, json.dumps({"scores": scores.to_json(), "timing_ms": timing_ms,
-                                                  "runs": [list(r) for r in runs], **variant}))
     for path in merge:
         part = json.loads(Path(path).read_text())
         saved = {"masking": part.get("masking", "mixed"), "settle": part.get("settle", 0)}  # older files: defaults
@@ -165,6 +160,11 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
         scores.merge_json({k: v for k, v in part["scores"].items() if problems is None or k in problems})
         timing_ms = timing_ms or part.get("timing_ms", {})
         runs = sorted(set(runs) | {tuple(r) for r in part.get("runs", [])})
+    if scores_out is not None:  # after merging, so a merged selection can itself be merged later
+        from metagait_edge.atomic import atomic_write_text
+
+        atomic_write_text(scores_out, json.dumps({"scores": scores.to_json(), "timing_ms": timing_ms,
+                                                  "runs": [list(r) for r in runs], **variant}))
     protocol["seeds"] = sorted({s for s, _ in runs})
     protocol["folds"] = sorted({f for _, f in runs})
     protocol["training_loss"] = training_losses(root, runs)
