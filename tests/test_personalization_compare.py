@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from metagait_edge.personalization.report import best_baseline, comparison_table, paired_comparison, verdict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +94,13 @@ def test_verdict_states_per_walker_agreement_and_significance():
     assert "lower for 8 of 8" in mse_line and "significant at 0.05" in mse_line and "not significant" not in mse_line
     plain = verdict({"generation": {"5": cell}})
     assert not any("per walker" in line for line in plain)
+
+
+def test_notes_file_paragraphs_become_one_line_each_and_a_missing_file_is_named(tmp_path):
+    from metagait_edge.personalization.report import paragraphs
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("First note,\nwrapped over\n  two lines.\n\n\nSecond note.\n", encoding="utf-8")
+    assert paragraphs(notes) == ["First note, wrapped over two lines.", "Second note."]
+    with pytest.raises(FileNotFoundError, match="missing.md"):
+        paragraphs(tmp_path / "missing.md")

@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge", metavar="JSON", nargs="+", default=[],
                         help="add raw scores saved by other runs (e.g. other folds evaluated in parallel)")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (provenance)")
+    parser.add_argument("--notes", metavar="MD", help="a Markdown file whose paragraphs (separated by blank lines) "
+                        "follow the --note lines in the report's notes")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     parser.add_argument("--cycles", metavar="NPZ", help="use this saved cycle set instead of HuGaDB (tests, custom data)")
     parser.add_argument("--masking", choices=("mixed", "sparse", "sensors"), default="mixed",
@@ -73,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     command = "metagait-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "metagait-edge eval-personalization"
     out = Path(args.out) if args.out else Path("docs/results") / ("personalization_quick.md" if args.quick else "personalization.md")
     out.parent.mkdir(parents=True, exist_ok=True)
-    R.write_markdown(out, payload, command, provenance(), notes=R.DESIGN_NOTES + tuple(f"- {n}" for n in args.note))
+    notes = list(args.note)
+    if args.notes:
+        notes += R.paragraphs(Path(args.notes))
+    R.write_markdown(out, payload, command, provenance(), notes=R.DESIGN_NOTES + tuple(f"- {n}" for n in notes))
     if args.json:
         R.write_json(Path(args.json), payload)
     print()

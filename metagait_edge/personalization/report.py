@@ -274,6 +274,14 @@ def masking_sentence(protocol: dict) -> str:
     return f"recover a cycle of which {sparse}, or {sensors}, are observed (one of the two at random per cycle)"
 
 
+def paragraphs(path: Path) -> List[str]:
+    """The blank-line separated paragraphs of a notes file, each joined into one line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"notes file not found: {path}")
+    blocks = path.read_text(encoding="utf-8").split("\n\n")
+    return [" ".join(line.strip() for line in b.strip().splitlines()) for b in blocks if b.strip()]
+
+
 def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str, str],
                    notes: Sequence[str] = DESIGN_NOTES) -> None:
     p = payload["protocol"]
