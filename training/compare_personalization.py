@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from metagait_edge.atomic import atomic_write_text
-from metagait_edge.personalization.report import comparison_table
+from metagait_edge.personalization.report import comparison_table, paragraphs
 from metagait_edge.personalization.runner import provenance
 
 
@@ -45,6 +45,7 @@ def main(argv=None) -> int:
                     help="a table: its title, then the results to compare as LABEL=JSON")
     ap.add_argument("--title", default="Personalization: results compared")
     ap.add_argument("--note", action="append", default=[], help="a paragraph under the tables")
+    ap.add_argument("--notes", type=Path, metavar="MD", help="a Markdown file whose paragraphs follow the --note ones")
     ap.add_argument("--out", type=Path, help="also write the Markdown here")
     args = ap.parse_args(argv)
     made = provenance()
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     for values in args.table:
         title, runs = parse_table(values)
         lines += [f"## {title}", "", *comparison_table(runs), ""]
-    for note in args.note:
+    for note in args.note + (paragraphs(args.notes) if args.notes else []):
         lines += [note, ""]
     text = "\n".join(lines)
     print(text)
