@@ -154,7 +154,9 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
     for path in merge:
         part = json.loads(Path(path).read_text())
         saved = {"masking": part.get("masking", "mixed"), "settle": part.get("settle", 0)}  # older files: defaults
-        for key in [k for k in variant if saved[k] != variant[k]]:
+        differing = [k for k in variant if saved[k] != variant[k]]
+        if differing:
+            key = differing[0]
             raise ValueError(f"{path} holds scores evaluated with --{key} {saved[key]}, this report with "
                              f"--{key} {variant[key]}: evaluate with the same --{key}")
         scores.merge_json({k: v for k, v in part["scores"].items() if problems is None or k in problems})
