@@ -205,7 +205,8 @@ def load_personalizer(path: str | Path | None = None, seed: int = 0) -> Personal
     from metagait_edge.data.cycles import cycle_channels
     from metagait_edge.meta.maml import MAML
     from metagait_edge.personalization.config import PersonalizationConfig
-    from metagait_edge.personalization.model import CycleModel, CycleModelConfig
+    from metagait_edge.personalization.model import CycleModel
+    from metagait_edge.personalization.train import model_config
 
     folder = Path(path) if path is not None else SHIPPED_PERSONALIZATION
     if (folder / "maml.safetensors").is_file():
@@ -220,6 +221,6 @@ def load_personalizer(path: str | Path | None = None, seed: int = 0) -> Personal
     config = PersonalizationConfig()
     channels = cycle_channels()
     torch.manual_seed(seed)
-    maml = MAML(CycleModel(CycleModelConfig("generation", len(channels), config.tcn_for("generation"))), config.maml)
+    maml = MAML(CycleModel(model_config(config, "generation", len(channels))), config.maml)
     return Personalizer(maml, fallback_normalizer(channels), channels, "random-init (no shipped checkpoint)")
 
