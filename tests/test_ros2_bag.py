@@ -76,7 +76,7 @@ def test_writer_refuses_existing_bag_and_leaves_nothing_on_error(tmp_path):
 
 
 def test_hugadb_rows_parse_with_glitches(tmp_path):
-    from metagait_edge.runtime.imu_protocol import HUGADB_COLUMNS
+    from metagait_edge.imu.protocol import HUGADB_COLUMNS
 
     f = tmp_path / "HuGaDB_v1_walking_99_00.txt"
     rows = np.arange(3 * 36).reshape(3, 36) - 50
@@ -93,7 +93,7 @@ def test_hugadb_rows_parse_with_glitches(tmp_path):
 
 
 def test_record_and_replay_commands(tmp_path, capsys):
-    from metagait_edge.runtime.imu_protocol import HUGADB_COLUMNS
+    from metagait_edge.imu.protocol import HUGADB_COLUMNS
 
     f = tmp_path / "walk.txt"
     rows = (np.arange(10 * 36).reshape(10, 36) * 7) % 3000

@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("rosbags", reason="bags need rosbags (dev extra)")
 
 from metagait_edge.cli import main  # noqa: E402
+from metagait_edge.imu.replay import FileImuSource  # noqa: E402
 from metagait_edge.ros.bag import BagReader  # noqa: E402
 from metagait_edge.runtime.config import SourceConfig  # noqa: E402
-from metagait_edge.runtime.orchestrator import _FileImuSource  # noqa: E402
 
 
 class _Sink:
@@ -29,7 +29,7 @@ def test_recorded_bag_replays_every_imu_frame_into_the_runtime(tmp_path):
     with BagReader(bag) as reader:
         expected = np.stack([f.raw for f in reader.imu_frames(strict=False)])
     sink = _Sink()
-    source = _FileImuSource(SourceConfig(kind="rosbag", path=bag, rate_hz=2000.0), sink)
+    source = FileImuSource(SourceConfig(kind="rosbag", path=bag, rate_hz=2000.0), sink)
     source.start()
     deadline = time.monotonic() + 10
     while len(sink.rows) < len(expected) and time.monotonic() < deadline:

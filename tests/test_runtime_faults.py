@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from metagait_edge.runtime.imu_protocol import FrameDecoder, encode_frame  # noqa: E402
+from metagait_edge.imu.protocol import FrameDecoder, encode_frame  # noqa: E402
 from metagait_edge.runtime.profiles import Profile, ProfileStore  # noqa: E402
 from metagait_edge.runtime.virtual_walker import synthetic_walker  # noqa: E402
 from tests.test_orchestrator import _runtime  # noqa: E402

@@ -11,7 +11,9 @@ import serial
 
 from metagait_edge.cli import main
 from metagait_edge.commands import imu_sim
-from metagait_edge.runtime import imu_protocol as P
+from metagait_edge.imu import protocol as P
+from metagait_edge.imu.replay import load_hugadb_samples, stream_frames
+from metagait_edge.imu.synthetic import synthetic_imu
 from metagait_edge.runtime.ringbuffer import RingBuffer
 from metagait_edge.runtime.serial_source import SerialSource, SerialSourceConfig
 
@@ -135,7 +137,7 @@ def test_stream_frames_keeps_an_absolute_schedule():
     def write(_b):
         now[0] += 0.004  # each write costs 4 ms of a 10 ms period
 
-    out = imu_sim.stream_frames(write, imu_sim.synthetic_imu(10), 100.0, clock=lambda: now[0], sleep=sleep)
+    out = stream_frames(write, synthetic_imu(10), 100.0, clock=lambda: now[0], sleep=sleep)
     assert out.frames == 10
     # Frame k goes out at k * 10 ms exactly: the 4 ms write time is absorbed, not accumulated.
     assert sleeps == pytest.approx([0.006] * 9)  # frame 0 is due at once
@@ -143,7 +145,7 @@ def test_stream_frames_keeps_an_absolute_schedule():
 
 
 def test_synthetic_imu_looks_like_walking():
-    x = imu_sim.synthetic_imu(600, 60.0)
+    x = synthetic_imu(600, 60.0)
     assert x.shape == (600, 36) and x.dtype == np.int16
     acc_z = x[:, 2] / 16384.0
     assert 0.7 < acc_z.mean() < 1.3  # gravity
@@ -202,8 +204,8 @@ def test_imu_sim_end_to_end_into_serial_source(tmp_path):
     src = SerialSource(SerialSourceConfig(port=link, read_timeout_s=0.02)).start()
     try:
         assert _wait_for(lambda: src.stats.connected)
-        samples = imu_sim.synthetic_imu(150, 300.0)
-        summary = imu_sim.stream_frames(lambda b: os.write(master, b), samples, 300.0)
+        samples = synthetic_imu(150, 300.0)
+        summary = stream_frames(lambda b: os.write(master, b), samples, 300.0)
         assert _wait_for(lambda: src.stats.frames == 150)
     finally:
         src.stop()
@@ -262,24 +264,20 @@ def test_imu_sim_pty_mode_feeds_a_serial_source():
     assert 0.5 < float(np.mean(w.data[:, 2])) < 1.5  # acc_rf_z around 1 g
 
 
-def test_hugadb_fallback_reader_without_the_dataset_module(tmp_path, monkeypatch):
-    import sys
-
-    # As if the dataset module were absent (it is optional for the runtime).
-    monkeypatch.setitem(sys.modules, "metagait_edge.data.hugadb", None)
-    pkg = sys.modules.get("metagait_edge.data")
-    if pkg is not None:
-        monkeypatch.delattr(pkg, "hugadb", raising=False)
-    rec = tmp_path / "my_recording.txt"
+def test_load_hugadb_samples_reads_the_dataset_format_and_names_a_bad_file(tmp_path):
+    # One HuGaDB reader (data.hugadb.parse_file): its four header lines, its file names, its glitch-row rule.
+    rec = tmp_path / "HuGaDB_v1_walking_01_00.txt"
     rows = ["\t".join(str(v) for v in list(_raw(k)) + [3, 4, 1]) for k in range(5)]
-    rec.write_text("#Activity\twalking\n" + "\t".join(P.HUGADB_COLUMNS) + "\n" + "\n".join(rows) + "\n")
-    raw, extra, rate = imu_sim.load_hugadb_samples(str(rec))
+    glitch = "\t".join(["40000"] + ["0"] * 35 + ["3", "4", "1"])
+    rec.write_text("#Activity\twalking\n#ActivityID\t1\n#Date\t2017\n" + "\t".join(P.HUGADB_COLUMNS) + "\n"
+                   + "\n".join(rows[:2] + [glitch] + rows[2:]) + "\n")
+    raw, extra, rate = load_hugadb_samples(str(rec))
     assert raw.shape == (5, 36) and raw.dtype == np.int16 and np.array_equal(raw[3], _raw(3))
     assert extra.tolist()[0] == [3, 4, 1] and rate == pytest.approx(58.8)
-    empty = tmp_path / "empty.txt"
+    empty = tmp_path / "HuGaDB_v1_walking_01_01.txt"
     empty.write_text("#Activity\twalking\n")
-    with pytest.raises(ValueError, match="empty.txt: no HuGaDB data rows"):
-        imu_sim.load_hugadb_samples(str(empty))
+    with pytest.raises(ValueError, match="HuGaDB_v1_walking_01_01.txt: only 1 line"):
+        load_hugadb_samples(str(empty))
 
 
 def test_serial_config_from_yaml_mapping():

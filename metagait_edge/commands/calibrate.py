@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metagait_edge.config import load_config
+    from metagait_edge.ros import bag  # noqa: F401  (the reader of rosbag IMU sources registers itself)
     from metagait_edge.runtime.config import EdgeConfig, SourceConfig
     from metagait_edge.runtime.orchestrator import Runtime
 

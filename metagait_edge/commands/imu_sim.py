@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
-from typing import Callable, Optional
 
 NAME = "imu-sim"
 HELP = "stream a HuGaDB recording or a synthetic gait as IMU frames into a serial port or pty"
@@ -35,132 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@dataclass(frozen=True)
-class StreamSummary:
-    frames: int
-    bytes: int
-    seconds: float
-    target_rate_hz: float
-
-    @property
-    def rate_hz(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def synthetic_imu(n: int, rate_hz: float = DEFAULT_RATE_HZ, seed: int = 0, cadence_hz: float = 0.9):
-    """int16 [n, 36] counts of a plausible walking pattern: gravity on acc, a gait-periodic swing on all.
-
-    Legs are half a cycle apart; foot, shin and thigh have growing phase lags and shrinking amplitudes.
-    """
-    import numpy as np
-
-    from metagait_edge.runtime.imu_protocol import ACC_LSB_PER_G, GYRO_LSB_PER_DPS
-
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / rate_hz
-    out = np.empty((n, 36), dtype=np.float64)
-    for k in range(6):
-        leg_phase = 0.0 if k < 3 else np.pi
-        seg = k % 3  # foot, shin, thigh
-        ph = 2 * np.pi * cadence_hz * t + leg_phase - 0.6 * seg
-        amp_acc = (0.6, 0.4, 0.25)[seg]
-        amp_gyro = (250.0, 180.0, 120.0)[seg]
-        out[:, 6 * k + 0] = amp_acc * np.sin(ph)
-        out[:, 6 * k + 1] = 0.1 * amp_acc * np.sin(2 * ph)
-        out[:, 6 * k + 2] = 1.0 + amp_acc * 0.5 * np.cos(ph)
-        out[:, 6 * k + 3] = 0.1 * amp_gyro * np.sin(ph + 0.3)
-        out[:, 6 * k + 4] = 0.05 * amp_gyro * np.cos(2 * ph)
-        out[:, 6 * k + 5] = amp_gyro * np.cos(ph)
-    out[:, [i for i in range(36) if i % 6 < 3]] *= ACC_LSB_PER_G
-    out[:, [i for i in range(36) if i % 6 >= 3]] *= GYRO_LSB_PER_DPS
-    out += rng.normal(0.0, 30.0, size=out.shape)
-    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
-
-
-def load_hugadb_samples(path: str):
-    """(int16 [N, 36] IMU counts, int [N, 3] EMG_r/EMG_l/act, sample rate) of a HuGaDB v1 file."""
-    import numpy as np
-
-    try:
-        from metagait_edge.data import hugadb
-    except ImportError:  # the dataset module is optional for the runtime; read the rows directly
-        hugadb = None
-    if hugadb is not None:
-        rec = hugadb.parse_file(path)
-        extra = np.concatenate([rec.emg.astype(np.int64), rec.act.astype(np.int64)[:, None]], axis=1)
-        return rec.raw, extra, rec.sample_rate_hz
-    from metagait_edge.runtime.imu_protocol import parse_hugadb_line
-
-    rows = []
-    with open(path, "rb") as fh:
-        for line in fh:
-            v = parse_hugadb_line(line)
-            if v is not None:
-                rows.append(v)
-    if not rows:
-        raise ValueError(f"{path}: no HuGaDB data rows (39 tab-separated integers) found")
-    table = np.stack(rows)
-    return table[:, :36].astype(np.int16), table[:, 36:].astype(np.int64), DEFAULT_RATE_HZ
-
-
-def stream_frames(
-    write: Callable[[bytes], object],
-    samples,
-    rate_hz: float,
-    fmt: str = "binary",
-    *,
-    extra=None,
-    loop: bool = False,
-    max_frames: Optional[int] = None,
-    clock: Callable[[], float] = None,
-    sleep: Callable[[float], None] = None,
-    on_frame: Optional[Callable[[int], None]] = None,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> StreamSummary:
-    """Write ``samples`` (int16 [N, 36]) as frames at ``rate_hz`` on an absolute schedule.
-
-    Frame k is due at ``t0 + k / rate_hz``; a late frame goes out at once and the schedule is kept, so
-    the long-run rate is exact. Binary frames carry the scheduled time in microseconds.
-    """
-    import time
-
-    import numpy as np
-
-    from metagait_edge.runtime.imu_protocol import encode_ascii_row, encode_frame
-
-    clock = clock or time.perf_counter
-    sleep = sleep or time.sleep
-    samples = np.asarray(samples)
-    if samples.ndim != 2 or samples.shape[1] != 36 or len(samples) == 0:
-        raise ValueError(f"IMU samples must be a non-empty [N, 36] array, got shape {samples.shape}")
-    if not rate_hz > 0:
-        raise ValueError(f"--rate must be > 0, got {rate_hz}")
-    if fmt not in ("binary", "ascii"):
-        raise ValueError(f"unknown format {fmt!r}; expected binary or ascii")
-    n = len(samples)
-    total = max_frames if max_frames is not None else (None if loop else n)
-    period = 1.0 / rate_hz
-    sent = nbytes = 0
-    t0 = clock()
-    while (total is None or sent < total) and not should_stop():
-        i = sent % n
-        if fmt == "binary":
-            frame = encode_frame(sent, int(round(sent * period * 1e6)), samples[i])
-        else:
-            frame = encode_ascii_row(samples[i], extra[i] if extra is not None else (0, 0, 0))
-        delay = t0 + sent * period - clock()
-        if delay > 0:
-            sleep(delay)
-        write(frame)
-        sent += 1
-        nbytes += len(frame)
-        if on_frame is not None:
-            on_frame(sent)
-    return StreamSummary(frames=sent, bytes=nbytes, seconds=clock() - t0, target_rate_hz=rate_hz)
-
-
 def run(args: argparse.Namespace) -> int:
     import os
+
+    from metagait_edge.imu.replay import load_hugadb_samples, stream_frames
+    from metagait_edge.imu.synthetic import synthetic_imu
 
     kind, *rest = args.source
     if kind == "hugadb":

@@ -6,7 +6,7 @@ the same header stamp), ``sensor_msgs/Image`` silhouettes, ``metagait_edge_inter
 ``ros2 bag info|play`` (rosbag2 metadata version 8, mcap storage) and with any mcap tool.
 
 :class:`BagReader` is also an input source for the runtime: :meth:`BagReader.imu_frames` regroups the six
-per-sensor messages of each stamp into the runtime's :class:`~metagait_edge.runtime.imu_protocol.ImuFrame`
+per-sensor messages of each stamp into the runtime's :class:`~metagait_edge.imu.protocol.ImuFrame`
 (raw int16 counts), so a recorded session replays through the same decoder-free path as a serial port.
 """
 
@@ -22,10 +22,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from metagait_edge import ros
+from metagait_edge.imu.protocol import HUGADB_RATE_HZ
+from metagait_edge.imu.replay import register_row_reader
 from metagait_edge.ros import msgs
 
 BAG_VERSION = 8  # rosbag2 metadata version; 8 is read by ROS 2 Iron and newer, 9 adds nothing we use
-HUGADB_RATE_HZ = 58.8  # HuGaDB rows carry no timestamps; the dataset's sample counts give ~58.8 Hz
 
 
 class BagError(ValueError):
@@ -237,7 +238,7 @@ class BagReader:
         some sensor raises :class:`BagError` naming it; with ``strict=False`` it is skipped and counted
         in ``self.incomplete_frames``.
         """
-        from metagait_edge.runtime.imu_protocol import ImuFrame
+        from metagait_edge.imu.protocol import ImuFrame
 
         self.incomplete_frames = 0
         pending: dict[int, dict[str, msgs.ImuReading]] = {}
@@ -265,6 +266,15 @@ class BagReader:
         if strict:
             raise BagError(f"{self.path}: IMU frame at stamp {stamp} ns lacks sensor(s) {', '.join(missing)}")
         self.incomplete_frames += 1
+
+
+def read_imu_rows(path: str | os.PathLike) -> np.ndarray:
+    """Raw int16 [N, 36] counts of every complete IMU frame of a bag (the runtime's ``rosbag`` source)."""
+    with BagReader(path) as reader:
+        return np.stack([f.raw for f in reader.imu_frames(strict=False)])
+
+
+register_row_reader("rosbag", read_imu_rows)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -296,7 +306,7 @@ class HugadbRows:
 
 def read_hugadb_rows(path: str | os.PathLike) -> HugadbRows:
     """The 36 IMU columns of a HuGaDB text file; header lines are skipped, glitch rows counted."""
-    from metagait_edge.runtime.imu_protocol import N_CHANNELS, parse_hugadb_line
+    from metagait_edge.imu.protocol import N_CHANNELS, parse_hugadb_line
 
     rows, skipped = [], 0
     with open(path, "r", encoding="ascii", errors="replace") as fh:

@@ -514,14 +514,14 @@ def imu_readings(messages: Iterable[Any], frame_prefix: str = "") -> Iterable[Im
 
 
 # ---------------------------------------------------------------------------------------------------
-# Runtime IMU frames (raw int16 counts of all six IMUs, metagait_edge.runtime.imu_protocol) <-> readings
+# Runtime IMU frames (raw int16 counts of all six IMUs, metagait_edge.imu.protocol) <-> readings
 # ---------------------------------------------------------------------------------------------------
 
 STANDARD_GRAVITY = 9.80665  # m/s^2 per g
 
 
 def _scales() -> tuple[float, float]:
-    from metagait_edge.runtime.imu_protocol import ACC_LSB_PER_G, GYRO_LSB_PER_DPS
+    from metagait_edge.imu.protocol import ACC_LSB_PER_G, GYRO_LSB_PER_DPS
 
     return STANDARD_GRAVITY / ACC_LSB_PER_G, np.deg2rad(1.0) / GYRO_LSB_PER_DPS
 

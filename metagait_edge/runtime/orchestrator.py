@@ -32,7 +32,7 @@ from typing import Callable, Deque, Dict, List, Optional
 
 import numpy as np
 
-from metagait_edge.runtime import imu_protocol
+from metagait_edge.imu import protocol as imu_protocol
 from metagait_edge.runtime.calibration import (
     ANGLE_CHANNELS, CalibrationOutcome, CycleRecord, Personalizer, calibrate, load_personalizer,
 )
@@ -451,7 +451,9 @@ class Runtime:
 
             return SerialSource(SerialSourceConfig(port=src.port, baudrate=src.baudrate, format=src.format),
                                 ring=self.ring, on_frame=self._on_serial_frame)
-        return _FileImuSource(src, self)
+        from metagait_edge.imu.replay import FileImuSource
+
+        return FileImuSource(src, self)
 
     def _start_camera(self, cam) -> None:
         from metagait_edge.runtime.camera import CameraPipeline, FrameSource, SilhouetteExtractor, build_recognizer
@@ -529,47 +531,6 @@ def set_realtime_priority(threads: List[threading.Thread], priority: int) -> boo
         return False
     log.info("control threads %s run SCHED_FIFO %d", [th.name for th in threads], priority)
     return True
-
-
-class _FileImuSource:
-    """Replays a HuGaDB .txt file or a rosbag2 bag into the runtime at ``rate_hz`` (a real-time stand-in)."""
-
-    def __init__(self, src, runtime: Runtime) -> None:
-        self.src, self.runtime = src, runtime
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        if src.kind == "replay":
-            from metagait_edge.commands.imu_sim import load_hugadb_samples
-
-            self.rows = load_hugadb_samples(str(src.path))[0]
-        else:
-            from metagait_edge.ros.bag import BagReader
-
-            with BagReader(src.path) as reader:
-                self.rows = np.stack([f.raw for f in reader.imu_frames(strict=False)])
-        self.stats = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"imu-{self.src.kind}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        period = 1.0 / self.src.rate_hz
-        t0 = time.monotonic()
-        k = 0
-        while not self._stop.is_set():
-            if k >= len(self.rows) and not self.src.loop:
-                return
-            delay = t0 + k * period - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-            self.runtime.push_imu(self.rows[k % len(self.rows)], time.monotonic(), k)
-            k += 1
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
 
 
 def build_runtime(backend: str = "auto", model_path: Optional[str] = None, engine_path: Optional[str] = None,

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 
 from metagait_edge.runtime.worker import ThreadOwner
-from metagait_edge.runtime import imu_protocol
+from metagait_edge.imu import protocol as imu_protocol
 from metagait_edge.runtime.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,8 @@
 
 IMU: a held-out HuGaDB subject's walking recording (real data from ``$METAGAIT_DATA``; default subject 8,
 a fold-0 test subject whose walking files have no corrupted gyroscope), or a synthetic gait
-(``commands.imu_sim.synthetic_imu``) when the data is absent. Frames go out in the binary protocol
-(``runtime.imu_protocol``) at ``rate_hz`` on an absolute schedule through a pty; the reader opens a
+(``imu.synthetic.synthetic_imu``) when the data is absent. Frames go out in the binary protocol
+(``imu.protocol``) at ``rate_hz`` on an absolute schedule through a pty; the reader opens a
 stable symlink to the pty slave, so ``unplug()`` / ``replug()`` emulate a USB device that disappears and
 comes back under the same name.
 
@@ -101,7 +101,7 @@ def _hugadb_walker(subject: int, rate_hz: float) -> WalkerSpec:
 
 
 def synthetic_walker(rate_hz: float = HUGADB_RATE_HZ, seconds: float = 60.0, seed: int = 0) -> WalkerSpec:
-    from metagait_edge.commands.imu_sim import synthetic_imu
+    from metagait_edge.imu.synthetic import synthetic_imu
 
     cadence_hz = 0.9
     samples = synthetic_imu(int(seconds * rate_hz), rate_hz, seed, cadence_hz).copy()
@@ -194,7 +194,7 @@ class PtySerialLink:
         return self
 
     def _run(self, max_frames: Optional[int]) -> None:
-        from metagait_edge.runtime.imu_protocol import encode_frame
+        from metagait_edge.imu.protocol import encode_frame
 
         period = 1.0 / self.rate_hz
         n = len(self.samples)

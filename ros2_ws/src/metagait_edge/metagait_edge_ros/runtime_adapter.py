@@ -72,7 +72,7 @@ def open_imu_source(params: GaitParams, on_frame: FrameCallback) -> ImuSource:
     port = params.serial_port
     if port == SYNTHETIC_PORT:
         from metagait_edge.ros.bag import synthetic_session
-        from metagait_edge.runtime.imu_protocol import ImuFrame
+        from metagait_edge.imu.protocol import ImuFrame
 
         rows = synthetic_session(int(params.imu_rate_hz * 20), rate_hz=params.imu_rate_hz)["rows"]
         frames = [ImuFrame(seq=i, t_us=None, raw=r) for i, r in enumerate(rows)]

@@ -37,6 +37,7 @@ CHANNEL_NAMES = tuple(
 HUGADB_COLUMNS = CHANNEL_NAMES + ("EMG_r", "EMG_l", "act")
 ACC_LSB_PER_G = 16384.0
 GYRO_LSB_PER_DPS = 16.4
+HUGADB_RATE_HZ = 58.8  # HuGaDB rows carry no timestamps; the dataset's sample counts give ~58.8 Hz
 
 _HEADER = struct.Struct("<2sBBIQ")  # sync, version, length, seq, t_us
 HEADER_SIZE = _HEADER.size  # 16
