@@ -9,7 +9,7 @@ What the nodes need from the library, as a small interface:
   built by the runtime orchestrator (``metagait_edge.runtime.orchestrator.build_runtime``); until that
   module exists in the installed library :func:`load_runtime` raises a clear error naming it.
 - :func:`load_recognizer` -- silhouettes to :class:`~metagait_edge.ros.msgs.IdentityOutput`, likewise
-  from the library's gallery (``metagait_edge.runtime.recognition.build_recognizer``).
+  from the library's gallery (``metagait_edge.ros.recognition.build_recognizer``).
 - :func:`open_zmq_output` -- the runtime's ZeroMQ publisher (``metagait_edge.runtime.zmq_output.ZmqPublisher``).
 """
 
@@ -130,7 +130,7 @@ def load_runtime(params: GaitParams) -> GaitRuntime:
 
 
 def load_recognizer(params: GaitParams) -> Recognizer:
-    build = _library_attr("metagait_edge.runtime.recognition", "build_recognizer", "walker identification")
+    build = _library_attr("metagait_edge.ros.recognition", "build_recognizer", "walker identification")
     return build(gallery_path=params.gallery_path, threshold=params.identity_threshold)
 
 

@@ -2,6 +2,7 @@
 
 ``build_recognizer(gallery_path, threshold)`` returns an object with ``identify(silhouettes, stamp_ns) ->
 IdentityOutput`` (``metagait_edge.ros.msgs``), the interface ``metagait_edge_ros.runtime_adapter`` expects.
+It lives on the ROS side: ROS adapts the runtime, the runtime never imports ROS.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from metagait_edge.ros.msgs import IdentityOutput
 from metagait_edge.runtime import camera
 
 
@@ -20,9 +22,7 @@ class RosRecognizer:
     def __init__(self, recognizer: camera.Recognizer) -> None:
         self.recognizer = recognizer
 
-    def identify(self, silhouettes: np.ndarray, stamp_ns: int):
-        from metagait_edge.ros.msgs import IdentityOutput
-
+    def identify(self, silhouettes: np.ndarray, stamp_ns: int) -> IdentityOutput:
         result = self.recognizer.identify(silhouettes)
         threshold = self.recognizer.gallery.threshold
         return IdentityOutput(

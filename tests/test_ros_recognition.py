@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags", reason="the ROS identity record needs rosbags (dev extra)")
+
+from metagait_edge.ros.recognition import build_recognizer  # noqa: E402
+
+
+def _walker(seed: int, frames: int = 12) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    sil = np.zeros((frames, 64, 64), np.uint8)
+    width = 8 + 3 * seed
+    for t in range(frames):
+        x0 = 32 - width // 2 + int(rng.integers(-1, 2))
+        sil[t, 8:60, x0:x0 + width] = 255
+    return sil
+
+
+def test_ros_recognizer_names_the_enrolled_walker_and_fills_the_record():
+    rec = build_recognizer()  # no threshold: the nearest walker is always accepted
+    rec.recognizer.enroll("thin", _walker(0))
+    rec.recognizer.enroll("wide", _walker(4))
+    out = rec.identify(_walker(4, frames=10), stamp_ns=123)
+    assert (out.walker_id, out.known, out.best_match) == ("wide", True, "wide")
+    assert out.stamp_ns == 123 and out.num_frames == 10 and out.score == 1.0 and np.isnan(out.threshold)
+    assert out.embedding.dtype == np.float32 and out.embedding.size == rec.recognizer.embed(_walker(0)).size > 0
+
+
+def test_ros_recognizer_rejects_a_walker_beyond_the_threshold_but_names_the_nearest():
+    rec = build_recognizer(threshold=1e-9)
+    rec.recognizer.enroll("thin", _walker(0))
+    rec.recognizer.enroll("wide", _walker(4))
+    out = rec.identify(_walker(4, frames=10), stamp_ns=5)
+    assert (out.walker_id, out.known, out.best_match) == ("", False, "wide")
+    assert out.threshold == 1e-9 and 0.0 <= out.score < 1.0
