@@ -133,7 +133,7 @@ def test_build_runtime_rejects_an_unknown_backend_by_name():
 def test_realtime_priority_is_applied_or_refused_with_the_thread_unchanged():
     import os
 
-    from metagait_edge.runtime.orchestrator import set_realtime_priority
+    from metagait_edge.runtime.realtime import set_realtime_priority
 
     if not hasattr(os, "sched_getscheduler"):
         pytest.skip("no POSIX scheduling API on this OS")

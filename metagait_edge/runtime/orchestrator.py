@@ -1,18 +1,10 @@
 """The edge runtime: sensor threads -> gait worker -> safety envelope -> ZeroMQ, plus camera recognition.
 
-Threads and what they may block on:
-
-- sensor readers (``SerialSource`` or ``push_imu`` from a ROS callback) only push rows into the IMU
-  ``RingBuffer`` and set an event; they never wait for anything downstream;
-- the gait worker drains the ring, computes the 42 cycle channels per sample (36 IMU + 6 joint-angle
-  estimates by a streaming complementary filter), runs the causal gait-event detector and, at each
-  detected cycle, generates the next cycle's reference with the walker's personalized model (or the
-  generic one), bounds it with the ``SafetyEnvelope`` and sends it with ``ZmqPublisher`` (non-blocking,
-  from this thread: no interpreter-lock hand-off on the control path); completed cycles are also
-  offered to a running calibration through a bounded queue;
-- the watchdog thread publishes ``HOLD`` when the IMU goes stale (the worker would publish nothing) and
-  a periodic status line; the camera thread identifies the walker; calibration adapts in the caller's
-  thread. No control output waits on inference, a subscriber, the camera or calibration.
+Sensor readers only push rows into the IMU ``RingBuffer``; the gait worker turns samples into cycles,
+generates each next cycle's reference (personalized or generic), bounds it with the ``SafetyEnvelope``
+and publishes it without blocking; the watchdog publishes ``HOLD`` on a stale IMU; the camera thread
+identifies the walker; calibration adapts in the caller's thread. No control output waits on inference,
+a subscriber, the camera or calibration. Threads and what each may block on: docs/runtime.md.
 """
 
 from __future__ import annotations
@@ -20,13 +12,11 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import os
 import queue
 import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, List, Optional
 
@@ -37,89 +27,15 @@ from metagait_edge.runtime.calibration import (
     ANGLE_CHANNELS, CalibrationOutcome, CycleRecord, Personalizer, calibrate, load_personalizer,
 )
 from metagait_edge.runtime.config import EdgeConfig
+from metagait_edge.runtime.features import OnlineFeatures
+from metagait_edge.runtime.realtime import set_realtime_priority
+from metagait_edge.runtime.records import PublishedRecord, RuntimeStats
 from metagait_edge.runtime.ringbuffer import RingBuffer
 from metagait_edge.runtime.safety import SafetyEnvelope, SafetyStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Runtime", "build_runtime", "load_personalizer", "OnlineFeatures", "CalibrationOutcome"]
-
-_SENSORS = imu_protocol.SENSORS
-
-
-class OnlineFeatures:
-    """Per-sample 42 cycle channels: 36 IMU values + hip/knee/ankle estimates (``data.joint_angles``, causal).
-
-    Segment pitch: complementary filter of the sagittal gyro and the accelerometer inclination, the
-    accelerometer angle taken on the branch nearest the estimate; the ankle angle's per-recording median
-    (offline) becomes a slowly tracked running median here.
-    """
-
-    def __init__(self, rate_hz: float, tau_s: float = 1.0, gyro_sign: float = -1.0) -> None:
-        self.dt = 1.0 / rate_hz
-        self.a = tau_s / (tau_s + self.dt)
-        self.gyro_sign = gyro_sign
-        self.pitch = np.full(6, np.nan)
-        self.prev_w = np.zeros(6)
-        self.ankle_med = np.zeros(2)
-        self._acc = np.array([[6 * k, 6 * k + 1, 6 * k + 2] for k in range(6)])
-        self._gy = np.array([6 * k + 4 for k in range(6)])
-        self.out = np.zeros(42, np.float32)
-
-    def reset(self) -> None:
-        self.pitch[:] = np.nan
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        acc = x[self._acc]
-        theta_acc = np.degrees(np.arctan2(acc[:, 2], -acc[:, 0]))
-        w = self.gyro_sign * x[self._gy].astype(np.float64)
-        first = np.isnan(self.pitch).any()
-        if first:
-            self.pitch = theta_acc.astype(np.float64)
-            self.prev_w = w
-        step = 0.5 * (w + self.prev_w) * self.dt
-        self.prev_w = w
-        pred = self.pitch + step
-        target = pred + ((theta_acc - pred + 180.0) % 360.0 - 180.0)
-        self.pitch = self.a * pred + (1.0 - self.a) * target
-        p = dict(zip(_SENSORS, self.pitch))
-        ankle = np.array([p["rs"] - p["rf"], p["ls"] - p["lf"]])
-        if first:
-            self.ankle_med = ankle.copy()  # start the running median at the first value, not at 0
-        self.ankle_med += 0.02 * np.sign(ankle - self.ankle_med)  # running median, 0.02 deg per sample
-        self.out[:36] = x
-        self.out[36:] = (p["rt"], p["rt"] - p["rs"], ankle[0] - self.ankle_med[0],
-                         p["lt"], p["lt"] - p["ls"], ankle[1] - self.ankle_med[1])
-        return self.out
-
-
-@dataclass
-class PublishedRecord:
-    t_ns: int  # header t_ns of the trajectory (the key a subscriber sees)
-    ring_seq: int  # IMU sample that completed the cycle
-    frame_seq: int  # its serial frame seq (-1 when unknown)
-    personalized: bool
-    status: str
-    cycle_index: int
-    trajectory: np.ndarray
-    # Monotonic seconds of each stage, for the latency breakdown: the frame reached the ring, the worker
-    # took it, the reference was generated, the message was queued for the publisher.
-    stages_s: tuple = ()
-
-
-@dataclass
-class RuntimeStats:
-    samples: int = 0
-    nonfinite_samples: int = 0
-    cycles: int = 0
-    published: int = 0
-    personalized: int = 0
-    holds: int = 0
-    dropped_samples: int = 0
-    last_status: str = "HOLD"
-    last_reason: str = "starting"
-    worker_errors: int = 0
-    gen_ms: List[float] = field(default_factory=list)
+__all__ = ["Runtime", "build_runtime"]
 
 
 class Runtime:
@@ -510,27 +426,6 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def set_realtime_priority(threads: List[threading.Thread], priority: int) -> bool:
-    """SCHED_FIFO ``priority`` for each thread (Linux); False, with one warning, where it is not permitted.
-
-    Measured on the 2-vCPU development VM: end-to-end p99 22 -> 6 ms at 200 Hz, because a thread woken by
-    data no longer waits behind normal-priority work for its core (docs/BENCHMARKS.md).
-    """
-    if not hasattr(os, "sched_setscheduler"):
-        log.warning("realtime_priority %d ignored: this OS has no sched_setscheduler", priority)
-        return False
-    try:
-        for th in threads:
-            if th.native_id is not None:
-                os.sched_setscheduler(th.native_id, os.SCHED_FIFO, os.sched_param(priority))
-    except OSError as exc:
-        log.warning("realtime_priority %d refused (%s): the control threads run with normal scheduling; grant "
-                    "CAP_SYS_NICE or LimitRTPRIO (see deploy/jetson/metagait-edge.service)", priority, exc)
-        return False
-    log.info("control threads %s run SCHED_FIFO %d", [th.name for th in threads], priority)
-    return True
 
 
 def build_runtime(backend: str = "auto", model_path: Optional[str] = None, engine_path: Optional[str] = None,
