@@ -27,6 +27,7 @@ from metagait_edge.runtime.calibration import (
     ANGLE_CHANNELS, CalibrationOutcome, CycleRecord, Personalizer, calibrate, load_personalizer,
 )
 from metagait_edge.runtime.config import EdgeConfig
+from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
 from metagait_edge.runtime.realtime import set_realtime_priority
 from metagait_edge.runtime.records import PublishedRecord, RuntimeStats
@@ -90,6 +91,7 @@ class Runtime:
         if self.walker:
             self._load_profile(self.walker)
         self._latest_out = None
+        self.reference_listeners: List[Callable[[], None]] = []  # called on the worker thread per new trajectory
         self._last_traj = None
         self.serial = None
         self.camera = None
@@ -230,6 +232,8 @@ class Runtime:
         self.stats.personalized += int(res.personalized)
         self._last_traj = (res, phase, rec.duration_s, walker)
         self._latest_out = (res, phase, rec.duration_s, walker, t_ns)
+        for notify in self.reference_listeners:  # e.g. the ROS node publishes a new cycle at once
+            notify()
         slot = ring_seq % self.ring.capacity
         self.records.append(PublishedRecord(t_ns, ring_seq, int(self._frame_seq[slot]), res.personalized,
                                             res.status.value, rec.index, res.trajectory,
@@ -275,27 +279,37 @@ class Runtime:
                 + (f" serial_frames={ser.frames} bad={ser.bad_frames} reconnects={ser.reconnects}" if ser else ""))
 
     # --------------------------------------------------------------------------------- ROS API
-    def step(self, stamp_ns: int):
-        """The newest trajectory since the last call as a ``ros.msgs.TrajectoryOutput``; stale: STATUS_STALE."""
-        from metagait_edge.ros import msgs
+    def reference(self) -> Optional[Reference]:
+        """The reference a pull-style consumer (the ROS trajectory node) may follow now, or None.
 
-        timeout = self.config.safety.staleness_timeout_s
-        if self.imu_age() > timeout:
-            if self._last_traj is None:
-                return None
-            res, phase, cycle_s, walker = self._last_traj
-            return msgs.TrajectoryOutput(res.trajectory, self.channel_names, stamp_ns, walker or "", False, phase,
-                                         cycle_s, msgs.STATUS_STALE)
-        latest, self._latest_out = self._latest_out, None
-        if latest is None:
+        None while status is HOLD, while the IMU input is stale, and before the first trajectory: a consumer
+        then has nothing to track and reads why from ``stats.last_status``/``last_reason``.
+        """
+        latest = self._latest_out
+        if latest is None or self.stats.last_status == "HOLD" or self.imu_age() > self.config.safety.staleness_timeout_s:
             return None
-        res, phase, cycle_s, walker, _ = latest
-        if res.status is SafetyStatus.OK:
-            status = msgs.STATUS_CLAMPED if res.clamped_points or res.rate_limited_points else msgs.STATUS_OK
-        else:
-            status = msgs.STATUS_FALLBACK
-        return msgs.TrajectoryOutput(res.trajectory, self.channel_names, stamp_ns, walker or "", res.personalized,
-                                     phase, cycle_s, status)
+        res, _, cycle_s, walker, _ = latest
+        phase = self.detector.phase
+        return Reference(res.trajectory, list(self.channel_names), walker or "", bool(res.personalized),
+                         0.0 if not math.isfinite(phase) else min(phase / 100.0, 0.999), float(cycle_s),
+                         res.status.value, res.reason, bool(res.clamped_points or res.rate_limited_points),
+                         self.stats.published, float(self._hist_t[self.detector.t % len(self._hist)]))
+
+    @property
+    def has_profile(self) -> bool:
+        """A usable profile of the current walker is loaded (the confidence gate still applies per cycle)."""
+        return bool(self.walker) and self.walker in self._profiles
+
+    def use_walker(self, walker: Optional[str], confidence: float = 1.0) -> bool:
+        """Run ``walker``'s profile from now on, re-read from the store (e.g. after a new calibration).
+
+        True when a usable profile was loaded; otherwise the walker runs on the generic model (logged).
+        """
+        if walker:
+            self._profiles.pop(walker, None)
+            self._load_profile(walker)
+        self.walker, self.confidence = walker or None, float(confidence) if walker else 0.0
+        return bool(walker) and walker in self._profiles
 
     def calibrate(self, walker: str, shots: Optional[int] = None, feedback: Callable[[int, int], None] = lambda n, k: None,
                   cancelled: Callable[[], bool] = lambda: False, timeout_s: Optional[float] = None) -> CalibrationOutcome:
