@@ -104,14 +104,7 @@ def synthetic_walker(rate_hz: float = HUGADB_RATE_HZ, seconds: float = 60.0, see
     from metagait_edge.imu.synthetic import synthetic_imu
 
     cadence_hz = 0.9
-    samples = synthetic_imu(int(seconds * rate_hz), rate_hz, seed, cadence_hz).copy()
-    # HuGaDB mounting: the sagittal swing is on gyro y, strongly negative in swing (gait_events.swing_sign);
-    # the simulator puts it on z, so move it over (peaked, as a shank's swing is).
-    for k in range(6):
-        y, z = 6 * k + 4, 6 * k + 5
-        swing = samples[:, z].astype(np.float64)
-        samples[:, y] = np.clip(-np.where(swing > 0, swing * 1.6, swing * 0.4), -32768, 32767).astype(np.int16)
-        samples[:, z] //= 10
+    samples = synthetic_imu(int(seconds * rate_hz), rate_hz, seed, cadence_hz)  # HuGaDB's mounting and mean cycle
     return WalkerSpec(
         name="synthetic-01", samples=samples, rate_hz=rate_hz,
         height_cm=172.0, weight_kg=68.0, sex="F", cadence_spm=120.0 * cadence_hz, source="synthetic",
