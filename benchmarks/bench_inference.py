@@ -92,7 +92,8 @@ def time_backend(backend, x: np.ndarray, repeats: int, warmup: int, min_seconds:
 def build_models():
     import torch
 
-    from metagait_edge.deploy.export import edge_metagait_config, example_inputs
+    from metagait_edge.deploy.export import edge_metagait_config
+    from metagait_edge.deploy.parity import example_inputs
     from metagait_edge.models.metagait import MetaGait, MetaGaitConfig
     from metagait_edge.personalization.model import CycleModel, CycleModelConfig
 

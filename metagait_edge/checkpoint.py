@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import functools
-import hashlib
 import json
 import os
 import subprocess
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 
 from metagait_edge.atomic import atomic_write_text, atomic_write_with
 from metagait_edge.config import from_dict, to_dict
+from metagait_edge.hashing import file_sha256
 
 FORMAT_VERSION = 1
 PathLike = Union[str, "os.PathLike[str]"]
@@ -112,14 +112,6 @@ def _jsonable(value: Any, where: str) -> Any:
     raise CheckpointError(f"{where}: cannot store {type(value).__name__} in a checkpoint sidecar")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_checkpoint(
     path: PathLike,
     model: Union[nn.Module, Mapping[str, Tensor]],
@@ -159,7 +151,7 @@ def save_checkpoint(
         "extra": _jsonable(dict(extra or {}), "extra"),
     }
     atomic_write_with(wpath, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    meta["weights_sha256"] = _sha256(wpath)
+    meta["weights_sha256"] = file_sha256(wpath)
     atomic_write_text(sidecar_path(wpath), json.dumps(meta, indent=2, sort_keys=False, allow_nan=True) + "\n")
     return wpath
 
@@ -213,7 +205,7 @@ def load_checkpoint(
         raise CheckpointError(f"{spath}: invalid JSON: {exc}") from exc
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{spath}: unsupported format_version {meta.get('format_version')!r}")
-    if verify_hash and meta.get("weights_sha256") != _sha256(wpath):
+    if verify_hash and meta.get("weights_sha256") != file_sha256(wpath):
         raise CheckpointError(f"{wpath}: weights do not match the SHA-256 recorded in {spath.name}")
     stored_class = meta.get("model_class") or ""
     if expected_model_class is not None and stored_class and stored_class != expected_model_class:

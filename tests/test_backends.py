@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 
 from metagait_edge.config import ConfigError, from_dict  # noqa: E402
 from metagait_edge.deploy import backends as B  # noqa: E402
-from metagait_edge.deploy import export as E  # noqa: E402
+from metagait_edge.deploy import export as E, parity  # noqa: E402
 from metagait_edge.meta.maml import Batch, adapt, model_params  # noqa: E402
 from metagait_edge.models.tcn import TCNConfig  # noqa: E402
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig  # noqa: E402
@@ -34,7 +34,7 @@ def onnx_path(model, tmp_path_factory):
 
 def calibrated_fast_weights(model, steps=3):
     """Fast weights from the real MAML inner loop on a 5-shot support set (as on the device)."""
-    x = torch.from_numpy(E.example_inputs("tcn", model, 5, seed=7))
+    x = torch.from_numpy(parity.example_inputs("tcn", model, 5, seed=7))
     y = x[:, 4:8] * 1.2 + 0.1  # a walker whose cycles differ from the template
     return adapt(model, model_params(model, detach=True), Batch(x, y), steps=steps, lrs=0.05, detach=True)
 
@@ -47,7 +47,7 @@ def reference(model, params, x):
 def test_torch_and_onnxruntime_agree_before_and_after_swap(model, onnx_path):
     tb = B.TorchBackend(model, "tcn").load()
     ob = B.OnnxRuntimeBackend(onnx_path, "tcn").load()
-    x = E.example_inputs("tcn", model, 3, seed=1)
+    x = parity.example_inputs("tcn", model, 3, seed=1)
     base = reference(model, model_params(model, detach=True), x)
     np.testing.assert_allclose(tb.run(x)["output"], base, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ob.run({"cycles": x})["output"], base, rtol=1e-5, atol=1e-5)
@@ -73,7 +73,7 @@ def test_partial_swap_merges_over_current_weights(model, onnx_path):
     head = {"tcn.head.weight": torch.randn(model.tcn.head.weight.shape, generator=g) * 0.1,
             "tcn.head.bias": torch.randn(4, generator=g)}
     params = {**model_params(model, detach=True), **head}
-    x = E.example_inputs("tcn", model, 2, seed=2)
+    x = parity.example_inputs("tcn", model, 2, seed=2)
     for backend in (ob, tb):
         backend.swap_weights(head)
         np.testing.assert_allclose(backend.run(x)["output"], reference(model, params, x), rtol=1e-5, atol=1e-5)
@@ -128,7 +128,7 @@ def test_create_backend_from_config(model, onnx_path, tmp_path):
     assert isinstance(backend, B.OnnxRuntimeBackend) and backend.describe()["threads"] == 2
     # Without an ONNX file the factory exports the module itself.
     exported = B.create_backend(B.BackendConfig(kind="onnxruntime"), module=model)
-    x = E.example_inputs("tcn", model, 1)
+    x = parity.example_inputs("tcn", model, 1)
     np.testing.assert_allclose(exported.run(x)["output"], backend.run(x)["output"], rtol=1e-6, atol=1e-6)
     here = B.available_backends()
     expected_auto = "tensorrt" if here["tensorrt"] == "ok" else "onnxruntime"

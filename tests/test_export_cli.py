@@ -13,7 +13,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from metagait_edge.cli import main  # noqa: E402
-from metagait_edge.deploy import export as E  # noqa: E402
+from metagait_edge import hashing  # noqa: E402
+from metagait_edge.deploy import golden, onnx_graph  # noqa: E402
 
 
 def test_export_tcn_with_golden_and_adapted_weights(tmp_path, capsys):
@@ -21,14 +22,14 @@ def test_export_tcn_with_golden_and_adapted_weights(tmp_path, capsys):
     assert main(["export", "--model", "tcn", "--channels", "3", "--out", str(out), "--golden", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "random weights" in text and "parity   : onnxruntime vs torch on realistic" in text
-    golden = E.load_golden(tmp_path / "tcn.golden.npz")
-    assert golden.inputs["cycles"].shape == (2, 9, 101) and golden.outputs["output"].shape == (2, 3, 101)
+    gold = golden.load_golden(tmp_path / "tcn.golden.npz")
+    assert gold.inputs["cycles"].shape == (2, 9, 101) and gold.outputs["output"].shape == (2, 3, 101)
     # The golden outputs come from PyTorch, and the exported graph reproduces them.
     import onnxruntime as ort
 
-    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, golden.inputs)
-    E.compare({"output": got}, golden.outputs, golden.atol, golden.rtol)
-    assert np.abs(golden.outputs["output"] - golden.inputs["cycles"][:, 3:6]).max() > 1e-3  # not just the template
+    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, gold.inputs)
+    golden.compare({"output": got}, gold.outputs, gold.atol, gold.rtol)
+    assert np.abs(gold.outputs["output"] - gold.inputs["cycles"][:, 3:6]).max() > 1e-3  # not just the template
 
     from safetensors.torch import save_file
 
@@ -40,8 +41,8 @@ def test_export_tcn_with_golden_and_adapted_weights(tmp_path, capsys):
     adapted = tmp_path / "adapted.onnx"
     assert main(["export", "--model", "tcn", "--channels", "3", "--out", str(adapted),
                  "--adapted", str(tmp_path / "fast.safetensors")]) == 0
-    assert E.graph_fingerprint(adapted) == E.graph_fingerprint(out)
-    assert E.file_sha256(adapted) != E.file_sha256(out)
+    assert onnx_graph.graph_fingerprint(adapted) == onnx_graph.graph_fingerprint(out)
+    assert hashing.file_sha256(adapted) != hashing.file_sha256(out)
 
 
 def test_export_errors_are_one_clear_line(tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from metagait_edge.deploy import export as E  # noqa: E402
+from metagait_edge.deploy import export as E, onnx_graph, parity  # noqa: E402
 from metagait_edge.models.metagait import MetaGait, MetaGaitConfig  # noqa: E402
 
 
@@ -22,11 +22,11 @@ def tiny_config(**overrides) -> MetaGaitConfig:
 def _check_parity(model, path, shapes):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for i, (batch, frames, realistic) in enumerate(shapes):
-        x = E.example_inputs("recognition", model, batch, realistic=realistic, seed=i)[:, :frames]
+        x = parity.example_inputs("recognition", model, batch, realistic=realistic, seed=i)[:, :frames]
         (got,) = session.run(None, {E.RECOGNITION_INPUT: x})
-        want = E.torch_reference("recognition", model, x)
+        want = parity.torch_reference("recognition", model, x)
         assert got.shape == want.shape == (batch, model.config.num_parts, model.config.embedding_dim)
-        np.testing.assert_allclose(got, want, rtol=E.FP32_RTOL, atol=E.FP32_ATOL["recognition"])
+        np.testing.assert_allclose(got, want, rtol=parity.FP32_RTOL, atol=parity.FP32_ATOL["recognition"])
 
 
 @pytest.mark.slow  # MetaGait's graph has ~2000 nodes: even the tiny export + checks take ~5 s here
@@ -35,8 +35,8 @@ def test_tiny_metagait_export_dynamic_batch_and_frames(tmp_path):
     report = E.export_recognition(model, tmp_path / "rec.onnx")
     assert report.inputs == {"silhouettes": ["batch", "frames", 16, 12]}
     assert report.outputs == {"embeddings": ["batch", 7, 8]}
-    assert set(report.ops) <= E.TRT10_ONNX_OPS
-    assert E.model_kind(report.path) == "recognition"
+    assert set(report.ops) <= onnx_graph.TRT10_ONNX_OPS
+    assert onnx_graph.model_kind(report.path) == "recognition"
     _check_parity(model, report.path, [(1, 30, True), (3, 30, False), (2, 12, True), (1, 45, False)])
     # The exported model is a copy: the caller's model keeps its training-mode outputs.
     assert model.output_mode == "train"

@@ -137,7 +137,7 @@ def tcn_setup(tmp_path):
     from metagait_edge.meta.maml import Batch, adapt, model_params
     from metagait_edge.models.tcn import TCNConfig
     from metagait_edge.personalization.model import CycleModel, CycleModelConfig
-    from metagait_edge.deploy.export import example_inputs
+    from metagait_edge.deploy.parity import example_inputs
 
     torch.manual_seed(0)
     model = CycleModel(CycleModelConfig(channels=6, tcn=TCNConfig(hidden_channels=16, levels=5))).eval()
@@ -154,7 +154,7 @@ def tcn_setup(tmp_path):
 @needs_trt
 def test_fp32_engine_matches_onnxruntime_and_is_cached(tcn_setup, tmp_path):
     from metagait_edge.deploy.backends import OnnxRuntimeBackend
-    from metagait_edge.deploy.export import example_inputs
+    from metagait_edge.deploy.parity import example_inputs
     from metagait_edge.deploy.tensorrt_backend import TensorRTBackend
 
     model, _, base, _ = tcn_setup
@@ -172,7 +172,7 @@ def test_fp32_engine_matches_onnxruntime_and_is_cached(tcn_setup, tmp_path):
 @needs_trt
 def test_refit_after_calibration_equals_fresh_engine_from_adapted_onnx(tcn_setup, tmp_path):
     from metagait_edge.deploy import engine as E
-    from metagait_edge.deploy.export import example_inputs, torch_reference
+    from metagait_edge.deploy.parity import example_inputs, torch_reference
     from metagait_edge.deploy.tensorrt_backend import TensorRTBackend
 
     model, fast, base, adapted = tcn_setup
@@ -196,7 +196,7 @@ def test_refit_after_calibration_equals_fresh_engine_from_adapted_onnx(tcn_setup
 @needs_trt
 def test_fp16_and_int8_engines_stay_close(tcn_setup, tmp_path):
     from metagait_edge.deploy.backends import OnnxRuntimeBackend
-    from metagait_edge.deploy.export import example_inputs
+    from metagait_edge.deploy.parity import example_inputs
     from metagait_edge.deploy.tensorrt_backend import TensorRTBackend
 
     model, _, base, _ = tcn_setup

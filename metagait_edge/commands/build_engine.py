@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.onnx:
         raise ValueError("--onnx PATH is required (or --list)")
     from metagait_edge.deploy.backends import tensorrt_available
-    from metagait_edge.deploy.export import model_kind
+    from metagait_edge.deploy.onnx_graph import model_kind
 
     import sys
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.golden:
         import numpy as np
 
-        from metagait_edge.deploy.export import load_golden
+        from metagait_edge.deploy.golden import load_golden
 
         golden = load_golden(args.golden)
         got = backend.run(golden.inputs)

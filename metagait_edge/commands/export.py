@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from metagait_edge.deploy import export as E
+    from metagait_edge.deploy import export as E, golden, parity
 
     torch.set_num_threads(1)
     if args.adapted and args.model != "tcn":
@@ -132,19 +132,19 @@ def run(args: argparse.Namespace) -> int:
     session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
     (in_name,), (out_name,) = report.inputs, report.outputs
     frames = args.frames
-    atol, rtol = E.FP32_ATOL[args.model], E.FP32_RTOL
+    atol, rtol = parity.FP32_ATOL[args.model], parity.FP32_RTOL
     for realistic in (False, True):
-        x = E.example_inputs(args.model, model, 2, realistic=realistic, seed=1)
+        x = parity.example_inputs(args.model, model, 2, realistic=realistic, seed=1)
         if args.model == "recognition" and frames != x.shape[1]:
             x = _frames(x, frames)
-        want = E.torch_reference(args.model, model, x, params)
+        want = parity.torch_reference(args.model, model, x, params)
         (got,) = session.run(None, {in_name: x})
-        err = E.compare({out_name: got}, {out_name: want}, atol, rtol, where=f"{report.path} vs PyTorch")
+        err = golden.compare({out_name: got}, {out_name: want}, atol, rtol, where=f"{report.path} vs PyTorch")
         kind = "realistic" if realistic else "random"
         print(f"parity   : onnxruntime vs torch on {kind} inputs {tuple(x.shape)}: max abs error "
               f"{err[out_name]:.2e} (tolerance {atol} + {rtol} * |ref|)")
         if args.golden and realistic:
-            path = E.save_golden(args.golden, Path(args.out).stem, {in_name: x}, {out_name: want}, atol=atol, rtol=rtol)
+            path = golden.save_golden(args.golden, Path(args.out).stem, {in_name: x}, {out_name: want}, atol=atol, rtol=rtol)
             print(f"golden   : {path}")
             if importlib.util.find_spec("polygraphy") is not None:
                 from metagait_edge.deploy.golden import write_polygraphy_json

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from metagait_edge import paths
 from metagait_edge.atomic import atomic_write_text
+from metagait_edge.hashing import file_sha256
 from metagait_edge.paths import DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,6 @@ class PreparedArchive:
     extracted_now: bool  # False when a previous extraction was reused
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
 def _memo_path(path: Path) -> Path:
     key = hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:24]
     return paths.cache_dir() / "sha256-memo" / f"{key}.json"
@@ -89,7 +79,7 @@ def cached_sha256(path: str | os.PathLike) -> str:
         data = json.loads(memo.read_text(encoding="utf-8"))
         if data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns and data["path"] == str(path.resolve()):
             return str(data["sha256"])
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     with contextlib.suppress(OSError):
         atomic_write_text(memo, json.dumps({"path": str(path.resolve()), "size": st.st_size,
                                             "mtime_ns": st.st_mtime_ns, "sha256": digest}))
@@ -311,7 +301,7 @@ def fetch_hugadb(url: str = HUGADB_URL, sha256: str | None = None, progress: boo
     dest = folder / name
     if not dest.is_file():
         download(url, dest, progress=progress)
-    got = sha256_file(dest)
+    got = file_sha256(dest)
     want = (sha256 or "").lower() or KNOWN_SHA256.get(name)
     if want and got != want:
         raise ArchiveError(f"checksum mismatch for {dest} downloaded from {url}: expected {want}, got {got}")

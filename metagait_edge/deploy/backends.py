@@ -29,13 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Literal, Mapping, Optional, S
 
 import numpy as np
 
-from metagait_edge.deploy.export import (
-    MODEL_KINDS,
-    RECOGNITION_INPUT,
-    RECOGNITION_OUTPUT,
-    TCN_INPUT,
-    TCN_OUTPUT,
-)
+from metagait_edge.deploy.export import MODEL_KINDS, RECOGNITION_INPUT, RECOGNITION_OUTPUT, TCN_INPUT, TCN_OUTPUT
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -240,7 +234,7 @@ class OnnxRuntimeBackend(InferenceBackend):
             # Not SessionOptions.add_initializer: with graph optimizations on, ONNX Runtime 1.32 fuses
             # Conv + Mul/Add (FiLM) using the file's initializer values, so overridden FiLM weights are
             # silently ignored (measured: 0.1 max error). A modified in-memory copy of the model is exact.
-            from metagait_edge.deploy.export import with_weights
+            from metagait_edge.deploy.onnx_graph import with_weights
 
             source = with_weights(self.path, self._overrides).SerializeToString()
         else:
@@ -258,13 +252,13 @@ class OnnxRuntimeBackend(InferenceBackend):
 
     def refittable_shapes(self) -> Dict[str, tuple]:
         if self._shapes is None:
-            from metagait_edge.deploy.export import refittable_shapes
+            from metagait_edge.deploy.onnx_graph import refittable_shapes
 
             self._shapes = refittable_shapes(self.path)
         return self._shapes
 
     def swap_weights(self, weights: Mapping[str, Any]) -> None:
-        from metagait_edge.deploy.export import onnx_weights
+        from metagait_edge.deploy.onnx_graph import onnx_weights
 
         arrays = onnx_weights(weights, self.refittable_shapes(), where=str(self.path))
         self._overrides = {**self._overrides, **arrays}

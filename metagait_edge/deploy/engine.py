@@ -372,7 +372,7 @@ def get_engine(
     """The engine for ``onnx_path`` + ``spec`` on this GPU: from the cache, or built and cached."""
     import tensorrt as trt
 
-    from metagait_edge.deploy.export import file_sha256
+    from metagait_edge.hashing import file_sha256
 
     onnx_path = Path(onnx_path)
     gpu, cc = gpu_identity()

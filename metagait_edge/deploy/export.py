@@ -26,25 +26,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
 from metagait_edge.atomic import atomic_write_bytes
+from metagait_edge.deploy.onnx_graph import (
+    META_AXES, META_KIND, META_REFITTABLE, MIN_OPSET, ExportError, PathLike, check_onnx,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
     import torch
     from torch import nn
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 DEFAULT_OPSET = 17
-MIN_OPSET = 17
 RECOGNITION_INPUT = "silhouettes"
 RECOGNITION_OUTPUT = "embeddings"
 RECOGNITION_FRAMES = 30
@@ -53,39 +52,6 @@ TCN_INPUT = "cycles"
 TCN_OUTPUT = "output"
 CYCLE_LENGTH = 101
 MODEL_KINDS = ("recognition", "tcn")
-
-# ONNX metadata_props keys written by this module (read back by the backends and the engine builder).
-META_KIND = "metagait_edge.model"
-META_REFITTABLE = "metagait_edge.refittable_weights"
-META_AXES = "metagait_edge.axes"
-
-# ONNX operators the TensorRT 10 ONNX parser imports (onnx-tensorrt 10.x ``docs/operators.md``), limited
-# to the ones a vision / sequence model like ours may plausibly emit. A graph with any other operator is
-# refused here, on the workstation, instead of failing on the Jetson at engine-build time.
-TRT10_ONNX_OPS = frozenset({
-    "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh",
-    "AveragePool", "BatchNormalization", "Cast", "Ceil", "Celu", "Clip", "Concat", "Constant",
-    "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace",
-    "DequantizeLinear", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten",
-    "Floor", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "GlobalLpPool",
-    "GlobalMaxPool", "Greater", "GreaterOrEqual", "GroupNormalization", "GRU", "HardSigmoid", "HardSwish",
-    "Identity", "If", "InstanceNormalization", "IsInf", "IsNaN", "LayerNormalization", "LeakyRelu", "Less",
-    "LessOrEqual", "Log", "LogSoftmax", "Loop", "LpNormalization", "LpPool", "LRN", "LSTM", "MatMul", "Max",
-    "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "OneHot", "Or", "Pad", "Pow", "PRelu",
-    "QuantizeLinear", "Range", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
-    "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape",
-    "Resize", "ReverseSequence", "RNN", "Round", "ScatterElements", "ScatterND", "Selu", "Shape", "Sigmoid",
-    "Sign", "Sin", "Sinh", "Size", "Slice", "Softmax", "Softplus", "Softsign", "SpaceToDepth", "Split",
-    "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile", "TopK", "Transpose", "Trilu",
-    "Unsqueeze", "Where", "Xor",
-})
-# Tensor element types TensorRT 10 has no kernels for (onnx.TensorProto enum names).
-TRT10_UNSUPPORTED_TYPES = frozenset({"DOUBLE", "STRING", "COMPLEX64", "COMPLEX128", "UINT16", "UINT32", "UINT64"})
-
-
-class ExportError(ValueError):
-    """An exported graph fails a deployment check; the message names the model, node or initializer."""
-
 
 @dataclass
 class ExportReport:
@@ -175,46 +141,6 @@ def deploy_tcn_module(model: "nn.Module", params: Optional[Mapping[str, Any]] = 
     return folded
 
 
-def onnx_weights(
-    params: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], *, where: str = "model"
-) -> Dict[str, np.ndarray]:
-    """Named weights (fast weights, a state dict, folded or not) as float32 arrays in ONNX layout.
-
-    ``shapes`` maps refittable initializer names to their ONNX shapes (:func:`refittable_shapes`). Every
-    given weight must be one of them (after weight-norm folding) with the same number of elements; the
-    result may be a subset (a partial update, e.g. the ANIL head only).
-    """
-    from metagait_edge.models.tcn import _WN_G, _WN_V
-
-    arrays: Dict[str, np.ndarray] = {}
-    pairs: Dict[str, Dict[str, np.ndarray]] = {}
-    for name, value in params.items():
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy()
-        value = np.asarray(value, dtype=np.float32)
-        if name.endswith(_WN_G) or name.endswith(_WN_V):
-            base = name[: -len(_WN_G)]
-            pairs.setdefault(base, {})["g" if name.endswith(_WN_G) else "v"] = value
-        else:
-            arrays[name] = value
-    for base, gv in pairs.items():
-        if set(gv) != {"g", "v"}:
-            missing = base + (_WN_V if "g" in gv else _WN_G)
-            raise KeyError(f"{where}: weight-norm pair of {base}.weight is incomplete: {missing} is missing")
-        v = gv["v"].astype(np.float64)
-        norm = np.sqrt((v.reshape(v.shape[0], -1) ** 2).sum(axis=1)).reshape(gv["g"].shape)
-        arrays[base + ".weight"] = (gv["g"] * v / norm).astype(np.float32)
-    out: Dict[str, np.ndarray] = {}
-    for name, value in arrays.items():
-        if name not in shapes:
-            raise KeyError(f"{where}: {name!r} is not a refittable weight; known: {sorted(shapes)[:8]}...")
-        shape = tuple(int(s) for s in shapes[name])
-        if value.size != int(np.prod(shape)):
-            raise ValueError(f"{where}: weight {name!r} has {value.size} values {value.shape}, the graph needs {shape}")
-        out[name] = np.ascontiguousarray(value.reshape(shape))
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------
 # Export
 
@@ -295,7 +221,7 @@ def export_tcn(
     path = Path(path)
     module = deploy_tcn_module(model, params)
     real = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in module.named_parameters()}
-    in_channels = _tcn_input_channels(model)
+    in_channels = tcn_input_channels(model)
     # Distinct random values while tracing, so the exporter cannot merge equal-valued initializers.
     gen = torch.Generator().manual_seed(12345)
     with torch.no_grad():
@@ -331,7 +257,7 @@ def export_tcn(
     return _finish(proto, path, "tcn", opset, sorted(real), [f"cycle length fixed at {length} samples"])
 
 
-def _tcn_input_channels(model: "nn.Module") -> int:
+def tcn_input_channels(model: "nn.Module") -> int:
     cfg = getattr(model, "config", None)
     if hasattr(cfg, "channels") and hasattr(model, "tcn"):  # CycleModel: [prev, template, mask] stacks
         return 3 * int(cfg.channels)
@@ -384,294 +310,3 @@ def export_recognition(
     })
     notes = [f"frames {'dynamic (>= 3, traced at %d)' % frames if dynamic_frames else 'fixed at %d' % frames}"]
     return _finish(proto, path, "recognition", opset, refittable, notes)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Checks
-
-
-def _as_proto(model: Union["onnx.ModelProto", PathLike]) -> "onnx.ModelProto":
-    import onnx
-
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
-        return onnx.load(str(path))
-    return model
-
-
-def check_onnx(
-    model: Union["onnx.ModelProto", PathLike],
-    allowed_ops: Iterable[str] = TRT10_ONNX_OPS,
-    *,
-    where: str = "model",
-) -> List[str]:
-    """``onnx.checker`` (full, with shape inference), opset, operator allow-list and tensor types.
-
-    Returns the sorted operator types used; raises :class:`ExportError` naming offending nodes.
-    """
-    import onnx
-
-    proto = _as_proto(model)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"{where}: onnx.checker failed: {exc}") from exc
-    opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
-    if opsets.get("ai.onnx", 0) < MIN_OPSET:
-        raise ExportError(f"{where}: opset {opsets.get('ai.onnx')} < {MIN_OPSET}")
-    allowed = set(allowed_ops)
-    bad = [(n.name or "<unnamed>", n.op_type, n.domain) for n in _all_nodes(proto.graph)
-           if n.op_type not in allowed or (n.domain not in ("", "ai.onnx"))]
-    if bad:
-        listed = ", ".join(f"{name} ({op}{'@' + dom if dom else ''})" for name, op, dom in bad[:10])
-        raise ExportError(f"{where}: {len(bad)} node(s) use operators TensorRT 10 cannot import: {listed}")
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    type_names = {v: k for k, v in onnx.TensorProto.DataType.items()}
-    tensors = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    bad_types = sorted({(v.name, type_names.get(v.type.tensor_type.elem_type, "?")) for v in tensors
-                        if type_names.get(v.type.tensor_type.elem_type) in TRT10_UNSUPPORTED_TYPES})
-    bad_types += sorted((i.name, type_names.get(i.data_type, "?")) for i in proto.graph.initializer
-                        if type_names.get(i.data_type) in TRT10_UNSUPPORTED_TYPES)
-    if bad_types:
-        raise ExportError(f"{where}: tensors of types TensorRT 10 lacks: {bad_types[:10]}")
-    return sorted({n.op_type for n in _all_nodes(proto.graph)})
-
-
-def _all_nodes(graph) -> Iterable[Any]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g is not None and attr.g.node:
-                yield from _all_nodes(attr.g)
-            for g in attr.graphs:
-                yield from _all_nodes(g)
-
-
-def refittable_names(model: Union["onnx.ModelProto", PathLike]) -> List[str]:
-    """The refittable weight names recorded at export (``metadata_props``)."""
-    proto = _as_proto(model)
-    for p in proto.metadata_props:
-        if p.key == META_REFITTABLE:
-            return list(json.loads(p.value))
-    raise ExportError("ONNX model has no metagait_edge refittable-weights metadata: export it with metagait_edge.deploy")
-
-
-def refittable_shapes(model: Union["onnx.ModelProto", PathLike]) -> Dict[str, Tuple[int, ...]]:
-    proto = _as_proto(model)
-    inits = {i.name: tuple(int(d) for d in i.dims) for i in proto.graph.initializer}
-    return {n: inits[n] for n in refittable_names(proto) if n in inits}
-
-
-def model_kind(model: Union["onnx.ModelProto", PathLike]) -> Optional[str]:
-    proto = _as_proto(model)
-    for p in proto.metadata_props:
-        if p.key == META_KIND:
-            return p.value
-    return None
-
-
-def initializer_arrays(model: Union["onnx.ModelProto", PathLike]) -> Dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    proto = _as_proto(model)
-    return {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-
-
-def graph_fingerprint(model: Union["onnx.ModelProto", PathLike]) -> str:
-    """SHA-256 of the graph with every initializer's values blanked (names, types, shapes kept).
-
-    Two exports with equal fingerprints differ in weight values only: the condition for refitting an
-    engine built from one with the weights of the other.
-    """
-    import onnx
-
-    proto = onnx.ModelProto()
-    proto.CopyFrom(_as_proto(model))
-    for init in proto.graph.initializer:
-        dims, dtype, name = list(init.dims), init.data_type, init.name
-        init.Clear()
-        init.name, init.data_type = name, dtype
-        init.dims.extend(dims)
-    del proto.metadata_props[:]
-    return hashlib.sha256(proto.graph.SerializeToString(deterministic=True)).hexdigest()
-
-
-def with_weights(model: Union["onnx.ModelProto", PathLike], weights: Mapping[str, np.ndarray]) -> "onnx.ModelProto":
-    """A copy of an exported model whose initializers ``weights`` (ONNX names and shapes) are replaced."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.ModelProto()
-    proto.CopyFrom(_as_proto(model))
-    inits = {i.name: i for i in proto.graph.initializer}
-    for name, value in weights.items():
-        if name not in inits:
-            raise KeyError(f"with_weights: {name!r} is not an initializer of the model")
-        value = np.asarray(value, dtype=np.float32)
-        if tuple(inits[name].dims) != value.shape:
-            raise ValueError(f"with_weights: {name!r} has shape {value.shape}, the model {tuple(inits[name].dims)}")
-        inits[name].CopyFrom(numpy_helper.from_array(value, name=name))
-    return proto
-
-
-def file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Parity and golden data
-
-# fp32 tolerances of ONNX Runtime vs PyTorch eager (different conv algorithms and summation orders).
-FP32_RTOL = 1e-4
-FP32_ATOL = {"recognition": 1e-4, "tcn": 1e-4}
-
-
-def example_inputs(kind: str, model: "nn.Module", batch: int = 2, *, seed: int = 0, realistic: bool = True) -> np.ndarray:
-    """Inputs for parity checks: ``realistic`` ones look like the runtime's, otherwise uniform noise.
-
-    Recognition: binary-ish silhouettes of a synthetic walker (``synth.body``) when ``realistic``.
-    TCN: smooth periodic cycles with a valid-channel mask, laid out like ``personalization.inputs``.
-    """
-    rng = np.random.default_rng(seed)
-    if kind == "recognition":
-        cfg = model.config
-        shape = (batch, RECOGNITION_FRAMES, cfg.input_height, cfg.input_width)
-        if not realistic:
-            return rng.random(shape, dtype=np.float32)
-        return _walker_silhouettes(shape, rng)
-    if kind == "tcn":
-        c_in = _tcn_input_channels(model)
-        if not realistic:
-            return rng.standard_normal((batch, c_in, CYCLE_LENGTH)).astype(np.float32)
-        return _cycle_inputs(batch, c_in // 3, rng)
-    raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
-
-
-def _walker_silhouettes(shape, rng) -> np.ndarray:
-    """A moving two-legged figure: torso ellipse, swinging legs, soft edges (values in 0..1)."""
-    b, t, h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = np.zeros(shape, dtype=np.float32)
-    for i in range(b):
-        phase0, cadence = rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.3)
-        cx = w / 2 + rng.uniform(-2, 2)
-        for k in range(t):
-            ph = phase0 + 2 * np.pi * cadence * k
-            torso = ((xx - cx) / (0.14 * w)) ** 2 + ((yy - 0.35 * h) / (0.25 * h)) ** 2 <= 1
-            head = ((xx - cx) / (0.08 * w)) ** 2 + ((yy - 0.08 * h) / (0.07 * h)) ** 2 <= 1
-            img = (torso | head).astype(np.float32)
-            for sign in (1, -1):
-                swing = sign * 0.18 * w * np.sin(ph)
-                frac = np.clip((yy - 0.55 * h) / (0.45 * h), 0, 1)
-                leg = (np.abs(xx - (cx + swing * frac)) <= 0.05 * w + 0.5) & (yy >= 0.55 * h)
-                img = np.maximum(img, leg.astype(np.float32))
-            out[i, k] = img
-    return out
-
-
-def _cycle_inputs(batch: int, channels: int, rng) -> np.ndarray:
-    """``[prev, template, mask]`` stacks of smooth periodic cycles in normalised units."""
-    s = np.linspace(0, 2 * np.pi, CYCLE_LENGTH, endpoint=False)
-    out = np.zeros((batch, 3 * channels, CYCLE_LENGTH), dtype=np.float32)
-    for i in range(batch):
-        amp = rng.uniform(0.5, 1.5, (channels, 1))
-        phase = rng.uniform(0, 2 * np.pi, (channels, 1))
-        template = amp * np.sin(s + phase) + 0.3 * amp * np.sin(2 * s + 2 * phase)
-        prev = template * rng.uniform(0.9, 1.1, (channels, 1)) + 0.05 * rng.standard_normal((channels, CYCLE_LENGTH))
-        mask = (rng.random((channels, 1)) > 0.1).astype(np.float32) * np.ones((1, CYCLE_LENGTH))
-        out[i] = np.concatenate([prev * mask, template * mask, mask], axis=0)
-    return out
-
-
-def torch_reference(kind: str, model: "nn.Module", x: np.ndarray, params: Optional[Mapping[str, Any]] = None) -> np.ndarray:
-    """The PyTorch output the ONNX graph must reproduce (``functional_call`` with ``params`` if given)."""
-    import torch
-
-    module = copy.deepcopy(model).eval()
-    if kind == "recognition":
-        module.set_mode("inference")
-    with torch.no_grad():
-        xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
-        if params:
-            from torch.func import functional_call
-
-            out = functional_call(module, {k: torch.as_tensor(v) for k, v in params.items()}, (xt,), strict=False)
-        else:
-            out = module(xt)
-    key = RECOGNITION_OUTPUT if kind == "recognition" else TCN_OUTPUT
-    return out[key].detach().cpu().numpy()
-
-
-def save_golden(directory: PathLike, name: str, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
-                *, atol: float, rtol: float) -> Path:
-    """``<dir>/<name>.golden.npz`` with ``in:<tensor>``, ``out:<tensor>`` arrays and the tolerances.
-
-    The same file feeds ``metagait-edge build-engine --golden`` on the Jetson; :mod:`.golden` converts it
-    to polygraphy's ``--load-inputs`` / ``--load-outputs`` JSON where polygraphy is installed.
-    """
-    import io
-
-    arrays = {f"in:{k}": np.asarray(v) for k, v in inputs.items()}
-    arrays.update({f"out:{k}": np.asarray(v) for k, v in outputs.items()})
-    arrays["atol"] = np.float64(atol)
-    arrays["rtol"] = np.float64(rtol)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    path = Path(directory) / f"{name}.golden.npz"
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-@dataclass
-class Golden:
-    inputs: Dict[str, np.ndarray]
-    outputs: Dict[str, np.ndarray]
-    atol: float
-    rtol: float
-
-
-def load_golden(path: PathLike) -> Golden:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"golden file not found: {path}")
-    with np.load(path) as data:
-        keys = list(data.keys())
-        inputs = {k[3:]: data[k] for k in keys if k.startswith("in:")}
-        outputs = {k[4:]: data[k] for k in keys if k.startswith("out:")}
-        if not inputs or not outputs or "atol" not in keys:
-            raise ValueError(f"{path}: not a golden file (needs in:*, out:*, atol, rtol arrays; has {keys})")
-        return Golden(inputs, outputs, float(data["atol"]), float(data["rtol"]))
-
-
-def compare(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], atol: float, rtol: float,
-            where: str = "outputs") -> Dict[str, float]:
-    """Max abs error per output; raises ``AssertionError`` naming the output beyond tolerance."""
-    errors = {}
-    for name, ref in want.items():
-        if name not in got:
-            raise AssertionError(f"{where}: output {name!r} missing (got {sorted(got)})")
-        val = np.asarray(got[name])
-        if val.shape != ref.shape:
-            raise AssertionError(f"{where}: output {name!r} has shape {val.shape}, expected {ref.shape}")
-        err = np.abs(val.astype(np.float64) - ref)
-        errors[name] = float(err.max()) if err.size else 0.0
-        bad = err > atol + rtol * np.abs(ref)
-        if bad.any():
-            raise AssertionError(f"{where}: output {name!r}: {int(bad.sum())} of {bad.size} values beyond "
-                                 f"atol {atol} + rtol {rtol}; max abs error {errors[name]:.3g}")
-    return errors
-
-
-__all__ = [
-    "CYCLE_LENGTH", "DEFAULT_OPSET", "ExportError", "ExportReport", "FP32_ATOL", "FP32_RTOL", "Golden",
-    "MODEL_KINDS", "RECOGNITION_FRAMES", "RECOGNITION_INPUT", "RECOGNITION_OUTPUT", "TCN_INPUT", "TCN_OUTPUT",
-    "TRT10_ONNX_OPS", "check_onnx", "compare", "deploy_tcn_module", "edge_metagait_config", "example_inputs", "export_recognition",
-    "export_tcn", "file_sha256", "graph_fingerprint", "initializer_arrays", "load_golden", "model_kind",
-    "onnx_weights", "refittable_names", "refittable_shapes", "save_golden", "torch_reference", "with_weights",
-]

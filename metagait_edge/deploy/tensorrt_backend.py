@@ -68,7 +68,7 @@ class TensorRTBackend(InferenceBackend):
         import torch
 
         from metagait_edge.deploy import engine as E
-        from metagait_edge.deploy.export import initializer_arrays, refittable_names
+        from metagait_edge.deploy.onnx_graph import initializer_arrays, refittable_names
 
         spec = E.EngineSpec(precision=self.precision, max_batch=self.max_batch, refit=self.refit)
         calibration = None
@@ -111,7 +111,7 @@ class TensorRTBackend(InferenceBackend):
 
     def swap_weights(self, weights: Mapping[str, Any]) -> None:
         from metagait_edge.deploy import engine as E
-        from metagait_edge.deploy.export import onnx_weights, refittable_shapes
+        from metagait_edge.deploy.onnx_graph import onnx_weights, refittable_shapes
 
         self.load()
         if not self.refit:

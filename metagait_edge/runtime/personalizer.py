@@ -116,7 +116,8 @@ class Personalizer:
     def _checked_onnx(self, path: Path) -> Path:
         """``path`` if its weights are this checkpoint's: an ONNX file exported from another model would
         silently generate another model's cycles while calibration adapts this one."""
-        from metagait_edge.deploy.export import deploy_tcn_module, initializer_arrays
+        from metagait_edge.deploy.export import deploy_tcn_module
+        from metagait_edge.deploy.onnx_graph import initializer_arrays
 
         if not path.is_file():
             raise FileNotFoundError(f"personalization ONNX model not found: {path}")

@@ -14,7 +14,6 @@ fsynced weights file, and the old weights stay until the new ``profile.json`` is
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from typing import Any, Dict
 import numpy as np
 
 from metagait_edge.atomic import atomic_write_text, atomic_write_with
+from metagait_edge.hashing import file_sha256
 
 FORMAT = "metagait-edge-walker-profile"
 VERSION = 1
@@ -57,14 +57,6 @@ class Profile:
     template: np.ndarray  # float32 [C, 101] normalized personal template (mean of the support cycles)
     valid: np.ndarray  # bool [C]
     meta: Dict[str, Any] = field(default_factory=dict)  # losses, shots, base checkpoint, created, ...
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ProfileStore:
@@ -104,7 +96,7 @@ class ProfileStore:
             raise OSError(code, f"cannot write {wpath}: {exc}") from exc
         meta = {
             "format": FORMAT, "version": VERSION, "walker": profile.walker, "weights": name,
-            "weights_sha256": _sha256(wpath), "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **profile.meta,
+            "weights_sha256": file_sha256(wpath), "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **profile.meta,
         }
         try:
             atomic_write_text(folder / "profile.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -132,7 +124,7 @@ class ProfileStore:
         wpath = folder / str(meta.get("weights", ""))
         if not wpath.is_file():
             raise ProfileError(f"{jpath}: weights file {wpath.name} is missing")
-        if _sha256(wpath) != meta.get("weights_sha256"):
+        if file_sha256(wpath) != meta.get("weights_sha256"):
             raise ProfileError(f"{wpath}: content does not match the SHA-256 in {jpath.name}")
         tensors = load_file(str(wpath))
         if TEMPLATE_KEY not in tensors or "__valid__" not in tensors:
