@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from metagait_edge.ros.msgs import IdentityOutput
+from metagait_edge.ros.msgs.records import IdentityOutput
 from metagait_edge.runtime import camera
 
 
