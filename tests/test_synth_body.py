@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from metagait_edge.synth import body as B
+from metagait_edge.synth import identity as I
 from metagait_edge.synth.dataset import render_walker
 from metagait_edge.synth.render import Defects
 
@@ -25,7 +26,7 @@ def test_normative_curves_shape():
 
 
 def test_left_lags_right_by_half_a_cycle_and_arms_swing_opposite():
-    ident = replace(B.sample_identity(0), step_timing_asym=0.0, hip_amp_asym=0.0, arm_swing_asym=0.0)
+    ident = replace(I.sample_identity(0), step_timing_asym=0.0, hip_amp_asym=0.0, arm_swing_asym=0.0)
     ph = np.linspace(0, 2, 400, endpoint=False)
     a = B.joint_angles(ident, B.Walk(), ph)
     np.testing.assert_allclose(a["hip_l"][100:], a["hip_r"][:-100], atol=1e-9)  # 100 samples = 0.5 cycle
@@ -35,7 +36,7 @@ def test_left_lags_right_by_half_a_cycle_and_arms_swing_opposite():
 
 
 def test_bag_damps_arm_swing_on_its_side():
-    ident = B.sample_identity(1)
+    ident = I.sample_identity(1)
     ph = np.linspace(0, 1, 100, endpoint=False)
     nm = B.joint_angles(ident, B.Walk(condition="nm"), ph)
     bg = B.joint_angles(ident, B.Walk(condition="bg", bag="hand", bag_side=1), ph)
@@ -44,7 +45,7 @@ def test_bag_damps_arm_swing_on_its_side():
 
 
 def test_feet_touch_ground_and_body_has_the_identity_height():
-    ident = B.sample_identity(2)
+    ident = I.sample_identity(2)
     prims = B.pose(ident, B.Walk(n_frames=40))
     feet = [prims.names.index("foot_r"), prims.names.index("foot_l")]
     low = np.minimum(prims.cap_a[:, feet, 2] - prims.cap_ra[feet], prims.cap_b[:, feet, 2] - prims.cap_rb[feet])
@@ -59,7 +60,7 @@ def _bbox_height(masks):
 
 
 def test_taller_person_has_taller_silhouette_before_normalization():
-    ident = B.sample_identity(3)
+    ident = I.sample_identity(3)
     walk = B.Walk(n_frames=20)
     short = render_walker(replace(ident, height=1.55), 90, 20, walk=walk, defects=Defects.none())
     tall = render_walker(replace(ident, height=1.90), 90, 20, walk=walk, defects=Defects.none())
@@ -80,22 +81,22 @@ def _step_frequency(masks):
 
 @pytest.mark.parametrize("cadence", [92.0, 124.0])
 def test_cadence_sets_the_period_of_the_width_signal(cadence):
-    ident = replace(B.sample_identity(4), cadence_spm=cadence)
+    ident = replace(I.sample_identity(4), cadence_spm=cadence)
     r = render_walker(ident, 90, 64, walk=B.Walk(n_frames=64), defects=Defects.none())
     steps_per_min = _step_frequency(r.masks) * 25 * 60
     assert abs(steps_per_min - cadence) < 0.04 * cadence
 
 
 def test_identity_from_subject():
-    a = B.identity_from_subject(177, 75, "M", 108, seed=1)
+    a = I.identity_from_subject(177, 75, "M", 108, seed=1)
     assert a.height == pytest.approx(1.77) and a.mass == 75 and a.sex == "M" and a.cadence_spm == 108
-    assert B.identity_from_subject(177, 75, "M", 108, seed=1) == a
-    heavy = B.identity_from_subject(177, 118, "M", 108, seed=1)
+    assert I.identity_from_subject(177, 75, "M", 108, seed=1) == a
+    heavy = I.identity_from_subject(177, 118, "M", 108, seed=1)
     assert heavy.torso_girth > a.torso_girth * 1.15
     with pytest.raises(ValueError, match="sex"):
-        B.identity_from_subject(177, 75, "X", 108)
+        I.identity_from_subject(177, 75, "X", 108)
     with pytest.raises(ValueError, match="height_cm"):
-        B.identity_from_subject(1.77, 75, "M", 108)
+        I.identity_from_subject(1.77, 75, "M", 108)
 
 
 def test_walk_validation():

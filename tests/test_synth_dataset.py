@@ -9,6 +9,7 @@ import pytest
 from metagait_edge.cli import main
 from metagait_edge.data import silhouettes as S
 from metagait_edge.synth import body as B
+from metagait_edge.synth import identity as I
 from metagait_edge.synth.dataset import (
     SequenceJob, SynthConfig, generate, hugadb_subjects, identity_for, render_job, render_walker,
 )
@@ -67,7 +68,7 @@ def _area(masks):
 
 
 def test_bag_and_coat_enlarge_the_silhouette():
-    ident = B.sample_identity(6)
+    ident = I.sample_identity(6)
     kw = dict(n_frames=12, phase0=0.1)
     nm = render_walker(ident, 90, 12, walk=B.Walk(condition="nm", **kw), defects=Defects.none())
     bag = render_walker(ident, 90, 12, walk=B.Walk(condition="bg", bag="backpack", **kw), defects=Defects.none())
@@ -80,7 +81,7 @@ def test_bag_and_coat_enlarge_the_silhouette():
 
 
 def test_defects_change_masks_but_keep_the_person():
-    ident = B.sample_identity(7)
+    ident = I.sample_identity(7)
     walk = B.Walk(n_frames=30)
     clean = render_walker(ident, 54, 30, walk=walk, defects=Defects.none())
     noisy = render_walker(ident, 54, 30, walk=walk, seed=3)
@@ -94,7 +95,7 @@ def test_defects_change_masks_but_keep_the_person():
 
 
 def test_render_walker_is_deterministic_and_full_resolution():
-    ident = B.sample_identity(8)
+    ident = I.sample_identity(8)
     a = render_walker(ident, 36, 15, seed=5, image_size=(640, 480))
     b = render_walker(ident, 36, 15, seed=5, image_size=(640, 480))
     assert a.masks.shape == (15, 480, 640) and set(np.unique(a.masks)) <= {0, 255}
@@ -117,7 +118,7 @@ def test_hugadb_subject_table(tmp_path):
     assert subj == {1: {"weight_kg": 75.0, "height_cm": 177.0, "age": 24, "sex": "M"},
                     7: {"weight_kg": 52.0, "height_cm": 161.0, "age": 22, "sex": "F"}}
     s = subj[7]
-    ident = B.identity_from_subject(s["height_cm"], s["weight_kg"], s["sex"], 112.0)
+    ident = I.identity_from_subject(s["height_cm"], s["weight_kg"], s["sex"], 112.0)
     assert ident.height == pytest.approx(1.61) and ident.sex == "F"
     (tmp_path / "empty.md").write_text("nothing")
     with pytest.raises(ValueError, match="empty.md"):

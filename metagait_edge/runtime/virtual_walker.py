@@ -7,7 +7,7 @@ a fold-0 test subject whose walking files have no corrupted gyroscope), or a syn
 stable symlink to the pty slave, so ``unplug()`` / ``replug()`` emulate a USB device that disappears and
 comes back under the same name.
 
-Camera: the synthetic walker (``synth.body.identity_from_subject`` with that subject's height, weight, sex
+Camera: the synthetic walker (``synth.identity.identity_from_subject`` with that subject's height, weight, sex
 and measured cadence) rendered side-on, composited onto a textured, noisy background, written with
 ``cv2.VideoWriter``; the scene starts empty (the walker walks into view), as a fixed camera sees it.
 """
@@ -266,7 +266,7 @@ def render_walker_video(spec: WalkerSpec, path: str | Path, n_frames: int = 90, 
     """Render ``spec``'s synthetic walker (one pass across the view) into a video file (MJPG .avi)."""
     import cv2
 
-    from metagait_edge.synth.body import identity_from_subject
+    from metagait_edge.synth.identity import identity_from_subject
     from metagait_edge.synth.dataset import render_walker
     from metagait_edge.synth.render import Defects
 

@@ -19,7 +19,8 @@ import numpy as np
 from metagait_edge.data.pretreatment import DEFAULT_MIN_FOREGROUND, PretreatmentError, pretreat_frames
 from metagait_edge.data.silhouettes import dumps_frames, sequence_pkl_path
 from metagait_edge.atomic import atomic_write_bytes, atomic_write_text
-from metagait_edge.synth.body import BAG_KINDS, Identity, Walk, pose, sample_identity
+from metagait_edge.synth.body import BAG_KINDS, Walk, pose
+from metagait_edge.synth.identity import Identity, sample_identity
 from metagait_edge.synth.render import IMAGE_SIZE, Camera, Defects, apply_defects, camera_for_view, jittered_cameras, rasterize
 
 CASIA_B_TYPES = tuple([f"nm-{i:02d}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"])

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metagait_edge.synth.body import Identity, Walk
+from metagait_edge.synth.body import Walk
+from metagait_edge.synth.identity import Identity
 from metagait_edge.synth.render import Defects
 
 
