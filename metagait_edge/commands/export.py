@@ -36,27 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_recognition(checkpoint: str | None, preset: str = "cpu"):
     """MetaGait from a checkpoint (config from its sidecar) or a randomly initialised preset."""
-    from metagait_edge.config import ConfigError, from_dict
     from metagait_edge.deploy.export import edge_metagait_config
     from metagait_edge.models.metagait import MetaGait, MetaGaitConfig
+    from metagait_edge.recognition.checkpoint import load_recognition_checkpoint
 
     if checkpoint is None:
         cfg = {"cpu": MetaGaitConfig.cpu, "casia_b": MetaGaitConfig.casia_b, "edge": edge_metagait_config}[preset]()
         return MetaGait(cfg).eval()
-    from metagait_edge.checkpoint import load_checkpoint
-
-    ck = load_checkpoint(checkpoint)
-    raw = ck.config.get("model", ck.config) if isinstance(ck.config, dict) else ck.config
-    try:
-        cfg = from_dict(MetaGaitConfig, raw)
-    except ConfigError as exc:
-        raise ValueError(f"{ck.path}: config is not a MetaGait model config: {exc}") from exc
-    model = MetaGait(cfg)
-    state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in ck.state_dict.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing:
-        raise ValueError(f"{ck.path}: weights missing for {missing[:5]}")
-    return model.eval()
+    return load_recognition_checkpoint(checkpoint)
 
 
 def load_tcn(checkpoint: str | None, channels: int = 42):

@@ -157,8 +157,8 @@ class TorchBackend(InferenceBackend):
         else:
             module = copy.deepcopy(self._source).eval()
             module.set_mode("inference")
-            if self._weights:
-                module.load_state_dict({k: torch.as_tensor(v) for k, v in self._weights.items()}, strict=False)
+            if self._weights:  # a subset merged over the model's own weights: every key is loaded
+                module.load_state_dict({**module.state_dict(), **{k: torch.as_tensor(v) for k, v in self._weights.items()}})
         return module.to(self.device).eval()
 
     def _run(self, x: np.ndarray) -> Dict[str, np.ndarray]:

@@ -264,9 +264,8 @@ def load_recognition_model(path: str | Path | None = None, tiny_seed: int = 0):
     """
     import torch
 
-    from metagait_edge.checkpoint import load_checkpoint
-    from metagait_edge.config import from_dict
     from metagait_edge.models.metagait import MetaGait, MetaGaitConfig
+    from metagait_edge.recognition.checkpoint import load_recognition_checkpoint
 
     if path is None:
         found = sorted(RECOGNITION_CHECKPOINT_DIR.glob("*.safetensors")) if RECOGNITION_CHECKPOINT_DIR.is_dir() else []
@@ -278,11 +277,7 @@ def load_recognition_model(path: str | Path | None = None, tiny_seed: int = 0):
         model = MetaGait(MetaGaitConfig.cpu(channels=(8, 16, 32), num_classes=0))
         model.source = "random-init (no recognition checkpoint shipped)"
     else:
-        ck = load_checkpoint(path, expected_model_class="MetaGait")
-        cfg = dict(ck.config.get("model", ck.config))
-        model = MetaGait(from_dict(MetaGaitConfig, cfg))
-        model.load_state_dict(ck.state_dict, strict=False)
-        model.source = str(ck.path)
+        model = load_recognition_checkpoint(path)
     model.set_mode("inference").eval()
     return model
 
