@@ -47,13 +47,21 @@ def _runtime(tmp_path, **kw):
     return rt, sim
 
 
-def _feed(rt, sim, samples, start, stop, rate=58.8, pause_every=30, values=None):
+def _taken(rt) -> int:
+    return rt.stats.samples + rt.stats.nonfinite_samples + rt.gate.stale_samples
+
+
+def _feed(rt, sim, samples, start, stop, rate=58.8, values=None):
+    """Push samples on the simulated clock, which moves on only once the worker has taken the previous
+    sample, as in real time (the runtime drops a sample that is already stale when the worker gets to it)."""
     for k in range(start, stop):
         sim[0] = k / rate
+        taken = _taken(rt)
         rt.push_imu(samples[k % len(samples)] if values is None else values, sim[0])
-        if k % pause_every == 0:
-            time.sleep(0.004)  # let the worker keep up (real time would be 17 ms per sample)
-    time.sleep(0.3)
+        deadline = time.monotonic() + 2.0
+        while _taken(rt) == taken and time.monotonic() < deadline:
+            time.sleep(0.0002)
+    time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

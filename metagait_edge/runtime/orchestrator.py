@@ -29,6 +29,7 @@ from metagait_edge.runtime.calibration import (
 from metagait_edge.runtime.config import EdgeConfig
 from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
+from metagait_edge.runtime.input_gate import RESTART, STALE, InputGate, RESUMED_REASON, is_input_reason, stale_reason
 from metagait_edge.runtime.realtime import set_realtime_priority
 from metagait_edge.runtime.records import PublishedRecord, RuntimeStats
 from metagait_edge.runtime.ringbuffer import RingBuffer
@@ -59,6 +60,7 @@ class Runtime:
         self.recognizer = recognizer
         self.store = store or ProfileStore(self.config.calibration.directory)
         self.safety = SafetyEnvelope(self.config.safety)
+        self.gate = InputGate(self.config.safety.staleness_timeout_s, self.config.safety.max_sample_gap_s)
         self.clock = clock
         cap = max(1024, int(self.rate_hz * 10))
         self.ring = RingBuffer(cap, imu_protocol.N_CHANNELS)
@@ -159,6 +161,13 @@ class Runtime:
         if not np.isfinite(x).all():
             self.stats.nonfinite_samples += 1  # dropped: it must not poison the filters' state
             return
+        verdict = self.gate.admit(t, self.clock())  # stale backlog is dropped, a gap restarts detection
+        if verdict == STALE:
+            return
+        if verdict == RESTART:
+            self.detector.reset()
+            self.features.reset()
+            self._prev_ic = self._prev_cycle = None
         self.stats.samples += 1
         feats = self.features.push(x)
         k = self.detector.t + 1
@@ -182,6 +191,7 @@ class Runtime:
         rec = CycleRecord(cycle, np.isfinite(cycle).all(axis=1), float(ts[-1] - ts[0]),
                           float(np.diff(ts).max()) if len(ts) > 1 else 0.0, t, self._cycle_index)
         self.stats.cycles += 1
+        self.gate.on_cycle(float(ts[-1]), rec.duration_s)  # the next cycle starts at this IC
         with self._calib_lock:
             if self._calib_queue is not None:
                 try:
@@ -213,21 +223,23 @@ class Runtime:
         if len(self.stats.gen_ms) > 10000:
             del self.stats.gen_ms[:5000]
         traj = out[self.personalizer.angle_index]
-        res = self.safety.apply(traj, self.channel_names, self.ring.latest_timestamp(), self.clock(),
+        # Freshness of the newest sample the cycle was detected with (rec.t_end), not of the ring's newest.
+        res = self.safety.apply(traj, self.channel_names, rec.t_end, self.clock(),
                                 conf if use_profile else 0.0, use_profile, rec.duration_s)
-        phase = self.detector.phase
-        phase = 0.0 if not math.isfinite(phase) else min(phase / 100.0, 0.999)
+        phase, _ = self.gate.phase(self.clock())  # the estimate at t_ns: the IC was detected a little late
         t_ns = time.time_ns()
         if res.status is SafetyStatus.HOLD:
-            self.stats.holds += 1
             self._set_status("HOLD", res.reason)
             return
-        self._set_status(res.status.value, res.reason, publish=False)
-        if self.publisher is not None:
+
+        def send() -> None:
             self.publisher.publish_trajectory(res.trajectory, self.channel_names, walker_id=walker,
                                               personalized=res.personalized, phase=phase, cycle_s=rec.duration_s,
                                               status=res.status.value, reason=res.reason,
                                               confidence=conf, t_ns=t_ns)
+
+        # A status change (e.g. leaving HOLD) reaches the wire before the trajectory it allows.
+        self._set_status(res.status.value, res.reason, then=send if self.publisher is not None else None)
         self.stats.published += 1
         self.stats.personalized += int(res.personalized)
         self._last_traj = (res, phase, rec.duration_s, walker)
@@ -242,11 +254,26 @@ class Runtime:
             self._recording.put_nowait(("trajectory", t_ns, res.status.value, res.trajectory)) if not self._recording.full() else None
 
     # --------------------------------------------------------------------------------- status
-    def _set_status(self, status: str, reason: str, publish: bool = True) -> None:
-        changed = status != self.stats.last_status
-        self.stats.last_status, self.stats.last_reason = status, reason
-        if changed and publish and self.publisher is not None:
-            self.publisher.publish_status(status, reason, walker_id=self.walker)
+    def _set_status(self, status: Optional[str], reason: Optional[str], only_if=None, periodic: bool = False,
+                    then: Optional[Callable[[], None]] = None) -> None:
+        """Set the status (None: keep) and publish it when it changes (or ``periodic``), then run ``then`` (the
+        worker's trajectory send), all under one lock: no trajectory leaves behind a HOLD or before the status
+        that allows it. ``only_if(status, reason)`` guards a watchdog update against a change by the worker.
+        Every change into HOLD is counted in ``stats.holds``."""
+        with self._lock:
+            s = self.stats
+            if only_if is not None and not only_if(s.last_status, s.last_reason):
+                return
+            status, reason = status or s.last_status, s.last_reason if reason is None else reason
+            changed = status != s.last_status
+            s.last_status, s.last_reason = status, reason
+            s.holds += changed and status == "HOLD"
+            if (changed or periodic) and self.publisher is not None:
+                phase, cycle_s = self.gate.phase(self.clock()) if status != "HOLD" else (0.0, 0.0)
+                self.publisher.publish_status(status, reason, walker_id=self.walker, phase=phase, cycle_s=cycle_s,
+                                              inline=True)
+            if then is not None:
+                then()
 
     def imu_age(self) -> float:
         last = self.ring.latest_timestamp()
@@ -256,17 +283,20 @@ class Runtime:
         period = self.config.runtime.status_period_s
         timeout = self.config.safety.staleness_timeout_s
         next_line = self.clock() + period
-        while not self._stop.wait(min(0.02, timeout / 4)):
+        # HOLD within one IMU period after the staleness limit.
+        while not self._stop.wait(min(0.02, timeout / 4, 1.0 / self.rate_hz)):
             age = self.imu_age()
-            if age > timeout and self.stats.last_status != "HOLD":
-                reason = ("no IMU sample received yet" if math.isinf(age)
-                          else f"IMU stale: {age:.3f} s since the last sample > {timeout:.3f} s")
-                self._set_status("HOLD", reason)
+            if age > timeout:  # HOLD, and a staleness reason refreshed with the current age
+                error = getattr(getattr(self.serial, "stats", None), "last_error", "") if self.serial else ""
+                self._set_status("HOLD", stale_reason(age, timeout, error),
+                                 only_if=lambda st, why: st != "HOLD" or is_input_reason(why))
+            else:  # fresh input again: the HOLD stays until the worker has a fresh, complete cycle
+                self._set_status("HOLD", RESUMED_REASON,
+                                 only_if=lambda st, why: st == "HOLD" and is_input_reason(why))
             now = self.clock()
             if now >= next_line:
                 next_line = now + period
-                if self.publisher is not None:
-                    self.publisher.publish_status(self.stats.last_status, self.stats.last_reason, walker_id=self.walker)
+                self._set_status(None, None, periodic=True)
                 log.info("%s", self.status_line())
 
     def status_line(self) -> str:
@@ -275,7 +305,8 @@ class Runtime:
         gen = np.percentile(s.gen_ms, 50) if s.gen_ms else float("nan")
         return (f"status={s.last_status} walker={self.walker} conf={self.confidence:.2f} samples={s.samples} "
                 f"cycles={s.cycles} published={s.published} personalized={s.personalized} holds={s.holds} "
-                f"nan={s.nonfinite_samples} drops={s.dropped_samples} gen_p50={gen:.1f}ms"
+                f"nan={s.nonfinite_samples} drops={s.dropped_samples} stale={self.gate.stale_samples} "
+                f"gaps={self.gate.gaps} rejected_cycles={self.safety.counters.implausible_cycle} gen_p50={gen:.1f}ms"
                 + (f" serial_frames={ser.frames} bad={ser.bad_frames} reconnects={ser.reconnects}" if ser else ""))
 
     # --------------------------------------------------------------------------------- ROS API

@@ -6,8 +6,11 @@ through ``SafetyEnvelope.apply`` before it is published:
 - a trajectory with any NaN/Inf is replaced as a whole by HOLD (never patched: a model that emits NaN
   cannot be trusted for the other points either), and counted;
 - stale IMU input (no sample for ``staleness_timeout_s``) means the model runs on old data: HOLD;
+- a cycle whose duration is outside ``min_cycle_duration_s..max_cycle_duration_s`` is no gait cycle
+  (a stumble, a detector error, timestamps compressed by a burst): HOLD, never rescaled;
 - every point is clamped to the joint's angle limits and the change between consecutive points is
-  limited to ``max_rate_dps * cycle_duration / 100`` (101 points span one cycle);
+  limited to ``max_rate_dps * cycle_duration / 100`` (101 points span one cycle), at the trajectory's
+  own cycle duration, the one it is published with;
 - a personalized reference whose identity confidence is below ``confidence_threshold`` is passed on as
   non-personalized and flagged DEGRADED, as is a reference that was never personalized.
 
@@ -72,7 +75,11 @@ class SafetyConfig:
     staleness_timeout_s: float = 0.1
     confidence_threshold: float = 0.7
     cycle_duration_s: float = 1.1  # used when apply() gets no cycle duration
-    min_cycle_duration_s: float = 0.4  # a shorter claimed cycle would allow faster motion than plausible
+    # Plausible gait-cycle durations: a cycle outside them is rejected (HOLD), never rescaled into range.
+    min_cycle_duration_s: float = 0.4
+    max_cycle_duration_s: float = 2.0
+    # IMU input: a larger spacing between consecutive samples restarts gait detection (no cycle spans it).
+    max_sample_gap_s: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.staleness_timeout_s > 0:
@@ -81,6 +88,11 @@ class SafetyConfig:
             raise ValueError(f"confidence_threshold must be in [0, 1], got {self.confidence_threshold}")
         if not self.cycle_duration_s > 0 or not self.min_cycle_duration_s > 0:
             raise ValueError("cycle_duration_s and min_cycle_duration_s must be > 0")
+        if not self.min_cycle_duration_s < self.max_cycle_duration_s < math.inf:
+            raise ValueError(f"need min_cycle_duration_s < max_cycle_duration_s (finite), got "
+                             f"{self.min_cycle_duration_s} and {self.max_cycle_duration_s}")
+        if not self.max_sample_gap_s > 0:
+            raise ValueError(f"max_sample_gap_s must be > 0, got {self.max_sample_gap_s}")
 
 
 class SafetyResult(NamedTuple):
@@ -100,6 +112,7 @@ class SafetyCounters:
     hold: int = 0
     nonfinite: int = 0
     stale: int = 0
+    implausible_cycle: int = 0
     unknown_channel: int = 0
     clamped_points: int = 0
     rate_limited_points: int = 0
@@ -196,7 +209,10 @@ class SafetyEnvelope:
         if not math.isfinite(cycle) or cycle <= 0:
             self.counters.nonfinite += 1
             return self._hold(f"invalid cycle duration {cycle_duration_s!r}")
-        cycle = max(cycle, self.config.min_cycle_duration_s)
+        if not self.config.min_cycle_duration_s <= cycle <= self.config.max_cycle_duration_s:
+            self.counters.implausible_cycle += 1
+            return self._hold(f"cycle duration {cycle:.3f} s outside the plausible "
+                              f"{self.config.min_cycle_duration_s:.2f}-{self.config.max_cycle_duration_s:.2f} s")
         max_step = rate * (cycle / (N_POINTS - 1))
 
         x = traj.astype(np.float64)

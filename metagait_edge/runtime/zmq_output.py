@@ -159,29 +159,33 @@ class ZmqPublisher(ThreadOwner):
         return True
 
     def _send(self, topic: bytes, seq: int, fields: dict, payload: Optional[np.ndarray]) -> bool:
+        with self._sock_lock:
+            return self._send_locked(topic, seq, fields, payload)
+
+    def _send_locked(self, topic: bytes, seq: int, fields: dict, payload: Optional[np.ndarray]) -> bool:
         import zmq
 
-        with self._sock_lock:
-            if self._sock is None:  # stopped
-                return False
-            try:
-                frames = M.encode(topic, M.make_header(seq, **fields), payload)
-                self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                self._sent += 1
-                return True
-            except zmq.Again:
-                self._drop_hwm += 1
-            except (zmq.ZMQError, ValueError, TypeError) as exc:
-                self._errors += 1
-                log.warning("ZeroMQ publish failed: %s", exc)
+        if self._sock is None:  # stopped
+            return False
+        try:
+            frames = M.encode(topic, M.make_header(seq, **fields), payload)
+            self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self._sent += 1
+            return True
+        except zmq.Again:
+            self._drop_hwm += 1
+        except (zmq.ZMQError, ValueError, TypeError) as exc:
+            self._errors += 1
+            log.warning("ZeroMQ publish failed: %s", exc)
         return False
 
     def _send_inline(self, topic: bytes, fields: dict, payload: Optional[np.ndarray]) -> bool:
-        with self._seq_lock:
-            seq = self._seq[topic]
-            self._seq[topic] = seq + 1
-            self._queued += 1
-        return self._send(topic, seq, fields, payload)
+        with self._sock_lock:  # held across seq and send: messages leave in the order of their seq
+            with self._seq_lock:
+                seq = self._seq[topic]
+                self._seq[topic] = seq + 1
+                self._queued += 1
+            return self._send_locked(topic, seq, fields, payload)
 
     def publish_trajectory(
         self, trajectory: np.ndarray, channels: Sequence[str], *, walker_id: Optional[str], personalized: bool,
@@ -220,14 +224,18 @@ class ZmqPublisher(ThreadOwner):
 
     def publish_status(
         self, status: str, reason: str = "", *, walker_id: Optional[str] = None, personalized: bool = False,
-        phase: float = 0.0, t_ns: Optional[int] = None,
+        phase: float = 0.0, cycle_s: float = 0.0, t_ns: Optional[int] = None, inline: bool = False,
     ) -> bool:
+        """Queue a status message; ``inline``: send it from the caller's thread now, so that it precedes a
+        trajectory the caller sends next (a status leaving HOLD before the first trajectory it allows)."""
         if status not in M.STATUSES:
             raise ValueError(f"status must be one of {M.STATUSES}, got {status!r}")
         fields = dict(
             t_ns=M.now_ns() if t_ns is None else t_ns, status=status, reason=reason, walker_id=walker_id,
-            personalized=personalized, phase=phase,
+            personalized=personalized, phase=phase, cycle_s=cycle_s,
         )
+        if inline:
+            return self._send_inline(M.TOPIC_STATUS, fields, None)
         return self._enqueue(M.TOPIC_STATUS, fields, None)
 
     # -------------------------------------------------------------------------------------- thread
