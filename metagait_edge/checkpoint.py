@@ -233,13 +233,11 @@ def load_checkpoint(
     )
 
 
-def load_into(
-    model: nn.Module, path: PathLike, expected_config: Any = None, *, strict: bool = True
-) -> Checkpoint:
-    """Load a checkpoint into ``model`` (its class name and, if given, config must match)."""
+def load_into(model: nn.Module, path: PathLike, expected_config: Any = None) -> Checkpoint:
+    """Load every weight of a checkpoint into ``model`` (its class name and, if given, config must match)."""
     ckpt = load_checkpoint(path, expected_config, expected_model_class=type(model).__name__)
     try:
-        model.load_state_dict(ckpt.state_dict, strict=strict)
+        model.load_state_dict(ckpt.state_dict)
     except RuntimeError as exc:
         raise CheckpointError(f"{ckpt.path}: weights do not fit {type(model).__name__}: {exc}") from exc
     return ckpt
