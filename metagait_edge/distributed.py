@@ -177,17 +177,6 @@ def all_reduce_mean(value: Any) -> Any:
     return float(t.item() / world)
 
 
-def all_reduce_gradients(module: nn.Module) -> None:
-    """Average ``.grad`` over ranks by hand (for loops that cannot use DDP, e.g. custom backward calls)."""
-    if not is_distributed():
-        return
-    world = get_world_size()
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
-
-
 def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers to every rank (what DDP does at construction)."""
     if not is_distributed():

@@ -323,18 +323,6 @@ def read_hugadb_rows(path: str | os.PathLike) -> HugadbRows:
     return HugadbRows(np.asarray(rows, dtype=np.int16), skipped)
 
 
-def record_imu_rows(writer: BagWriter, rows: np.ndarray, start_ns: int, rate_hz: float) -> int:
-    """Write raw frames ``rows`` [N, 36] at ``rate_hz`` from ``start_ns``; returns the end stamp."""
-    if rate_hz <= 0:
-        raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
-    period = 1e9 / rate_hz
-    stamp = start_ns
-    for i, raw in enumerate(rows):
-        stamp = start_ns + int(round(i * period))
-        writer.write_imu_frame(raw, stamp)
-    return stamp
-
-
 def synthetic_session(num_frames: int, rate_hz: float = HUGADB_RATE_HZ, seed: int = 0,
                       image_every: int = 4, cycle_frames: int = 54) -> dict[str, Any]:
     """A short synthetic gait session: raw IMU frames, silhouettes and one trajectory per gait cycle.
