@@ -7,7 +7,7 @@ import pytest
 
 from metagait_edge.data import cycles as cycles_mod
 from metagait_edge.data.cycles import CycleSet, CycleSetConfig, build_cycle_set, cycles_from_recording, resample_cycles
-from metagait_edge.data.hugadb import IMU_CHANNELS
+from metagait_edge.sensors import IMU_CHANNELS
 from metagait_edge.data.joint_angles import ANGLE_CHANNELS
 
 

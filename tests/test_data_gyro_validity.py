@@ -9,7 +9,7 @@ from metagait_edge.data.gyro_validity import (
     GyroTableError, channel_valid, corrupted_gyros, corrupted_table, from_csv, gyro_valid, parse_corrupted_tables,
     to_csv,
 )
-from metagait_edge.data.hugadb import IMU_CHANNELS
+from metagait_edge.sensors import IMU_CHANNELS
 
 TABLE = """
 |File| Right foot | Left foot | Right shank | Left shank | Right thigh | Left thigh |

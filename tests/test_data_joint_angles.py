@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metagait_edge.data.hugadb import IMU_CHANNELS, Recording
+from metagait_edge.data.hugadb import Recording
+from metagait_edge.sensors import IMU_CHANNELS
 from metagait_edge.data.joint_angles import (
     ANGLE_CHANNELS, JointAngleConfig, accel_pitch_deg, complementary_pitch, joint_angles,
 )

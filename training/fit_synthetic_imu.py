@@ -22,7 +22,8 @@ OUT = Path(__file__).resolve().parents[1] / "metagait_edge" / "resources" / "syn
 
 
 def main() -> None:
-    from metagait_edge.data.cycles import IMU_CHANNELS, cycles_from_recording
+    from metagait_edge.data.cycles import cycles_from_recording
+    from metagait_edge.sensors import IMU_CHANNELS
     from metagait_edge.data.gyro_validity import corrupted_gyros
     from metagait_edge.data.hugadb import HuGaDB
 

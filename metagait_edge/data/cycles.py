@@ -31,9 +31,10 @@ from metagait_edge.data.gait_events import (
     GaitEventConfig, contralateral_consistent, detect_leg_events, plausible_strides,
 )
 from metagait_edge.data.gyro_validity import channel_valid, corrupted_gyros
-from metagait_edge.data.hugadb import IMU_CHANNELS, HuGaDB, HuGaDBConfig, Recording, parse_file_name
+from metagait_edge.data.hugadb import HuGaDB, HuGaDBConfig, Recording, parse_file_name
 from metagait_edge.data.joint_angles import ANGLE_CHANNELS, JointAngleConfig, joint_angles
 from metagait_edge.data.segments import SegmentConfig, find_segments
+from metagait_edge.sensors import IMU_CHANNELS
 
 log = logging.getLogger(__name__)
 

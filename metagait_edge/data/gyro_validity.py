@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from metagait_edge.data.hugadb import IMU_CHANNELS, SENSORS
+from metagait_edge.sensors import IMU_CHANNELS, SENSORS
 
 RESOURCE_NAME = "hugadb_corrupted_gyro.csv"
 # Column order of the authors' table.

@@ -26,16 +26,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from metagait_edge.atomic import atomic_write_with
+from metagait_edge.sensors import ACC_LSB_PER_G, AXES, GYRO_LSB_PER_DPS, HUGADB_RATE_HZ, IMU_CHANNELS
 
 log = logging.getLogger(__name__)
 
-SENSORS = ("rf", "rs", "rt", "lf", "ls", "lt")
-SENSOR_NAMES = {
-    "rf": "right foot", "rs": "right shin", "rt": "right thigh",
-    "lf": "left foot", "ls": "left shin", "lt": "left thigh",
-}
-AXES = ("x", "y", "z")
-IMU_CHANNELS = tuple(f"{kind}_{s}_{a}" for s in SENSORS for kind in ("acc", "gyro") for a in AXES)
 EMG_CHANNELS = ("EMG_r", "EMG_l")
 FILE_COLUMNS = IMU_CHANNELS + EMG_CHANNELS + ("act",)
 N_COLUMNS = len(FILE_COLUMNS)  # 39
@@ -58,9 +52,9 @@ class HuGaDBFormatError(ValueError):
 
 @dataclass(frozen=True)
 class HuGaDBConfig:
-    sample_rate_hz: float = 58.8
-    acc_lsb_per_g: float = 16384.0
-    gyro_lsb_per_dps: float = 16.4
+    sample_rate_hz: float = HUGADB_RATE_HZ
+    acc_lsb_per_g: float = ACC_LSB_PER_G
+    gyro_lsb_per_dps: float = GYRO_LSB_PER_DPS
 
 
 @dataclass

@@ -27,6 +27,7 @@ import numpy as np
 
 from metagait_edge.data.gyro_validity import corrupted_gyros
 from metagait_edge.data.hugadb import Recording
+from metagait_edge.sensors import SENSORS
 
 ANGLE_CHANNELS = ("hip_r", "knee_r", "ankle_r", "hip_l", "knee_l", "ankle_l")
 # Sensors each angle needs (thigh, shank, foot per side).
@@ -91,7 +92,7 @@ def segment_pitches(rec: Recording, config: JointAngleConfig = JointAngleConfig(
     """sensor -> pitch in degrees [T]; NaN for sensors whose gyroscope is corrupted."""
     bad = corrupted_gyros(rec.file_id)
     out = {}
-    for s in ("rf", "rs", "rt", "lf", "ls", "lt"):
+    for s in SENSORS:
         if s in bad:
             out[s] = np.full(len(rec), np.nan)
         else:

@@ -26,18 +26,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from metagait_edge.sensors import ACC_LSB_PER_G, GYRO_LSB_PER_DPS, IMU_CHANNELS
+
 SYNC = b"\xA5\x5A"
 VERSION = 1
 N_IMUS = 6
 N_CHANNELS = 36
-SENSORS = ("rf", "rs", "rt", "lf", "ls", "lt")  # right/left foot, shin, thigh (HuGaDB order)
-CHANNEL_NAMES = tuple(
-    f"{kind}_{sensor}_{axis}" for sensor in SENSORS for kind in ("acc", "gyro") for axis in "xyz"
-)
+CHANNEL_NAMES = IMU_CHANNELS  # samples: for rf, rs, rt, lf, ls, lt (metagait_edge.sensors): acc x y z, gyro x y z
 HUGADB_COLUMNS = CHANNEL_NAMES + ("EMG_r", "EMG_l", "act")
-ACC_LSB_PER_G = 16384.0
-GYRO_LSB_PER_DPS = 16.4
-HUGADB_RATE_HZ = 58.8  # HuGaDB rows carry no timestamps; the dataset's sample counts give ~58.8 Hz
 
 _HEADER = struct.Struct("<2sBBIQ")  # sync, version, length, seq, t_us
 HEADER_SIZE = _HEADER.size  # 16

@@ -15,7 +15,7 @@ from importlib import resources
 
 import numpy as np
 
-from metagait_edge.imu.protocol import ACC_LSB_PER_G, GYRO_LSB_PER_DPS, HUGADB_RATE_HZ
+from metagait_edge.sensors import ACC_LSB_PER_G, GYRO_LSB_PER_DPS, HUGADB_RATE_HZ
 
 TEMPLATE_RESOURCE = "synthetic_imu_cycle.json"
 

@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from metagait_edge.sensors import SENSORS
+
 PROBLEMS = ("generation", "reconstruction")
 
 
@@ -82,7 +84,7 @@ def masking_for(config: MaskingConfig, mode: str) -> MaskingConfig:
     return replace(config, p_sensors=1.0 if mode == "sensors" else 0.0)
 
 
-def channel_sensors(channels: Sequence[str], sensors: Sequence[str] = ("rf", "rs", "rt", "lf", "ls", "lt")) -> Tensor:
+def channel_sensors(channels: Sequence[str], sensors: Sequence[str] = SENSORS) -> Tensor:
     """``[C, S]`` bool: which IMUs each channel depends on.
 
     IMU channels name their sensor (``acc_rs_x``); a joint-angle estimate needs the sensors listed in

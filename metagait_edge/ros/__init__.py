@@ -14,9 +14,8 @@ imports nothing heavy.
 
 from __future__ import annotations
 
-#: The six HuGaDB IMUs, in the dataset's column order: right foot, right shin, right thigh, left foot,
-#: left shin, left thigh. Each is also the ``frame_id`` of its ``sensor_msgs/Imu`` messages.
-SENSORS: tuple[str, ...] = ("rf", "rs", "rt", "lf", "ls", "lt")
+#: The six IMUs (``metagait_edge.sensors``); each is also the ``frame_id`` of its ``sensor_msgs/Imu`` messages.
+from metagait_edge.sensors import SENSORS
 
 # Topic names relative to the node namespace (ROS 2 relative names).
 IMU_TOPIC_PREFIX = "imu"

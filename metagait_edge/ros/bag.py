@@ -22,9 +22,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from metagait_edge import ros
-from metagait_edge.imu.protocol import HUGADB_RATE_HZ
 from metagait_edge.imu.replay import register_row_reader
 from metagait_edge.ros import msgs
+from metagait_edge.sensors import HUGADB_RATE_HZ
 
 BAG_VERSION = 8  # rosbag2 metadata version; 8 is read by ROS 2 Iron and newer, 9 adds nothing we use
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metagait_edge.imu.protocol import SENSORS
+from metagait_edge.sensors import SENSORS
 
 
 class OnlineFeatures:

@@ -23,6 +23,7 @@ import numpy as np
 from metagait_edge.runtime.worker import ThreadOwner
 from metagait_edge.imu import protocol as imu_protocol
 from metagait_edge.runtime.ringbuffer import RingBuffer
+from metagait_edge.sensors import ACC_LSB_PER_G, GYRO_LSB_PER_DPS
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ class SerialSourceConfig:
     reconnect_initial_s: float = 0.05
     reconnect_max_s: float = 2.0
     ring_capacity: int = 2048  # used when no ring buffer is passed in
-    acc_lsb_per_g: float = imu_protocol.ACC_LSB_PER_G
-    gyro_lsb_per_dps: float = imu_protocol.GYRO_LSB_PER_DPS
+    acc_lsb_per_g: float = ACC_LSB_PER_G
+    gyro_lsb_per_dps: float = GYRO_LSB_PER_DPS
 
     def __post_init__(self) -> None:
         if self.read_timeout_s <= 0 or self.reconnect_initial_s <= 0 or self.reconnect_max_s <= 0:

@@ -24,10 +24,11 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from metagait_edge.sensors import HUGADB_RATE_HZ
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBJECT = 8
-HUGADB_RATE_HZ = 58.8
 
 
 @dataclass

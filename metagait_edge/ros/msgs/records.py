@@ -13,9 +13,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from metagait_edge.imu.protocol import ACC_LSB_PER_G, GYRO_LSB_PER_DPS
-from metagait_edge.ros import SENSORS
 from metagait_edge.ros.msgs.schema import STATUS_CLAMPED, STATUS_FALLBACK, STATUS_OK, STATUS_STALE
+from metagait_edge.sensors import ACC_LSB_PER_G, GYRO_LSB_PER_DPS, SENSORS
 
 
 @dataclasses.dataclass(frozen=True)
