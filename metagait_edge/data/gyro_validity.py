@@ -135,9 +135,11 @@ def channel_valid(file_id: str, channels: Sequence[str] = IMU_CHANNELS) -> np.nd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from metagait_edge.resources import RESOURCES_DIR
+
     parser = argparse.ArgumentParser(description="Generate the shipped corrupted-gyroscope table from the HuGaDB README")
     parser.add_argument("readme", type=Path, help="the authors' README (HuGaDB_README.md)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "resources" / RESOURCE_NAME)
+    parser.add_argument("--out", type=Path, default=RESOURCES_DIR / RESOURCE_NAME)
     args = parser.parse_args(argv)
     text = args.readme.read_text(encoding="utf-8")
     table = parse_corrupted_tables(text, str(args.readme))

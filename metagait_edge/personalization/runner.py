@@ -19,6 +19,7 @@ import torch
 
 from metagait_edge import distributed
 from metagait_edge.checkpoint import git_commit, short_commit
+from metagait_edge.resources import PERSONALIZATION_CHECKPOINTS
 from metagait_edge.config import to_dict
 from metagait_edge.data.cycles import CycleSet, build_cycle_set
 from metagait_edge.personalization import evaluate as E
@@ -32,7 +33,7 @@ from metagait_edge.personalization.tasks import evaluation_tasks
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "resources" / "checkpoints" / "personalization"
+DEFAULT_CHECKPOINTS = PERSONALIZATION_CHECKPOINTS
 
 
 def fold_dir(root: Path, seed: int, fold: int) -> Path:

@@ -11,6 +11,6 @@ SHIPPED_VARIANTS = ("baseline", "mta", "mtp", "metagait")
 
 def shipped_checkpoint_dir():
     """Folder of the shipped recognition checkpoints (``<variant>.safetensors`` + ``.json``)."""
-    from pathlib import Path
+    from metagait_edge.resources import RECOGNITION_CHECKPOINTS
 
-    return Path(__file__).resolve().parent.parent / "resources" / "checkpoints" / "recognition"
+    return RECOGNITION_CHECKPOINTS

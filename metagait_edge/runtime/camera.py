@@ -24,9 +24,10 @@ from typing import Callable, Deque, Dict, Iterator, Optional, Protocol, Tuple
 
 import numpy as np
 
+from metagait_edge.resources import RECOGNITION_CHECKPOINTS
+
 log = logging.getLogger(__name__)
 
-RECOGNITION_CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "resources" / "checkpoints" / "recognition"
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -268,7 +269,7 @@ def load_recognition_model(path: str | Path | None = None, tiny_seed: int = 0):
     from metagait_edge.recognition.checkpoint import load_recognition_checkpoint
 
     if path is None:
-        found = sorted(RECOGNITION_CHECKPOINT_DIR.glob("*.safetensors")) if RECOGNITION_CHECKPOINT_DIR.is_dir() else []
+        found = sorted(RECOGNITION_CHECKPOINTS.glob("*.safetensors")) if RECOGNITION_CHECKPOINTS.is_dir() else []
         # The full MetaGait when shipped, else whichever variant is there.
         found.sort(key=lambda p: (p.stem != "metagait", p.stem))
         path = found[0] if found else None

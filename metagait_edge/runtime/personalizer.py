@@ -21,9 +21,11 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from metagait_edge.resources import PERSONALIZATION_CHECKPOINTS
+
 log = logging.getLogger(__name__)
 
-SHIPPED_PERSONALIZATION = Path(__file__).resolve().parents[1] / "resources" / "checkpoints" / "personalization" / "seed0" / "fold0"
+SHIPPED_PERSONALIZATION = PERSONALIZATION_CHECKPOINTS / "seed0" / "fold0"
 ANGLE_CHANNELS = ("hip_r", "knee_r", "ankle_r", "hip_l", "knee_l", "ankle_l")
 
 
