@@ -278,7 +278,7 @@ def test_maml_adaptation_lowers_the_support_loss_of_a_trained_model(trained):
 @pytest.mark.slow
 def test_two_process_ddp_training_run(trained, tmp_path):
     """torchrun with 2 CPU processes (gloo) trains the same code; rank 0 writes the checkpoints."""
-    config, _, _, cs_path = trained
+    config, _, cs, cs_path = trained
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(dump_yaml(replace(config, problems=("generation",))))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -291,7 +291,18 @@ def test_two_process_ddp_training_run(trained, tmp_path):
     models = load_problem(from_dict(PersonalizationConfig, json.loads(
         (tmp_path / "ddp" / "seed0" / "fold0" / "generation" / "maml.json").read_text())["config"]),
         tmp_path / "ddp" / "seed0" / "fold0", "generation")
-    assert models.maml is not None
+    # What the two ranks trained works: finite weights that adapt to a held-out walker's support.
+    assert all(torch.isfinite(p).all() for p in models.maml.parameters())
+    from metagait_edge.metrics.masked import masked_mse
+    from metagait_edge.personalization.episodes import support_batch
+    from metagait_edge.personalization.tasks import evaluation_tasks
+
+    prepared = prepare(cs, models.split, models.normalizer)
+    task = evaluation_tasks(prepared.recordings, models.split["test"], 5, config.protocol, True)[0]
+    s = support_batch(prepared.tensors, task, "generation", config.masking)
+    before = masked_mse(models.maml.model(s.x)["output"], s.y, s.mask).item()
+    fast = models.maml.adapt(s.x, s.y, s.mask, differentiable=False, steps=20)
+    assert masked_mse(models.maml.forward_with(fast, s.x)["output"], s.y, s.mask).item() < before
 
 
 @pytest.mark.slow
