@@ -82,9 +82,10 @@ def test_cycles_become_bounded_generic_trajectories(tmp_path, walker):
     traj, kw = pub.traj[-1]
     assert traj.shape == (6, 101) and kw["personalized"] is False and kw["status"] == "DEGRADED"
     assert 0.8 < kw["cycle_s"] < 1.4 and 0 <= kw["phase"] < 1
-    lim = rt.safety.config.joint_limits
+    last = rt.safety.last_result  # the limits applied to the last trajectory, in the published frame
+    assert np.array_equal(last.trajectory, traj)
     for j, name in enumerate(rt.channel_names):
-        assert lim[name].min_deg - 1e-4 <= traj[j].min() and traj[j].max() <= lim[name].max_deg + 1e-4
+        assert last.lo[j] - 1e-4 <= traj[j].min() and traj[j].max() <= last.hi[j] + 1e-4
 
 
 def test_stale_imu_publishes_hold_and_step_reports_stale(tmp_path, walker):

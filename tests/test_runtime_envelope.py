@@ -29,8 +29,11 @@ class Wire:
     def __init__(self):
         self.events = []
 
+    rt = None
+
     def publish_trajectory(self, traj, channels, **kw):
-        self.events.append(("traj", np.array(traj), kw))
+        last = self.rt.safety.last_result  # the limits this trajectory was bounded with
+        self.events.append(("traj", np.array(traj), dict(kw, lo=last.lo, hi=last.hi, channels=list(channels))))
         return True
 
     def publish_status(self, status, reason="", **kw):
@@ -62,6 +65,7 @@ def scenario(tmp_path_factory):
     sim = [0.0]
     rt = Runtime(EdgeConfig(sources=[], calibration=CalibrationConfig(directory=tmp)), publisher=Wire(),
                  store=ProfileStore(tmp), clock=lambda: sim[0])
+    rt.publisher.rt = rt
     marks = {}
     k = [0]  # next sample index; its sensor time is k / RATE
 
@@ -142,11 +146,10 @@ def test_published_values_respect_angle_and_rate_limits_at_their_own_cycle_s(sce
     for kind, traj, kw in events:
         if kind != "traj":
             continue
-        for row, name in zip(traj, kw.get("channels", rt.channel_names)):
-            lim = limits[name]
-            assert lim.min_deg - 1e-4 <= row.min() and row.max() <= lim.max_deg + 1e-4
+        for row, name, lo, hi in zip(traj, kw["channels"], kw["lo"], kw["hi"]):
+            assert lo - 1e-4 <= row.min() and row.max() <= hi + 1e-4
             step = np.abs(np.diff(row.astype(np.float64)))
-            assert step.max() <= lim.max_rate_dps * kw["cycle_s"] / 100 + 1e-3
+            assert step.max() <= limits[name].max_rate_dps * kw["cycle_s"] / 100 + 1e-3
 
 
 def test_phase_is_the_estimate_at_publish_time_not_zero(scenario):

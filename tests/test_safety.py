@@ -13,6 +13,7 @@ CH = ("hip_r", "knee_r")
 
 
 def _env(**kw):
+    kw = {"limits_frame": "absolute", "max_clipped_fraction": 1.0, **kw}  # the clamping rules on their own
     cfg = SafetyConfig(
         joint_limits={"hip_r": JointLimit(-20, 40, 200), "knee_r": JointLimit(0, 70, 400)},
         staleness_timeout_s=0.1, confidence_threshold=0.6, cycle_duration_s=1.0, **kw,
@@ -158,3 +159,85 @@ def test_rate_limit_matches_the_columnwise_rule(x, step):
     want, n_want = _rate_limit_columns(clamped, lo, hi, max_step)
     np.testing.assert_array_equal(got, want)
     assert n == n_want
+
+
+# ------------------------------------------------------------------- limits in the published frame (issue 16 #3)
+ANGLES = ("hip_r", "knee_r", "ankle_r", "hip_l", "knee_l", "ankle_l")
+
+
+def _offset_gait(knee_offset: float) -> np.ndarray:
+    """A plausible walking cycle of the six angles as IMU estimates read it: the knee's zero offset by mounting."""
+    t = np.linspace(0, 2 * np.pi, 101)
+    hip = 10 + 22 * np.cos(t)
+    knee = knee_offset + 5 + 28 * (1 - np.cos(t - 0.6)) ** 1.5 / 2.8
+    ankle = 5 * np.sin(2 * t)
+    return np.stack([hip, knee, ankle, np.roll(hip, 50), np.roll(knee, 50), np.roll(ankle, 50)]).astype(np.float32)
+
+
+def test_relative_limits_leave_an_offset_walker_unclipped_where_anatomical_ones_reshape_it():
+    from metagait_edge.runtime.safety import NeutralPosture
+
+    x = _offset_gait(knee_offset=-25.0)  # a straight knee reads -25 deg on this mounting
+    neutral = NeutralPosture().update(x)
+    rel = SafetyEnvelope(SafetyConfig()).apply(x, ANGLES, 1.0, 1.0, 0.0, False, 1.1, neutral)
+    assert rel.status is SafetyStatus.DEGRADED and rel.clamped_points == 0 and rel.rate_limited_points == 0
+    np.testing.assert_array_equal(rel.trajectory, x)
+    # The same reference against anatomical limits in the wrong frame: the knee would sit flat at -5 deg for a
+    # large part of the cycle; it is not published.
+    ana = SafetyEnvelope(SafetyConfig(limits_frame="absolute")).apply(x, ANGLES, 1.0, 1.0, 0.0, False, 1.1)
+    assert ana.status is SafetyStatus.HOLD and "clipped into another shape" in ana.reason
+
+
+def test_relative_limits_without_a_neutral_hold():
+    r = SafetyEnvelope(SafetyConfig()).apply(_offset_gait(0.0), ANGLES, 1.0, 1.0, 0.0, False, 1.1)
+    assert r.status is SafetyStatus.HOLD and "neutral" in r.reason
+
+
+def test_clipped_beyond_the_configured_fraction_holds_below_it_publishes():
+    env = _env(max_clipped_fraction=0.05)
+    x = _gait()
+    x[0, 10:14] = 80.0  # 4 of 202 points above hip max 40 (2 %)
+    r = env.apply(x, CH, 10.0, 10.0, 0.9, True)
+    assert r.status is SafetyStatus.OK and r.clamped_points == 4
+    x[0, 10:30] = 80.0  # 20 points, plus the rate-limited ramps around them (> 10 %)
+    r = env.apply(x, CH, 10.0, 10.0, 0.9, True)
+    assert r.status is SafetyStatus.HOLD and r.trajectory is None and "clipped" in r.reason
+    assert env.counters.clipped_hold == 1
+
+
+def test_config_rejects_an_unknown_limits_frame_and_bad_fraction():
+    with pytest.raises(ValueError, match="limits_frame"):
+        SafetyConfig(limits_frame="anatomical")
+    with pytest.raises(ValueError, match="max_clipped_fraction"):
+        SafetyConfig(max_clipped_fraction=1.5)
+
+
+@pytest.mark.slow
+def test_default_limits_leave_real_hugadb_walkers_unclipped():
+    """True HuGaDB cycles (the runtime's angle estimates) through the default envelope: nothing clipped."""
+    from metagait_edge.data.cycles import cycle_channels, cycles_from_recording
+    from metagait_edge.data.hugadb import HuGaDB
+    from metagait_edge.runtime.safety import NeutralPosture
+
+    try:
+        db = HuGaDB.open()
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        pytest.skip(f"HuGaDB not available: {exc}")
+    idx = [list(cycle_channels()).index(c) for c in ANGLES]
+    env = SafetyEnvelope(SafetyConfig())
+    n, walkers = 0, set()
+    for file_id in db.select("walking")[::4]:  # every 4th walking file; all of them: docs/reliability.md
+        cs = cycles_from_recording(db.load(file_id))
+        neutral = NeutralPosture()
+        for k in range(len(cs)):
+            ang = cs.cycles[k, idx]
+            if not cs.valid[k, idx].all():
+                continue
+            r = env.apply(ang, ANGLES, 1.0, 1.0, 0.0, False, cs.duration[k] / cs.sample_rate_hz, neutral.update(ang))
+            if r.status is SafetyStatus.HOLD and "duration" in r.reason:
+                continue
+            n += 1
+            walkers.add(int(cs.subject[k]))
+            assert r.status is SafetyStatus.DEGRADED, r.reason
+    assert n > 200 and len(walkers) >= 4
+    assert env.counters.clamped_points == 0 and env.counters.rate_limited_points == 0

@@ -98,7 +98,7 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
     from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig, RuntimeConfig, SinksConfig, SourceConfig
     from metagait_edge.runtime.orchestrator import Runtime
     from metagait_edge.runtime.profiles import ProfileStore
-    from metagait_edge.runtime.safety import SafetyConfig, imu_estimate_limits
+    from metagait_edge.runtime.safety import SafetyConfig
     from metagait_edge.runtime.virtual_walker import (
         PtySerialLink, load_walker, render_walker_video, synthetic_walker,
     )
@@ -150,9 +150,8 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
         sources=[SourceConfig(kind="serial", port=str(link.path), rate_hz=spec.rate_hz),
                  SourceConfig(kind="video", path=video.path, rate_hz=video.fps, loop=True)],
         sinks=SinksConfig(zmq=ZmqOutputConfig(endpoints=[endpoint], queue_size=256, sndhwm=1000)),
-        # HuGaDB's joint angles are IMU-derived estimates whose zero carries sensor-mounting offsets (docs/data.md),
-        # so the demo's envelope is set around that estimate's range, not around anatomical joint limits.
-        safety=SafetyConfig(joint_limits=imu_estimate_limits(), confidence_threshold=0.5, staleness_timeout_s=0.25),
+        # The default envelope: limits relative to the walker's neutral, the frame of the IMU-derived angles.
+        safety=SafetyConfig(confidence_threshold=0.5, staleness_timeout_s=0.25),
         calibration=CalibrationConfig(directory=work / "profiles"),
         runtime=RuntimeConfig(recognition_every=10, recognition_window=30),
     )

@@ -33,7 +33,7 @@ from metagait_edge.runtime.input_gate import RESTART, STALE, InputGate, RESUMED_
 from metagait_edge.runtime.realtime import set_realtime_priority
 from metagait_edge.runtime.records import PublishedRecord, RuntimeStats
 from metagait_edge.runtime.ringbuffer import RingBuffer
-from metagait_edge.runtime.safety import SafetyEnvelope, SafetyStatus
+from metagait_edge.runtime.safety import NeutralPosture, SafetyEnvelope, SafetyStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Runtime:
         self.recognizer = recognizer
         self.store = store or ProfileStore(self.config.calibration.directory)
         self.safety = SafetyEnvelope(self.config.safety)
+        self.neutral = NeutralPosture()  # what relative joint limits are offsets from
         self.gate = InputGate(self.config.safety.staleness_timeout_s, self.config.safety.max_sample_gap_s)
         self.clock = clock
         cap = max(1024, int(self.rate_hz * 10))
@@ -224,8 +225,8 @@ class Runtime:
             del self.stats.gen_ms[:5000]
         traj = out[self.personalizer.angle_index]
         # Freshness of the newest sample the cycle was detected with (rec.t_end), not of the ring's newest.
-        res = self.safety.apply(traj, self.channel_names, rec.t_end, self.clock(),
-                                conf if use_profile else 0.0, use_profile, rec.duration_s)
+        res = self.safety.apply(traj, self.channel_names, rec.t_end, self.clock(), conf if use_profile else 0.0,
+                                use_profile, rec.duration_s, self.neutral.update(rec.cycle[self.personalizer.angle_index]))
         phase, _ = self.gate.phase(self.clock())  # the estimate at t_ns: the IC was detected a little late
         t_ns = time.time_ns()
         if res.status is SafetyStatus.HOLD:
