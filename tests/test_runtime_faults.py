@@ -66,10 +66,12 @@ def test_nan_samples_are_dropped_before_the_filters(tmp_path):
             row = WALKER.samples[k].astype(np.float32)
             if k % 7 == 3:
                 row[k % 36] = np.nan
+            taken = rt.stats.samples + rt.stats.nonfinite_samples
             rt.ring.push(row * rt._scale, sim[0])  # physical rows, as a ROS float source would give
             rt._wake.set()
-            if k % 30 == 0:
-                time.sleep(0.004)
+            deadline = time.monotonic() + 2.0  # the simulated clock moves on once the worker took the sample
+            while rt.stats.samples + rt.stats.nonfinite_samples == taken and time.monotonic() < deadline:
+                time.sleep(0.0002)
         time.sleep(0.3)
     finally:
         rt.stop()

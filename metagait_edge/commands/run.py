@@ -1,8 +1,13 @@
-"""``metagait-edge run --config edge.yaml``: the edge runtime until SIGINT/SIGTERM, then a clean shutdown."""
+"""``metagait-edge run --config edge.yaml``: the edge runtime until SIGINT/SIGTERM, then a clean shutdown.
+
+Exit status 0; 1 when an IMU source was configured but not one sample arrived (e.g. a serial port that
+does not exist: the runtime keeps retrying it, logs a WARNING naming it and HOLDs with the error as reason).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "run"
 HELP = "run the edge runtime (IMU + camera -> personalized, bounded trajectories over ZeroMQ)"
@@ -41,4 +46,11 @@ def run(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     print(f"metagait-edge run: stopped. {runtime.status_line()}")
+    src = config.imu_source
+    if src is not None and runtime.stats.samples == 0:  # the run never had input: not a success
+        error = getattr(getattr(runtime.serial, "stats", None), "last_error", "")
+        where = src.port if src.kind == "serial" else src.path
+        print(f"metagait-edge run: no IMU sample received from {src.kind} {where}" + (f": {error}" if error else ""),
+              file=sys.stderr)
+        return 1
     return 0

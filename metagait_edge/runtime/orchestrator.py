@@ -91,6 +91,7 @@ class Runtime:
         self.walker: Optional[str] = self.config.runtime.walker or None
         self.confidence = 1.0 if self.walker else 0.0
         self._profiles: Dict[str, tuple] = {}
+        self._profile_errors: Dict[str, str] = {}  # walker -> why its profile could not be loaded
         if self.walker:
             self._load_profile(self.walker)
         self._latest_out = None
@@ -117,19 +118,24 @@ class Runtime:
         self._wake.set()
 
     def set_identity(self, walker: Optional[str], confidence: float) -> None:
-        if walker and walker not in self._profiles:
+        if walker and walker not in self._profiles and walker not in self._profile_errors:
             self._load_profile(walker)
         self.walker, self.confidence = walker, float(confidence)
 
     def _load_profile(self, walker: str) -> None:
         from metagait_edge.runtime.profiles import ProfileError
 
+        if not self.store.exists(walker):  # never calibrated: the generic model, as documented
+            log.info("%s has no profile (never calibrated): generic reference", walker)
+            return
         try:
             prof = self.store.load(walker)
             self._profiles[walker] = (prof, self.personalizer.generator(prof.weights))
+            self._profile_errors.pop(walker, None)
             log.info("loaded the profile of %s (%s)", walker, prof.meta.get("saved", ""))
-        except (ProfileError, ValueError) as exc:
-            log.info("no usable profile for %s: %s", walker, exc)
+        except (ProfileError, ValueError) as exc:  # corrupt file, checksum mismatch: not the same as never calibrated
+            self._profile_errors[walker] = str(exc)
+            log.warning("the profile of %s is unusable, the generic model runs instead: %s", walker, exc)
 
     def _on_identity(self, result) -> None:
         # Hysteresis: switch walker only when two consecutive queries agree (one odd window must not flip
@@ -226,7 +232,8 @@ class Runtime:
         traj = out[self.personalizer.angle_index]
         # Freshness of the newest sample the cycle was detected with (rec.t_end), not of the ring's newest.
         res = self.safety.apply(traj, self.channel_names, rec.t_end, self.clock(), conf if use_profile else 0.0,
-                                use_profile, rec.duration_s, self.neutral.update(rec.cycle[self.personalizer.angle_index]))
+                                use_profile, rec.duration_s, self.neutral.update(rec.cycle[self.personalizer.angle_index]),
+                                unusable_profile=self._profile_errors.get(walker) if walker else None)
         phase, _ = self.gate.phase(self.clock())  # the estimate at t_ns: the IC was detected a little late
         t_ns = time.time_ns()
         if res.status is SafetyStatus.HOLD:
@@ -288,7 +295,8 @@ class Runtime:
         while not self._stop.wait(min(0.02, timeout / 4, 1.0 / self.rate_hz)):
             age = self.imu_age()
             if age > timeout:  # HOLD, and a staleness reason refreshed with the current age
-                error = getattr(getattr(self.serial, "stats", None), "last_error", "") if self.serial else ""
+                ser = getattr(self.serial, "stats", None)
+                error = ser.last_error if ser is not None and not ser.connected else ""  # e.g. the port is missing
                 self._set_status("HOLD", stale_reason(age, timeout, error),
                                  only_if=lambda st, why: st != "HOLD" or is_input_reason(why))
             else:  # fresh input again: the HOLD stays until the worker has a fresh, complete cycle
@@ -308,7 +316,8 @@ class Runtime:
                 f"cycles={s.cycles} published={s.published} personalized={s.personalized} holds={s.holds} "
                 f"nan={s.nonfinite_samples} drops={s.dropped_samples} stale={self.gate.stale_samples} "
                 f"gaps={self.gate.gaps} rejected_cycles={self.safety.counters.implausible_cycle} gen_p50={gen:.1f}ms"
-                + (f" serial_frames={ser.frames} bad={ser.bad_frames} reconnects={ser.reconnects}" if ser else ""))
+                + (f" serial_frames={ser.frames} bad={ser.bad_frames} reconnects={ser.reconnects}"
+                   f" open_failures={getattr(ser, 'open_failures', 0)}" if ser else ""))
 
     # --------------------------------------------------------------------------------- ROS API
     def reference(self) -> Optional[Reference]:

@@ -81,6 +81,9 @@ def relative_joint_limits() -> Dict[str, JointLimit]:
 
 
 LIMIT_FRAMES = ("relative", "absolute")
+# DEGRADED reasons a subscriber can tell apart by prefix (docs/zmq_protocol.md)
+NO_PROFILE = "no personalized model"  # the walker was never calibrated (or none is identified)
+PROFILE_UNUSABLE = "personalized profile unusable"  # a profile exists but is corrupt or fails its checksum
 
 
 @dataclass
@@ -210,11 +213,14 @@ class SafetyEnvelope:
         personalized: bool,
         cycle_duration_s: Optional[float] = None,
         neutral: Optional[Sequence[float]] = None,
+        unusable_profile: Optional[str] = None,
     ) -> SafetyResult:
         """Bound one reference trajectory; see the module docstring for the rules.
 
         ``last_imu_time`` and ``now`` are on the same clock (the ring buffer's, ``time.monotonic``).
         ``neutral`` (degrees per channel, ``NeutralPosture``) is what relative limits are offsets from.
+        ``unusable_profile``: why the walker's profile could not be loaded (corrupt, checksum mismatch), so
+        that a DEGRADED reason tells it apart from a walker that was never calibrated.
         Wrong shapes are programming errors and raise ``ValueError``; everything about the *values*
         (NaN, stale input, unknown channel) ends in HOLD instead, because the control loop must go on.
         """
@@ -283,8 +289,10 @@ class SafetyEnvelope:
         self.counters.degraded += 1
         if personalized:
             reason = f"identity confidence {conf:.2f} < {self.config.confidence_threshold:.2f}: generic reference"
+        elif unusable_profile:
+            reason = f"{PROFILE_UNUSABLE}: {unusable_profile}: generic reference"
         else:
-            reason = "no personalized model: generic reference"
+            reason = f"{NO_PROFILE}: generic reference"
         return SafetyResult(out, SafetyStatus.DEGRADED, reason, False, n_clamped, n_rate, lo, hi)
 
 

@@ -55,6 +55,7 @@ class SerialStats:
     missing: int
     reconnects: int
     bytes: int
+    open_failures: int  # attempts to open the port that failed (missing device, permissions, ...)
     garbage_bytes: int
     connected: bool
     last_error: str
@@ -123,6 +124,8 @@ class SerialSource(ThreadOwner):
         self._thread: Optional[threading.Thread] = None
         self._bytes = 0
         self._reconnects = 0
+        self._open_failures = 0
+        self._warned = ""
         self._connected = False
         self._ever_connected = False
         self._last_error = ""
@@ -147,6 +150,7 @@ class SerialSource(ThreadOwner):
             missing=s.missing,
             reconnects=self._reconnects,
             bytes=self._bytes,
+            open_failures=self._open_failures,
             garbage_bytes=s.garbage_bytes,
             connected=self._connected,
             last_error=self._last_error,
@@ -168,13 +172,22 @@ class SerialSource(ThreadOwner):
             try:
                 port = self._port_factory()
             except (serial.SerialException, OSError, ValueError) as exc:
-                self._last_error = f"open {self.config.port}: {exc}"
+                error = f"open {self.config.port}: {exc}"
+                self._open_failures += 1
+                if error != self._warned:  # once per distinct error while disconnected, not once per retry
+                    self._warned = error
+                    log.warning("cannot open the IMU serial port %s (%s); retrying every <= %.1f s",
+                                self.config.port, exc, self.config.reconnect_max_s)
+                self._last_error = error
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.config.reconnect_max_s)
                 continue
             if self._ever_connected:
                 self._reconnects += 1
-                log.info("reconnected to %s", self.config.port)
+                log.warning("reconnected to %s (reconnect %d)", self.config.port, self._reconnects)
+            elif self._open_failures:
+                log.warning("opened %s after %d failed attempt(s)", self.config.port, self._open_failures)
+            self._warned = ""
             self._ever_connected = True
             self._connected = True
             backoff = self.config.reconnect_initial_s
