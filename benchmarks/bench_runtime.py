@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from metagait_edge.commands.demo import _free_port, _subscriber
+    from metagait_edge.runtime.capture import capture_messages, free_tcp_port
     from metagait_edge.runtime.config import (
         CalibrationConfig, EdgeConfig, ModelsConfig, RuntimeConfig, SinksConfig, SourceConfig,
     )
@@ -174,10 +174,10 @@ def main(argv=None) -> int:
     if args.camera:
         video = render_walker_video(spec, work / "cam.avi", n_frames=90)
         sources.append(SourceConfig(kind="video", path=video.path, rate_hz=30.0, loop=True))
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    sub = ctx.Process(target=_subscriber, args=(endpoint, str(work / "sub.npz"), ready, stop, args.realtime),
+    sub = ctx.Process(target=capture_messages, args=(endpoint, str(work / "sub.npz"), ready, stop, args.realtime),
                       daemon=True)
     sub.start()
     ready.wait(30)

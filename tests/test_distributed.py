@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from metagait_edge import distributed as D
 from metagait_edge.meta import MAML, Batch, MAMLConfig, Task
 from metagait_edge.models import TCN, TCNConfig
+from metagait_edge.runtime.capture import free_tcp_port
 
 CFG = TCNConfig(in_channels=2, out_channels=2, hidden_channels=8, levels=2, min_receptive_field=0)
 MCFG = MAMLConfig(inner_steps=2, inner_lr=0.05)
@@ -56,15 +56,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     D.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_gloo_meta_training_matches_single_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_tcp_port(), str(tmp_path)), nprocs=WORLD, join=True)
     r0, r1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(WORLD))
     finals = [k for k in r0 if k.startswith("final.")]
     for k in finals:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import pytest
 from metagait_edge.data.gait_events import CausalGaitDetector
 from metagait_edge.imu.protocol import CHANNEL_NAMES, channel_scale
 from metagait_edge.imu.synthetic import synthetic_imu
+from metagait_edge.runtime.capture import free_tcp_port
 
 RATE = 58.8
 GYRO_RS_Y = CHANNEL_NAMES.index("gyro_rs_y")
@@ -57,12 +57,6 @@ def test_synthetic_imu_swing_matches_a_real_hugadb_walk():
     assert 0.5 < peaks[1] / peaks[0] < 2.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_readme_virtual_imu_into_run_publishes_trajectories(tmp_path):
     """`imu-sim --pty --source synthetic` into `run` (the README's commands, as subprocesses)."""
@@ -74,7 +68,7 @@ def test_readme_virtual_imu_into_run_publishes_trajectories(tmp_path):
     try:
         line = sim.stdout.readline()
         assert line.startswith("pty: "), line
-        endpoint = f"tcp://127.0.0.1:{_free_port()}"
+        endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
         cfg = tmp_path / "edge.yaml"
         cfg.write_text(f"sources:\n  - kind: serial\n    port: {line.split()[1]}\n    rate_hz: {RATE}\n"
                        f"sinks:\n  zmq:\n    endpoints: [\"{endpoint}\"]\n"

@@ -24,66 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="ZeroMQ TCP port on 127.0.0.1 (0: a free one)")
 
 
-def _subscriber(endpoint: str, out_path: str, ready, stop, realtime_priority: int = 0) -> None:
-    """Runs in another process: receive and validate every message, save trajectories + receive times.
-
-    ``realtime_priority`` > 0: SCHED_FIFO, as an exoskeleton controller process runs."""
-    import os
-    import time
-
-    import numpy as np
-    import zmq
-
-    from metagait_edge.runtime import messages as M
-
-    if realtime_priority > 0:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime_priority))
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.setsockopt(zmq.RCVHWM, 10000)
-    sock.connect(endpoint)
-    ready.set()
-    t_ns, recv_ns, trajs, pers, invalid, identities, statuses = [], [], [], [], 0, [], []
-    deadline = None
-    while True:
-        if stop.is_set() and deadline is None:
-            deadline = time.monotonic() + 0.5  # drain what is in flight
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        if not sock.poll(50):
-            continue
-        frames = sock.recv_multipart()
-        now = time.time_ns()
-        try:
-            msg = M.decode(frames)
-        except M.MessageError:
-            invalid += 1
-            continue
-        if msg.topic == M.TOPIC_TRAJECTORY:
-            t_ns.append(msg.header["t_ns"])
-            recv_ns.append(now)
-            trajs.append(msg.payload)
-            pers.append(msg.header["personalized"])
-        elif msg.topic == M.TOPIC_IDENTITY:
-            identities.append(str(msg.header["walker_id"]))
-        else:
-            statuses.append(msg.header["status"])
-    sock.close(0)
-    ctx.term()
-    np.savez(out_path, t_ns=np.asarray(t_ns, np.int64), recv_ns=np.asarray(recv_ns, np.int64),
-             traj=np.asarray(trajs, np.float32).reshape(len(trajs), 6, 101), personalized=np.asarray(pers, bool),
-             invalid=invalid, identities=np.asarray(identities), statuses=np.asarray(statuses))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_demo(args: argparse.Namespace, out=print) -> dict:
     import multiprocessing as mp
     import tempfile
@@ -95,6 +35,7 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
 
     from metagait_edge.gallery import Gallery
     from metagait_edge.runtime.camera import Recognizer, SilhouetteExtractor, load_recognition_model, silhouettes_from_frames
+    from metagait_edge.runtime.capture import capture_messages, free_tcp_port
     from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig, RuntimeConfig, SinksConfig, SourceConfig
     from metagait_edge.runtime.orchestrator import Runtime
     from metagait_edge.runtime.profiles import ProfileStore
@@ -135,12 +76,12 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
         recognizer.enroll(name, sil[-30:])
     out(f"gallery: {recognizer.gallery.walkers} (model: {recognizer.model.source})")
 
-    port = args.port or _free_port()
+    port = args.port or free_tcp_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
     sub_path = str(work / "subscriber.npz")
-    sub = ctx.Process(target=_subscriber, args=(endpoint, sub_path, ready, stop), daemon=True)
+    sub = ctx.Process(target=capture_messages, args=(endpoint, sub_path, ready, stop), daemon=True)
     sub.start()
     if not ready.wait(30):
         raise RuntimeError("the subscriber process did not start")
