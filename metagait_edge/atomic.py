@@ -10,10 +10,11 @@ from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. ``mode``: the file's
+    permissions (0o600 for a secret: the temporary file is 0600 from its creation, never readable by others).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,8 +23,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        # mkstemp creates 0600 (and a writer may recreate the file): the result should read like any other file.
-        os.chmod(tmp, 0o644)
+        # mkstemp creates 0600 (and a writer may recreate the file): the result gets ``mode``.
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
@@ -45,13 +46,15 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    with atomic_path(path, mode) as tmp:
+        with open(tmp, "r+b") as fh:  # the file mkstemp created (0600), not a new one under the umask
+            fh.write(data)
+            fh.truncate()
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:

@@ -227,8 +227,9 @@ def test_curve_only_the_authorized_client_receives(tmp_path, capsys):
         th = _publish_in_background(pub, stop)
         try:
             lines = []
+            # The doc's command as written: --client-keys keys/ (the folder also holds server.key_secret).
             ok = listen(ep, count=4, timeout=5, server_key=str(keys["server_public"]),
-                        client_keys=str(tmp_path / "keys" / "client.key_secret"), out=lines.append)
+                        client_keys=str(tmp_path / "keys"), out=lines.append)
             plain = listen(ep, timeout=0.8, out=lines.append)
             wrong_server = listen(ep, timeout=0.5, server_key=str(other["server_public"]),
                                   client_keys=str(keys["client_secret"]), out=lines.append)
@@ -287,9 +288,25 @@ def test_listen_exits_nonzero_on_invalid_messages(capsys):
 
 
 def test_gen_keys_command(tmp_path, capsys):
-    assert main(["listen", "--gen-keys", str(tmp_path / "k")]) == 0
+    import os
+    import stat
+
+    import zmq.auth
+
+    old = os.umask(0o022)  # the usual umask: files would be world-readable unless written otherwise
+    try:
+        assert main(["listen", "--gen-keys", str(tmp_path / "k")]) == 0
+    finally:
+        os.umask(old)
     for name in ("server.key", "server.key_secret", "client.key", "client.key_secret", "authorized_clients/client.key"):
-        assert (tmp_path / "k" / name).is_file()
+        path = tmp_path / "k" / name
+        public, secret = zmq.auth.load_certificate(str(path))
+        assert len(public) == 40 and (secret is not None) == name.endswith("_secret")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o600 if name.endswith("_secret") else 0o644), (name, oct(mode))
+    assert not list((tmp_path / "k").glob(".*.tmp"))  # atomic writes leave no temporary file behind
+    assert zmq.auth.load_certificate(str(tmp_path / "k" / "authorized_clients" / "client.key"))[0] == \
+        zmq.auth.load_certificate(str(tmp_path / "k" / "client.key"))[0]
     assert "server.key_secret" in capsys.readouterr().out
     assert main(["listen", "--server-key", str(tmp_path / "missing.key"), "--client-keys", str(tmp_path / "k")]) == 1
 

@@ -73,9 +73,11 @@ def _client_keypair(path: str) -> tuple[bytes, bytes]:
 
     p = Path(path)
     if p.is_dir():
-        candidates = sorted(p.glob("*.key_secret"))
+        # The folder --gen-keys writes holds the server's secret key too: it is never a client's key pair.
+        candidates = sorted(c for c in p.glob("*.key_secret") if c.name != "server.key_secret")
         if len(candidates) != 1:
-            raise ValueError(f"--client-keys {p}: expected exactly one *.key_secret file, found {len(candidates)}")
+            raise ValueError(f"--client-keys {p}: expected one client *.key_secret file (server.key_secret aside), "
+                             f"found {len(candidates)}: {', '.join(c.name for c in candidates) or 'none'}")
         p = candidates[0]
     public, secret = load_keypair(p)
     if secret is None:

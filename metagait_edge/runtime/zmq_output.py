@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import queue
-import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,27 +66,42 @@ class PublisherStats:
     send_errors: int
 
 
+def _certificate(public: bytes, secret: Optional[bytes]) -> str:
+    """A ZeroMQ certificate file (``zmq.auth`` format, read back by ``zmq.auth.load_certificate``)."""
+    kind = "Secret" if secret else "Public"
+    lines = [f"#   ZeroMQ CURVE **{kind}** Certificate (metagait-edge listen --gen-keys)",
+             "#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions." if secret else
+             "#   Exchange securely, or use a secure mechanism to verify the contents", "",
+             "metadata", "curve", f'    public-key = "{public.decode()}"']
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode()}"')
+    return "\n".join(lines) + "\n"
+
+
 def generate_keys(directory: str | Path) -> dict:
     """Create a CURVE server and client key pair in ``directory``.
 
     Layout: ``server.key`` / ``server.key_secret``, ``client.key`` / ``client.key_secret``, and
-    ``authorized_clients/client.key`` (the folder to give the server as allowed clients). Existing
-    files are overwritten by fresh keys.
+    ``authorized_clients/client.key`` (the folder to give the server as allowed clients). Each file is
+    written atomically; secret key files are 0600 from their creation (never readable by others, whatever
+    the umask). Existing files are replaced by fresh keys.
     """
-    import zmq.auth
+    import zmq
+
+    from metagait_edge.atomic import atomic_write_text
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    server_public, server_secret = zmq.auth.create_certificates(str(d), "server")
-    client_public, client_secret = zmq.auth.create_certificates(str(d), "client")
     allowed = d / "authorized_clients"
     allowed.mkdir(exist_ok=True)
-    shutil.copyfile(client_public, allowed / "client.key")
-    return {
-        "server_public": Path(server_public), "server_secret": Path(server_secret),
-        "client_public": Path(client_public), "client_secret": Path(client_secret),
-        "allowed_clients_dir": allowed,
-    }
+    out = {"allowed_clients_dir": allowed}
+    for name in ("server", "client"):
+        public, secret = zmq.curve_keypair()
+        atomic_write_text(d / f"{name}.key_secret", _certificate(public, secret), mode=0o600)
+        atomic_write_text(d / f"{name}.key", _certificate(public, None))
+        out[f"{name}_public"], out[f"{name}_secret"] = d / f"{name}.key", d / f"{name}.key_secret"
+    atomic_write_text(allowed / "client.key", _certificate(public, None))  # the client's public key
+    return out
 
 
 def load_keypair(path: str | Path) -> tuple[bytes, Optional[bytes]]:
