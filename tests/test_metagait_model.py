@@ -17,7 +17,8 @@ from metagait_edge.models.meta_modules import (
     batched_linear,
     gap_statistics,
 )
-from metagait_edge.models.metagait import MetaGait, MetaGaitConfig, count_parameters
+from metagait_edge.models import count_parameters
+from metagait_edge.models.metagait import MetaGait, MetaGaitConfig
 
 
 def tiny_config(**overrides) -> MetaGaitConfig:

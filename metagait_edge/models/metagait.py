@@ -225,7 +225,3 @@ class MetaGait(nn.Module):
         if gates:
             out["mta_gates"] = torch.stack(gates, dim=1)  # [B, stages, dims, streams]
         return out
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
