@@ -31,7 +31,7 @@ from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
 from metagait_edge.runtime.input_gate import RESTART, STALE, InputGate, RESUMED_REASON, is_input_reason, stale_reason
 from metagait_edge.runtime.realtime import set_realtime_priority
-from metagait_edge.runtime.records import PublishedRecord, RuntimeStats
+from metagait_edge.runtime.records import PublishedRecord, RuntimeStats, start_recording_writer
 from metagait_edge.runtime.ringbuffer import RingBuffer
 from metagait_edge.runtime.safety import NeutralPosture, SafetyEnvelope, SafetyStatus
 
@@ -444,24 +444,8 @@ class Runtime:
                                      rc.recognition_window, nice=rc.camera_nice).start()
 
     def _start_recording(self, path: Path) -> None:
-        import msgpack
-
         self._recording = queue.Queue(maxsize=1024)
-        fh = open(path, "ab")
-
-        def writer() -> None:
-            while not self._stop.is_set() or not self._recording.empty():
-                try:
-                    kind, t_ns, status, traj = self._recording.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                fh.write(msgpack.packb({"kind": kind, "t_ns": t_ns, "status": status, "shape": list(traj.shape),
-                                        "data": traj.astype("<f4").tobytes()}))
-            fh.close()
-
-        th = threading.Thread(target=writer, name="recording", daemon=True)
-        th.start()
-        self._threads.append(th)
+        self._threads.append(start_recording_writer(path, self._recording, self._stop))
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,8 +1,12 @@
-"""What the runtime keeps about its work: each published trajectory and running counters."""
+"""What the runtime keeps about its work: each published trajectory, running counters, and the optional
+recording of every published message (``sinks.recording``)."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -35,3 +39,25 @@ class RuntimeStats:
     last_reason: str = "starting"
     worker_errors: int = 0
     gen_ms: List[float] = field(default_factory=list)
+
+
+def start_recording_writer(path: Path, messages: "queue.Queue", stop: threading.Event) -> threading.Thread:
+    """Append each ``(kind, t_ns, status, trajectory)`` of ``messages`` to ``path`` as one msgpack map, on a
+    thread of its own (the control path only queues); the thread drains the queue after ``stop``."""
+    import msgpack
+
+    fh = open(path, "ab")
+
+    def writer() -> None:
+        while not stop.is_set() or not messages.empty():
+            try:
+                kind, t_ns, status, traj = messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            fh.write(msgpack.packb({"kind": kind, "t_ns": t_ns, "status": status, "shape": list(traj.shape),
+                                    "data": traj.astype("<f4").tobytes()}))
+        fh.close()
+
+    th = threading.Thread(target=writer, name="recording", daemon=True)
+    th.start()
+    return th
