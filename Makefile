@@ -1,19 +1,23 @@
 # Two entry points for users: `make demo` (the main job) and `make test` (the test suite).
 # Each creates the virtual environment it needs first.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# ROS 2: /opt/ros/{jazzy,humble} when installed, else the underlay built from ../shared/ros2 (ros2_ws/ros2-env.sh).
+ROS2_ENV := source ros2_ws/ros2-env.sh
+COLCON := $(abspath $(BIN))/colcon
 # The data root: ../shared/data beside the project when it exists, else the user's cache (see README).
 ifneq ($(wildcard ../shared/data),)
 export METAGAIT_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: venv demo eval-quick test test-fast clean
+.PHONY: venv demo eval-quick test test-lib test-ros2 test-fast ros2-ws clean
 
 $(BIN)/metagait-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,ros2-dev]"
 	touch $@
 
 venv: $(BIN)/metagait-edge
@@ -24,11 +28,25 @@ demo: venv
 eval-quick: venv
 	$(BIN)/metagait-edge eval-personalization --quick --json personalization_quick.json
 
-test: venv
+# The library's tests, then the ROS 2 packages' tests on a real ROS 2 (launch, nodes, actions, DDS on loopback).
+test: test-lib test-ros2
+
+test-lib: venv
 	$(BIN)/python -m pytest -q
+
+# colcon builds ros2_ws with the venv's Python, so the node scripts run with the library installed.
+ros2-ws: venv
+	$(ROS2_ENV) && cd ros2_ws && $(COLCON) build --symlink-install --event-handlers console_cohesion- status- \
+	  --cmake-args -DPython3_EXECUTABLE=$(abspath $(BIN))/python -DBUILD_TESTING=OFF --no-warn-unused-cli
+
+test-ros2: ros2-ws
+	$(ROS2_ENV) && cd ros2_ws && echo "ROS 2 from $$METAGAIT_ROS2_SOURCE, ROS_DOMAIN_ID=$$ROS_DOMAIN_ID" && \
+	  $(COLCON) test --packages-select metagait_edge --event-handlers console_direct+ \
+	    --pytest-args -q -p no:cacheprovider && \
+	  $(COLCON) test-result --verbose
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache ros2_ws/build ros2_ws/install ros2_ws/log

@@ -5,7 +5,9 @@ from setuptools import setup
 package_name = "metagait_edge"
 
 setup(
-    name=package_name,
+    # The distribution is metagait_edge_ros: the library is the distribution metagait-edge, and two
+    # distributions whose names normalise alike make console scripts resolve by sys.path order.
+    name="metagait_edge_ros",
     version="0.1.0",
     # The Python module is metagait_edge_ros so that it never shadows the metagait_edge library.
     packages=["metagait_edge_ros"],
@@ -21,7 +23,8 @@ setup(
     maintainer_email="maintainers@metagait-edge.invalid",
     description="ROS 2 nodes of metagait-edge: IMU, camera/identity, gait trajectory, few-shot calibration",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    # setuptools >= 72 ignores tests_require; colcon test reads the "test" extra.
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
             "imu_node = metagait_edge_ros.imu_node:main",

@@ -13,7 +13,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.conditions import IfCondition
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
@@ -25,45 +25,47 @@ from lifecycle_msgs.msg import Transition
 
 #: Launch arguments: name -> (default, description). docs/ros2.md lists the same names.
 ARGUMENTS = {
-    "serial_port": ("synthetic", "IMU source: a serial port or pyserial URL, 'bag:<folder>', or 'synthetic'"),
-    "camera": ("", "camera device index or path; empty subscribes to camera/image_raw"),
+    "serial_port": ("synthetic", "IMU source: a serial port or pyserial URL, 'hugadb:<file>', 'bag:<folder>', "
+                                 "or 'synthetic'"),
+    "camera": ("", "camera device index, device path or video file; empty subscribes to camera/image_raw"),
     "zmq_endpoint": ("tcp://127.0.0.1:5557", "ZeroMQ endpoint of the trajectory publisher; empty disables it"),
     "backend": ("auto", "generation backend: auto, torch, onnxruntime or tensorrt"),
     "model_path": ("", "model checkpoint (.safetensors) or .onnx; empty uses the embedded default checkpoint"),
     "engine_path": ("", "TensorRT engine cache folder (backend tensorrt)"),
     "use_camera": ("false", "start camera_node (silhouettes and walker identity)"),
     "namespace": ("", "ROS namespace of all nodes and topics"),
+    "params_file": ("", "a parameter file (config/gait.yaml's schema) applied last, over config/gait.yaml and "
+                        "the other arguments"),
 }
 
 
-def _managed(node: LifecycleNode) -> list:
-    """Configure ``node`` at startup and activate it once it is inactive."""
+def _managed(node: LifecycleNode, condition=None) -> list:
+    """Configure ``node`` at startup and activate it once it is inactive (all three under ``condition``).
+
+    The activation handler fires on the configure transition only (start_state "configuring"), so a node
+    deactivated by hand later stays inactive.
+    """
     configure = EmitEvent(event=ChangeState(
-        lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_CONFIGURE))
+        lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_CONFIGURE),
+        condition=condition)
     activate = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=node, goal_state="inactive",
+        target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
         entities=[EmitEvent(event=ChangeState(
             lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_ACTIVATE))],
-    ))
+    ), condition=condition)
     return [node, activate, configure]
 
 
-def generate_launch_description() -> LaunchDescription:
-    params_file = os.path.join(get_package_share_directory("metagait_edge"), "config", "gait.yaml")
+def _nodes(context) -> list:
     arg = {name: LaunchConfiguration(name) for name in ARGUMENTS}
-    overrides = {
-        "serial_port": arg["serial_port"],
-        "camera": arg["camera"],
-        "zmq_endpoint": arg["zmq_endpoint"],
-        "backend": arg["backend"],
-        "model_path": arg["model_path"],
-        "engine_path": arg["engine_path"],
-        "use_camera": ParameterValue(arg["use_camera"], value_type=bool),
-    }
+    overrides = {"use_camera": ParameterValue(arg["use_camera"], value_type=bool)}
     # Empty strings from launch arguments must stay strings, not become "no value".
     for name in ("camera", "zmq_endpoint", "model_path", "engine_path", "serial_port", "backend"):
         overrides[name] = ParameterValue(arg[name], value_type=str)
-    parameters = [params_file, overrides]
+    defaults = os.path.join(get_package_share_directory("metagait_edge"), "config", "gait.yaml")
+    extra = arg["params_file"].perform(context)
+    # Order: the package's gait.yaml, the launch arguments, then params_file (it wins where it sets a key).
+    parameters = [defaults, overrides] + ([extra] if extra else [])
 
     def lifecycle(executable: str, **kwargs) -> LifecycleNode:
         return LifecycleNode(package="metagait_edge", executable=executable, name=executable,
@@ -71,16 +73,15 @@ def generate_launch_description() -> LaunchDescription:
 
     imu = lifecycle("imu_node")
     trajectory = lifecycle("trajectory_node")
-    camera = lifecycle("camera_node", condition=IfCondition(arg["use_camera"]))
+    use_camera = IfCondition(arg["use_camera"])
+    camera = lifecycle("camera_node", condition=use_camera)
     calibration = Node(package="metagait_edge", executable="calibration_node", name="calibration_node",
                        namespace=arg["namespace"], parameters=parameters, output="screen")
+    # camera_node's lifecycle is driven only when it is started.
+    return _managed(imu) + _managed(trajectory) + [calibration] + _managed(camera, condition=use_camera)
 
+
+def generate_launch_description() -> LaunchDescription:
     actions = [DeclareLaunchArgument(name, default_value=default, description=description)
                for name, (default, description) in ARGUMENTS.items()]
-    actions += _managed(imu) + _managed(trajectory) + [calibration]
-    camera_actions = _managed(camera)
-    # Only drive camera_node's lifecycle when it is started.
-    for action in camera_actions[1:]:
-        action.condition = IfCondition(arg["use_camera"])
-    actions += camera_actions
-    return LaunchDescription(actions)
+    return LaunchDescription(actions + [OpaqueFunction(function=_nodes)])

@@ -4,7 +4,10 @@ The goal names the walker and the number of gait cycles (shots). The execute cal
 many cycles from the IMU topics, adapts the model (``GaitRuntime.calibrate``), and reports the
 reconstruction error before and after. It runs for seconds to minutes, so it runs in a
 ``ReentrantCallbackGroup`` on a ``MultiThreadedExecutor``: IMU callbacks keep flowing into the runtime
-while it waits, and cancel requests are served. One calibration runs at a time.
+while it waits, and cancel requests are served. One calibration runs at a time. A successful calibration
+stores the walker's profile (atomically, in ``calibration_dir``) and announces it on ``calibration/profile``
+(latched): the trajectory node reloads it and runs the personalized model from its next cycle. A failed,
+cancelled or timed-out calibration stores nothing: the previous profile stays in force.
 """
 
 from __future__ import annotations
@@ -12,25 +15,31 @@ from __future__ import annotations
 import threading
 import time
 
-import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Imu
+from std_msgs.msg import String
 
 from metagait_edge import ros
 from metagait_edge.ros import msgs
 from metagait_edge_interfaces.action import Calibrate
-from metagait_edge_ros.common import SENSOR_QOS, declare_gait_params
+from metagait_edge_ros.common import (
+    LATCHED_QOS, SENSOR_QOS, declare_gait_params, on_runtime_params, read_gait_params, spin_node,
+)
 from metagait_edge_ros.runtime_adapter import load_runtime
+from metagait_edge_ros.trajectory_node import PROFILE_TOPIC
 
 
 class CalibrationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("calibration_node", **kwargs)
-        self.params = declare_gait_params(self)
+        declare_gait_params(self)
+        self.params = read_gait_params(self)
         self.runtime = load_runtime(self.params)
+        on_runtime_params(self, lambda: True, self._apply_params)  # configured from construction on
+        self.pub_profile = self.create_publisher(String, PROFILE_TOPIC, LATCHED_QOS)
         self.assembler = msgs.FrameAssembler()
         self.group = ReentrantCallbackGroup()
         self.busy = threading.Lock()
@@ -42,6 +51,14 @@ class CalibrationNode(Node):
             goal_callback=self._on_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,
             callback_group=self.group,
         )
+
+    def _apply_params(self, params) -> None:
+        self.params = params
+
+    def release(self) -> None:
+        if self.runtime is not None:
+            self.runtime.stop()
+            self.runtime = None
 
     def _on_imu(self, message: Imu) -> None:
         try:
@@ -95,22 +112,15 @@ class CalibrationNode(Node):
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
         elif outcome.success:
+            self.pub_profile.publish(String(data=goal.walker))
+            self.get_logger().info(f"calibrated {goal.walker!r}: error {outcome.error_before:.4f} -> "
+                                   f"{outcome.error_after:.4f}")
             goal_handle.succeed()
         else:
+            self.get_logger().warning(f"calibration of {goal.walker!r} failed: {outcome.reason}")
             goal_handle.abort()
         return result
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = CalibrationNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(CalibrationNode, lambda: MultiThreadedExecutor(num_threads=4), args=args)

@@ -1,7 +1,8 @@
 """camera_node: camera frames -> silhouettes (mono8) -> walker identity.
 
-Frames come from ``sensor_msgs/Image`` on ``camera/image_raw`` (``camera`` parameter empty) or from a
-camera device opened with OpenCV (``camera`` = device index or path). A background subtractor segments
+Frames come from ``sensor_msgs/Image`` on ``camera/image_raw`` (``camera`` parameter empty), from a
+camera device opened with OpenCV (``camera`` = device index or /dev/video path), or from a video file
+(``camera`` = its path; played at ``camera_rate_hz`` and looped). A background subtractor segments
 the walker; the library's pretreatment crops and centres each silhouette (64x64, as the recognizer was
 trained) and it is published mono8 on ``camera/silhouette``. With a gallery configured, every
 ``silhouette_window`` silhouettes are matched by the library's recognizer and a ``WalkerIdentity`` is
@@ -10,9 +11,10 @@ published on ``walker_identity``.
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
-import rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
@@ -20,7 +22,10 @@ from metagait_edge import ros
 from metagait_edge.data.pretreatment import pretreat_frame
 from metagait_edge.ros import msgs
 from metagait_edge_interfaces.msg import WalkerIdentity
-from metagait_edge_ros.common import DEFAULT_QOS, SENSOR_QOS, RclpyFactory, declare_gait_params
+from metagait_edge_ros.common import (
+    DEFAULT_QOS, SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params,
+    read_gait_params, spin_node,
+)
 from metagait_edge_ros.runtime_adapter import load_recognizer
 
 
@@ -28,6 +33,7 @@ class CameraNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("camera_node", **kwargs)
         self.factory = RclpyFactory()
+        declare_gait_params(self)
         self.params = None
         self.capture = None
         self.subscription = None
@@ -35,14 +41,18 @@ class CameraNode(LifecycleNode):
         self.recognizer = None
         self.window: list[np.ndarray] = []
         self.subtractor = None
+        on_runtime_params(self, lambda: self.params is not None, self._apply_params)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.params = declare_gait_params(self) if self.params is None else self.params
         try:
-            self.recognizer = load_recognizer(self.params) if self.params.gallery_path else None
-        except (ValueError, OSError, RuntimeError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            return TransitionCallbackReturn.FAILURE
+            params = read_gait_params(self)
+            camera = params.camera
+            if camera and not camera.isdigit() and not os.path.exists(camera):
+                raise ValueError(f"camera: {camera!r} does not exist (a device index, a /dev/video path or a video file)")
+            self.recognizer = load_recognizer(params) if params.gallery_path else None
+        except Exception as exc:  # a bad parameter or an unusable gallery: stay unconfigured, say why
+            return configure_failed(self, exc)
+        self.params = params
         if self.recognizer is None:
             self.get_logger().info("no gallery_path: publishing silhouettes only")
         self.subtractor = cv2.createBackgroundSubtractorMOG2(history=300, detectShadows=False)
@@ -74,13 +84,32 @@ class CameraNode(LifecycleNode):
             self.capture = None
         return super().on_deactivate(state)
 
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self.destroy_lifecycle_publisher(self.pub_silhouette)
+        self.destroy_lifecycle_publisher(self.pub_identity)
+        self.params = self.recognizer = None
+        self.window.clear()
+        return TransitionCallbackReturn.SUCCESS
+
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
         if self.capture is not None:
             self.capture.release()
-        return TransitionCallbackReturn.SUCCESS
+            self.capture = None
+
+    def _apply_params(self, params) -> None:
+        self.params = params
 
     def _on_capture(self) -> None:
         ok, frame = self.capture.read()
+        if not ok and not self.params.camera.isdigit():
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)  # a video file: play it again
+            self.subtractor = cv2.createBackgroundSubtractorMOG2(history=300, detectShadows=False)
+            ok, frame = self.capture.read()
         if ok:
             self._process(frame, self.get_clock().now().nanoseconds)
 
@@ -112,14 +141,4 @@ class CameraNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = CameraNode()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node.capture is not None:
-            node.capture.release()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(CameraNode, args=args)

@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import array
 import importlib
+import signal
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import Executor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from metagait_edge.config import from_dict
-from metagait_edge_ros.params import GaitParams, defaults
+from metagait_edge_ros.params import RUNTIME_PARAMS, GaitParams, defaults
+
+try:  # rclpy >= Humble
+    from rclpy.exceptions import ParameterUninitializedException
+except ImportError:  # pragma: no cover - older rclpy never leaves a declared parameter uninitialized
+    class ParameterUninitializedException(Exception):
+        pass
+
+try:  # Jazzy raises it from spin() when a signal shut the context down; older releases raise KeyboardInterrupt
+    from rclpy.executors import ExternalShutdownException
+except ImportError:  # pragma: no cover
+    class ExternalShutdownException(Exception):
+        pass
 
 SENSOR_QOS: QoSProfile = qos_profile_sensor_data
 DEFAULT_QOS = QoSProfile(depth=10)
+#: A late subscriber still gets the last value (profile updates from calibration_node).
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class RclpyFactory:
@@ -50,18 +69,112 @@ class RclpyFactory:
         return array.array("B", np.ascontiguousarray(values, dtype=np.uint8).tobytes())
 
 
-def declare_gait_params(node: Node) -> GaitParams:
-    """Declare every GaitParams field on ``node`` (defaults from the schema) and return the checked values."""
-    values: dict[str, Any] = {}
+def declare_gait_params(node: Node) -> None:
+    """Declare every GaitParams field on ``node``, defaults from the schema (read them with read_gait_params)."""
     for name, default in defaults().items():
         if isinstance(default, list):
-            # An empty list has no inferable parameter type; declare the type instead of a value.
+            # An empty list has no inferable parameter type: declare the type; read_gait_params maps "unset"
+            # to the schema's default.
             node.declare_parameter(name, Parameter.Type.STRING_ARRAY)
         else:
             node.declare_parameter(name, default)
+
+
+def _value(node: Node, name: str, default: Any) -> Any:
+    try:
         value = node.get_parameter(name).value
-        values[name] = default if value is None else (list(value) if isinstance(default, list) else value)
+    except ParameterUninitializedException:
+        value = None
+    if value is None:
+        return default
+    return list(value) if isinstance(default, list) else value
+
+
+def read_gait_params(node: Node, changes: Sequence[Parameter] = ()) -> GaitParams:
+    """The node's parameters (with ``changes`` applied) checked against the schema; ValueError names the key."""
+    values = {name: _value(node, name, default) for name, default in defaults().items()}
+    for p in changes:
+        values[p.name] = list(p.value) if isinstance(p.value, (list, tuple)) else p.value
     return from_dict(GaitParams, values)
+
+
+def configure_failed(node: Node, exc: BaseException) -> TransitionCallbackReturn:
+    """Log why configure failed (rclpy's lifecycle would only say "Failed to make transition") and fail it."""
+    node.get_logger().error(f"configure failed: {exc}")
+    return TransitionCallbackReturn.FAILURE
+
+
+def on_runtime_params(node: Node, configured: Callable[[], bool], apply: Callable[[GaitParams], None]) -> None:
+    """Accept ``ros2 param set`` of RUNTIME_PARAMS at any time (checked, then ``apply(new_params)``); the other
+    parameters only while the node is unconfigured, because they take effect at ``configure``."""
+
+    def check(changes: list[Parameter]) -> SetParametersResult:
+        fixed = sorted(p.name for p in changes if p.name not in RUNTIME_PARAMS)
+        if fixed and configured():
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(fixed)}: read at configure; deactivate and clean up the node, set it, configure again"))
+        try:
+            params = read_gait_params(node, changes)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if configured():
+            apply(params)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(check)
+
+
+def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executor] | None = None, args=None) -> None:
+    """Run a node until shutdown (SIGINT/SIGTERM from ``ros2 launch`` or the terminal) and exit cleanly.
+
+    rclpy raises ``ExternalShutdownException`` (Jazzy) or ``KeyboardInterrupt`` when the context is shut down
+    by a signal, also while the node is still being built (importing torch takes seconds): both end the
+    process with status 0 after ``node.release()`` gave back ports, sockets and threads.
+    """
+    # SIGINT (launch's shutdown, Ctrl-C) and SIGTERM (systemd, launch escalating) end the process the same
+    # way, also while the node is still being built. SIGINT is set explicitly: a process started from a
+    # non-interactive shell with `&` inherits it ignored. rclpy's own handler, installed by init, runs first
+    # and then chains to these.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    rclpy.init(args=args)
+    node = executor = None
+    try:
+        executor = make_executor() if make_executor is not None else None
+        node = make_node()
+        if executor is None:
+            rclpy.spin(node)
+        else:
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # The context was shut down by a signal while the node was being built.
+    finally:
+        # Shutting down already: a second SIGINT (Ctrl-C reaches the whole process group, then launch sends
+        # its own) must not kill the process half-way through giving its resources back.
+        _ignore_signals()
+        if node is not None:
+            release = getattr(node, "release", None)
+            if release is not None:
+                release()
+            if executor is not None:
+                executor.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+        _ignore_signals()  # try_shutdown restores the handlers rclpy found
+
+
+def _ignore_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def ros_stamp_ns(node: Node, monotonic_s: float | None = None) -> int:

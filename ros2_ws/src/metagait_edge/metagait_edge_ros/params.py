@@ -18,11 +18,18 @@ from metagait_edge.config import ConfigError, from_dict
 #: Placeholder ``serial_port`` values that need no hardware.
 SYNTHETIC_PORT = "synthetic"
 BAG_PREFIX = "bag:"
+HUGADB_PREFIX = "hugadb:"
+
+#: Parameters that take effect while a node runs (``ros2 param set``); the others are read at ``configure``
+#: (deactivate, cleanup, configure, activate to change them). docs/ros2.md lists the same names.
+RUNTIME_PARAMS = frozenset({"walker", "trajectory_rate_hz", "status_rate_hz", "publish_joint_trajectory",
+                            "frame_id", "calibration_timeout_s", "max_shots", "publish_embedding"})
 
 
 @dataclasses.dataclass
 class GaitParams:
-    # imu_node: "synthetic" (demo stream), "bag:<folder>" (replay a rosbag2 bag) or a pyserial port/URL.
+    # imu_node: "synthetic" (demo stream), "hugadb:<file>" (replay a HuGaDB recording), "bag:<folder>" (replay a
+    # rosbag2 bag) or a serial device / pyserial URL.
     serial_port: str = SYNTHETIC_PORT
     baud_rate: int = 115200
     imu_format: str = "binary"  # "binary" frames or HuGaDB "ascii" rows (docs/imu_protocol.md)
@@ -62,6 +69,17 @@ class GaitParams:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 1 <= self.max_shots <= 100:
             raise ValueError(f"max_shots must be in 1..100, got {self.max_shots}")
+        if self.calibration_timeout_s <= 0:
+            raise ValueError(f"calibration_timeout_s must be > 0, got {self.calibration_timeout_s}")
+        names = list(self.joint_names)
+        if any(not isinstance(n, str) or not n.strip() for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"joint_names must be distinct non-empty names, got {names}")
+
+    def check_joint_names(self, channel_names: list[str]) -> None:
+        """``joint_names`` renames the runtime's channels one to one (empty: keep the channel names)."""
+        if self.joint_names and len(self.joint_names) != len(channel_names):
+            raise ValueError(f"joint_names must name the {len(channel_names)} channels {channel_names} in order, "
+                             f"got {len(self.joint_names)}: {list(self.joint_names)}")
 
 
 def defaults() -> dict[str, Any]:

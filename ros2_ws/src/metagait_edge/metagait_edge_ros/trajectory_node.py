@@ -1,86 +1,148 @@
 """trajectory_node: Imu topics -> runtime -> GaitTrajectory, JointTrajectory, GaitStatus and ZeroMQ.
 
-Subscribes to the six ``imu/<sensor>`` topics (sensor-data QoS), regroups them into frames, pushes them
-into the runtime (ring buffer, model, safety envelope), and at ``trajectory_rate_hz`` publishes the
-runtime's bounded trajectory on ``gait/trajectory`` (+ ``gait/joint_trajectory``) and, for controllers
-outside ROS, through the runtime's own ZeroMQ publisher on ``zmq_endpoint``: the same trajectory.
+Subscribes to the six ``imu/<sensor>`` topics (sensor-data QoS), regroups them into frames and pushes them
+into the library's runtime (ring buffer, gait detector, model, safety envelope). It publishes the runtime's
+current reference on ``gait/trajectory`` (+ ``gait/joint_trajectory``) at ``trajectory_rate_hz`` and at once
+when a new cycle was computed, and, for controllers outside ROS, the same through the runtime's ZeroMQ
+publisher on ``zmq_endpoint``. Every message is stamped with the newest IMU sample it was computed from, so
+a subscriber sees how old its input is. While the runtime is in HOLD (stale or missing input, no valid
+reference) it publishes ``STATUS_STALE`` with no samples and no JointTrajectory, and the reason on
+``gait/status`` (immediately on every change, else at ``status_rate_hz``).
+
+A calibration by ``calibration_node`` reaches this node through ``calibration/profile``: the profile is
+re-read and that walker's personalized model runs from the next cycle on.
 """
 
 from __future__ import annotations
 
 import time
 
-import rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu
+from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from metagait_edge import ros
 from metagait_edge.ros import msgs
 from metagait_edge_interfaces.msg import GaitStatus, GaitTrajectory
-from metagait_edge_ros.common import DEFAULT_QOS, SENSOR_QOS, RclpyFactory, declare_gait_params
-from metagait_edge_ros.runtime_adapter import load_runtime, open_zmq_output
+from metagait_edge_ros.common import (
+    DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params,
+    read_gait_params, spin_node,
+)
+from metagait_edge_ros.runtime_adapter import hold_output, load_runtime, open_zmq_output, trajectory_output
+
+#: Topic on which calibration_node announces a newly stored profile (std_msgs/String: the walker id).
+PROFILE_TOPIC = "calibration/profile"
 
 
 class TrajectoryNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("trajectory_node", **kwargs)
         self.factory = RclpyFactory()
-        self.params = None
+        declare_gait_params(self)
+        self.params = None  # set by configure
         self.runtime = None
         self.zmq = None
+        self.active = False
         self.assembler = msgs.FrameAssembler()
         self.subscriptions_ = []
         self.timers_ = []
         self.frames_in = 0
-        self.last_frame_host = None
         self.rate_window = (time.monotonic(), 0)
         self.imu_rate_hz = 0.0
+        self.last_serial = -1
+        self.last_state = None
+        self.new_cycle = self.create_guard_condition(self._on_new_cycle)
+        on_runtime_params(self, lambda: self.params is not None, self._apply_params)
 
+    # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self.params = declare_gait_params(self) if self.params is None else self.params
-            self.runtime = load_runtime(self.params)
-            self.zmq = open_zmq_output(self.params.zmq_endpoint) if self.params.zmq_endpoint else None
-        except (ValueError, OSError, RuntimeError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            return TransitionCallbackReturn.FAILURE
+            params = read_gait_params(self)
+            runtime = load_runtime(params)
+            try:
+                params.check_joint_names(runtime.channel_names)
+                zmq = open_zmq_output(params.zmq_endpoint) if params.zmq_endpoint else None
+            except Exception:
+                runtime.stop()
+                raise
+        except Exception as exc:  # a bad parameter or a missing model: stay unconfigured, say why
+            return configure_failed(self, exc)
+        self.params, self.runtime, self.zmq = params, runtime, zmq
+        self.runtime.reference_listeners.append(self.new_cycle.trigger)
         self.pub_traj = self.create_lifecycle_publisher(GaitTrajectory, ros.TRAJECTORY_TOPIC, DEFAULT_QOS)
         self.pub_joint = self.create_lifecycle_publisher(JointTrajectory, ros.JOINT_TRAJECTORY_TOPIC, DEFAULT_QOS)
         self.pub_status = self.create_lifecycle_publisher(GaitStatus, ros.STATUS_TOPIC, DEFAULT_QOS)
         self.subscriptions_ = [
             self.create_subscription(Imu, ros.imu_topic(s), self._on_imu, SENSOR_QOS) for s in ros.SENSORS
-        ]
+        ] + [self.create_subscription(String, PROFILE_TOPIC, self._on_profile, LATCHED_QOS)]
+        self.get_logger().info(f"configured: backend {params.backend}, walker {params.walker or '(generic)'}, "
+                               f"ZeroMQ {params.zmq_endpoint or 'off'}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.timers_ = [
-            self.create_timer(1.0 / self.params.trajectory_rate_hz, self._on_step),
-            self.create_timer(1.0 / self.params.status_rate_hz, self._on_status),
-        ]
+        self.active = True
+        self._start_timers()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for timer in self.timers_:
-            self.destroy_timer(timer)
-        self.timers_ = []
+        self.active = False
+        self._stop_timers()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        for pub in (self.pub_traj, self.pub_joint, self.pub_status):
+            self.destroy_lifecycle_publisher(pub)
+        self.params = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Give back the ZeroMQ socket, the runtime's threads and the subscriptions (cleanup, shutdown, exit)."""
+        self.active = False
+        self._stop_timers()
         for sub in self.subscriptions_:
             self.destroy_subscription(sub)
         self.subscriptions_ = []
         if self.zmq is not None:
             self.zmq.close()
             self.zmq = None
-        self.runtime = None
-        return TransitionCallbackReturn.SUCCESS
+        if self.runtime is not None:
+            self.runtime.stop()
+            self.runtime = None
 
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.zmq is not None:
-            self.zmq.close()
-        return TransitionCallbackReturn.SUCCESS
+    def _start_timers(self) -> None:
+        self._stop_timers()
+        self.timers_ = [self.create_timer(1.0 / self.params.trajectory_rate_hz, self._publish_reference),
+                        self.create_timer(1.0 / self.params.status_rate_hz, self._publish_status)]
 
+    def _stop_timers(self) -> None:
+        for timer in self.timers_:
+            self.destroy_timer(timer)
+        self.timers_ = []
+
+    def _apply_params(self, params) -> None:
+        walker_changed = params.walker != self.params.walker
+        rates_changed = (params.trajectory_rate_hz, params.status_rate_hz) != (
+            self.params.trajectory_rate_hz, self.params.status_rate_hz)
+        params.check_joint_names(self.runtime.channel_names)
+        self.params = params
+        if walker_changed:
+            self._use_walker(params.walker)
+        if rates_changed and self.active:
+            self._start_timers()
+
+    def _use_walker(self, walker: str) -> None:
+        if self.runtime.use_walker(walker or None):
+            self.get_logger().info(f"running the personalized model of {walker!r}")
+        elif walker:
+            self.get_logger().warning(f"no usable profile for {walker!r}: the generic model runs (see the log above)")
+
+    # ------------------------------------------------------------------ inputs
     def _on_imu(self, message: Imu) -> None:
         try:
             reading = msgs.imu_from_message(message, self.params.frame_prefix)
@@ -93,42 +155,79 @@ class TrajectoryNode(LifecycleNode):
         now = time.monotonic()
         self.runtime.push_imu(frame[1], now)
         self.frames_in += 1
-        self.last_frame_host = now
         start, count = self.rate_window
         if now - start >= 1.0:
             self.imu_rate_hz = (self.frames_in - count) / (now - start)
             self.rate_window = (now, self.frames_in)
 
-    def _on_step(self) -> None:
-        out = self.runtime.step(self.get_clock().now().nanoseconds)
-        if out is None:
+    def _on_profile(self, message: String) -> None:
+        walker = message.data.strip()
+        if not walker or self.runtime is None:
             return
-        out.frame_id = self.params.frame_id
+        if self.params.walker and self.params.walker != walker:
+            self.get_logger().info(f"profile of {walker!r} updated; this node runs {self.params.walker!r}: unchanged")
+            return
+        self._use_walker(walker)
+
+    # ------------------------------------------------------------------ outputs
+    def _stamp_ns(self, host_monotonic_s: float) -> int:
+        """ROS time of an event at host ``time.monotonic()`` (the clocks of this one machine)."""
+        return self.get_clock().now().nanoseconds - int((time.monotonic() - host_monotonic_s) * 1e9)
+
+    def _on_new_cycle(self) -> None:
+        if self.active:
+            self._publish_reference()
+
+    def _publish_reference(self) -> None:
+        if not self.active or self.runtime is None:
+            return
+        ref = self.runtime.reference()
+        frame_id = self.params.frame_id
+        if ref is None:
+            latest = self.runtime.ring.latest_timestamp()
+            stamp = self._stamp_ns(latest) if latest is not None else self.get_clock().now().nanoseconds
+            out = hold_output(self.runtime.channel_names, stamp, self.runtime.walker or "", frame_id)
+            self.pub_traj.publish(msgs.trajectory_message(out, self.factory))
+            if self.zmq is not None:
+                self.zmq.publish(out, self.runtime.stats.last_reason)
+            self._publish_status_if_changed()
+            return
+        out = trajectory_output(ref, self._stamp_ns(ref.input_time_s), frame_id)
         self.pub_traj.publish(msgs.trajectory_message(out, self.factory))
-        if self.params.publish_joint_trajectory and out.cycle_duration > 0:
+        if self.params.publish_joint_trajectory and ref.serial != self.last_serial:
             names = self.params.joint_names or None
             self.pub_joint.publish(msgs.joint_trajectory_message(out, self.factory, names))
+        self.last_serial = ref.serial
         if self.zmq is not None:
-            self.zmq.publish(out)
+            self.zmq.publish(out, ref.reason)
+        self._publish_status_if_changed()
 
-    def _on_status(self) -> None:
-        stale = self.last_frame_host is None or time.monotonic() - self.last_frame_host > 0.5
-        state = msgs.STATE_FAULT if stale else msgs.STATE_RUNNING
+    def _state(self) -> tuple[int, str]:
+        stats = self.runtime.stats
+        if stats.last_status == "HOLD":
+            return msgs.STATE_FAULT, stats.last_reason
+        return msgs.STATE_RUNNING, stats.last_reason if stats.last_status != "OK" else ""
+
+    def _publish_status_if_changed(self) -> None:
+        if self._state() != self.last_state:
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        if not self.active or self.runtime is None:
+            return
+        state, message = self._state()
+        self.last_state = (state, message)
+        rt = self.runtime
+        stages = rt.records[-1].stages_s if rt.records else ()
+        latency = (stages[-1] - stages[0]) * 1e3 if len(stages) > 1 else 0.0
         self.pub_status.publish(msgs.status_message(
-            self.get_clock().now().nanoseconds, state, walker_id=self.params.walker,
-            personalized=bool(self.params.walker), imu_rate_hz=self.imu_rate_hz,
-            dropped_samples=self.assembler.incomplete, backend=self.params.backend,
-            message="no IMU data" if stale else "", frame_id=self.params.frame_id, factory=self.factory,
+            self.get_clock().now().nanoseconds, state, walker_id=rt.walker or "",
+            personalized=rt.has_profile, imu_rate_hz=self.imu_rate_hz,
+            dropped_samples=self.assembler.incomplete + rt.stats.dropped_samples, latency_ms=latency,
+            backend=rt.personalizer.backend, message=message, frame_id=self.params.frame_id,
+            factory=self.factory,
         ))
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = TrajectoryNode()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(TrajectoryNode, args=args)

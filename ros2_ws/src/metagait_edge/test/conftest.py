@@ -1,0 +1,183 @@
+"""Harness of the package's tests: real rclpy, real `ros2 launch` processes, loopback DDS.
+
+Run by `colcon test` (and so `make test`) after sourcing ros2_ws/ros2-env.sh, which gives this test run its
+own ROS_DOMAIN_ID and keeps Cyclone DDS on the loopback interface. No test here may skip: a skipped ROS test
+is what let `ros2 launch` crash unnoticed before, so a run with skips fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import rclpy
+import yaml
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+
+TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+               "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
+#: A HuGaDB walking recording (walker 08, held out of the shipped model's training folds' validation): the
+#: virtual walker of the graph tests. Real data, from $METAGAIT_DATA (make test sets it).
+WALK = "HuGaDB_v1_walking_08_00"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if skipped and exitstatus == 0:
+        reporter.write_line(f"FAILED: {skipped} ROS test(s) skipped; every ROS test must run here", red=True)
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def probe(ros):
+    node = rclpy.create_node("metagait_test_probe")
+    yield node
+    node.destroy_node()
+
+
+def spin_until(node, done: Callable[[], bool], timeout: float) -> bool:
+    """Spin ``node`` until ``done()`` or ``timeout`` seconds; returns done()."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return done()
+
+
+def spin_for(node, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+
+def call(node, client, request, timeout: float = 10.0):
+    assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout), f"no answer from {client.srv_name}"
+    return future.result()
+
+
+def lifecycle_state(node, name: str, timeout: float = 30.0) -> str:
+    client = node.create_client(GetState, f"/{name}/get_state")
+    try:
+        return call(node, client, GetState.Request(), timeout).current_state.label
+    finally:
+        node.destroy_client(client)
+
+
+def wait_state(node, name: str, label: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = lifecycle_state(node, name, timeout=max(1.0, deadline - time.monotonic()))
+        if state == label:
+            return state
+        spin_for(node, 0.2)
+    return state
+
+
+def change_state(node, name: str, transition: str) -> bool:
+    client = node.create_client(ChangeState, f"/{name}/change_state")
+    try:
+        request = ChangeState.Request()
+        request.transition.id = TRANSITIONS[transition]
+        return bool(call(node, client, request, 60.0).success)
+    finally:
+        node.destroy_client(client)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Launched:
+    """A process started as a user starts it (`ros2 launch ...`, `ros2 run ...`), output kept in a file."""
+
+    def __init__(self, argv: list[str], name: str) -> None:
+        self.log = Path(tempfile.mkdtemp(prefix=f"metagait-{name}-")) / "output.txt"
+        self._fh = self.log.open("w")
+        # A process started from a non-interactive shell inherits SIGINT ignored; restore it so that SIGINT
+        # reaches launch and the nodes as it does from a terminal.
+        self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.returncode: int | None = None
+
+    def output(self) -> str:
+        self._fh.flush()
+        return self.log.read_text(errors="replace")
+
+    def wait_output(self, pattern: str, timeout: float) -> re.Match | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.output())
+            if match or self.proc.poll() is not None:
+                return match
+            time.sleep(0.2)
+        return None
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+                raise AssertionError(f"{self.proc.args} did not end within {timeout} s of {sig!r}:\n{self.output()[-3000:]}")
+        self.returncode = self.proc.returncode
+        self._fh.close()
+        return self.returncode
+
+    def node_pids(self) -> dict[str, int]:
+        """Node name -> pid, from launch's "process started with pid [N]" lines."""
+        return {m.group(1): int(m.group(2)) for m in re.finditer(r"\[INFO\] \[(\w+)-\d+\]: process started with pid \[(\d+)\]",
+                                                                 self.output())}
+
+
+def launch_gait(tmp: Path, name: str, args: dict[str, str], params: dict | None = None) -> Launched:
+    """`ros2 launch metagait_edge gait.launch.py` with launch ``args`` and a params_file of ``params``."""
+    argv = ["ros2", "launch", "metagait_edge", "gait.launch.py"]
+    if params:
+        path = tmp / f"{name}.params.yaml"
+        path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+        argv.append(f"params_file:={path}")
+    argv += [f"{k}:={v}" for k, v in args.items()]
+    return Launched(argv, name)
+
+
+def assert_clean_exit(launched: Launched, expected_nodes: set[str]) -> None:
+    """Every node ended with status 0 and nothing printed a traceback."""
+    out = launched.output()
+    assert launched.returncode == 0, f"ros2 launch exited {launched.returncode}:\n{out[-4000:]}"
+    clean = set(re.findall(r"\[INFO\] \[(\w+)-\d+\]: process has finished cleanly", out))
+    assert expected_nodes <= clean, f"not every node finished cleanly ({clean}):\n{out[-4000:]}"
+    assert "Traceback" not in out, out[-4000:]
+    assert "process has died" not in out, out[-4000:]

@@ -1,0 +1,77 @@
+"""`ros2 launch metagait_edge gait.launch.py use_camera:=true camera:=<video file>`: silhouettes and identity.
+
+The video is the project's rendered side view of the HuGaDB walker whose IMU walk feeds the graph; the
+gallery is enrolled (as `metagait-edge demo` does) from another rendering of the same walker plus a
+synthetic distractor. The launch is ended with SIGTERM, as a service manager ends it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+
+from conftest import WALK, assert_clean_exit, launch_gait, spin_until, wait_state
+from metagait_edge import ros
+from metagait_edge_interfaces.msg import WalkerIdentity
+from metagait_edge_ros.common import DEFAULT_QOS, SENSOR_QOS
+
+WALKER = 8  # HuGaDB walker of WALK
+
+
+def _frames(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+@pytest.fixture(scope="module")
+def video_and_gallery(tmp_path_factory):
+    from metagait_edge.gallery import Gallery
+    from metagait_edge.runtime.camera import Recognizer, SilhouetteExtractor, load_recognition_model, silhouettes_from_frames
+    from metagait_edge.runtime.virtual_walker import load_walker, render_walker_video, synthetic_walker
+
+    tmp = tmp_path_factory.mktemp("camera")
+    spec = load_walker(WALKER)
+    video = render_walker_video(spec, tmp / "camera.avi", n_frames=90, seed=11).path
+    recognizer = Recognizer(load_recognition_model(), Gallery())
+    for k, (walker, name) in enumerate([(spec, spec.name), (synthetic_walker(), "synthetic-01")]):
+        enroll = render_walker_video(walker, tmp / f"enroll_{k}.avi", n_frames=90, seed=100 + k).path
+        recognizer.enroll(name, silhouettes_from_frames(_frames(enroll), SilhouetteExtractor())[-30:])
+    gallery = tmp / "gallery.npz"
+    recognizer.gallery.save(gallery)
+    return tmp, video, gallery, {spec.name, "synthetic-01"}
+
+
+def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery, probe):
+    tmp, video, gallery, enrolled = video_and_gallery
+    launched = launch_gait(tmp, "camera", {"serial_port": f"hugadb:{WALK}", "zmq_endpoint": "",
+                                           "use_camera": "true", "camera": str(video)},
+                           {"gallery_path": str(gallery), "silhouette_window": 30, "camera_rate_hz": 30.0})
+    silhouettes, identities = [], []
+    sub_s = probe.create_subscription(Image, ros.SILHOUETTE_TOPIC, silhouettes.append, SENSOR_QOS)
+    sub_i = probe.create_subscription(WalkerIdentity, ros.IDENTITY_TOPIC, identities.append, DEFAULT_QOS)
+    try:
+        assert wait_state(probe, "camera_node", "active", 90.0) == "active", launched.output()[-4000:]
+        assert spin_until(probe, lambda: len(identities) >= 1 and len(silhouettes) >= 30, 60.0), (
+            len(silhouettes), len(identities), launched.output()[-3000:])
+    finally:
+        probe.destroy_subscription(sub_s)
+        probe.destroy_subscription(sub_i)
+        launched.stop(signal.SIGTERM)
+    sil = silhouettes[-1]
+    assert (sil.encoding, sil.height, sil.width) == ("mono8", 64, 64)
+    pixels = np.frombuffer(bytes(sil.data), np.uint8).reshape(64, 64)
+    assert 0.02 < (pixels > 127).mean() < 0.6  # a walker-sized blob, neither empty nor the whole frame
+    ident = identities[-1]
+    assert ident.num_frames == 30 and ident.best_match in enrolled
+    assert np.isfinite(ident.score)
+    assert_clean_exit(launched, {"imu_node", "trajectory_node", "calibration_node", "camera_node"})

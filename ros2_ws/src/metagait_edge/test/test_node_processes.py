@@ -1,0 +1,134 @@
+"""Single nodes started as `ros2 run` starts them (the installed executable): bad parameters, a real serial link (a pseudo-terminal), release of the port.
+
+Bad parameters must leave a node unconfigured with a log line that names the parameter and the reason
+(rclpy's lifecycle alone would only say "Failed to make transition").
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import threading
+import time
+import tty
+from pathlib import Path
+
+import pytest
+from ament_index_python.packages import get_package_prefix
+from sensor_msgs.msg import Imu
+
+from conftest import WALK, Launched, change_state, lifecycle_state, spin_until
+from metagait_edge import ros
+from metagait_edge_ros.common import SENSOR_QOS
+
+
+def ros_run(executable: str, name: str, params: dict[str, str]) -> Launched:
+    """The node's process as `ros2 run metagait_edge EXECUTABLE` starts it (without the CLI in between, so that
+    signals and /proc reach the node itself)."""
+    path = Path(get_package_prefix("metagait_edge")) / "lib" / "metagait_edge" / executable
+    argv = [str(path), "--ros-args", "-r", f"__node:={name}"]
+    for key, value in params.items():
+        argv += ["-p", f"{key}:={value}"]
+    return Launched(argv, name)
+
+
+BAD = {
+    # node name: (executable, parameters, what the log must say)
+    "bad_port": ("imu_node", {"serial_port": "/dev/ttyMETAGAIT_NOPE"}, r"serial_port: '/dev/ttyMETAGAIT_NOPE' does not exist"),
+    "bad_backend": ("trajectory_node", {"backend": "tensorrt10"}, r"backend must be auto, torch, onnxruntime or tensorrt"),
+    "bad_model": ("trajectory_node", {"model_path": "/nonexistent/model.safetensors", "zmq_endpoint": "''"},
+                  r"model_path: '/nonexistent/model.safetensors' does not exist"),
+    "bad_joints": ("trajectory_node", {"joint_names": "[hip_r, hip_r]", "zmq_endpoint": "''"},
+                   r"joint_names must be distinct non-empty names"),
+    "short_joints": ("trajectory_node", {"joint_names": "[hip_r, knee_r]", "zmq_endpoint": "''"},
+                     r"joint_names must name the \d+ channels"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_nodes(probe):
+    procs = {name: ros_run(exe, name, params) for name, (exe, params, _) in BAD.items()}
+    yield procs
+    for p in procs.values():
+        p.stop()
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_parameter_leaves_the_node_unconfigured_and_says_why(bad_nodes, probe, name):
+    launched = bad_nodes[name]
+    assert lifecycle_state(probe, name, timeout=90.0) == "unconfigured", launched.output()
+    assert not change_state(probe, name, "configure")
+    assert lifecycle_state(probe, name) == "unconfigured"
+    pattern = BAD[name][2]
+    assert launched.wait_output(r"configure failed: .*" + pattern, 10.0), launched.output()[-3000:]
+
+
+class PtyImuBoard:
+    """A virtual IMU board: HuGaDB rows as binary frames (docs/imu_protocol.md) on a pseudo-terminal."""
+
+    def __init__(self, rows, rate_hz: float) -> None:
+        from metagait_edge.imu.protocol import encode_frame
+
+        self.master, slave = pty.openpty()
+        tty.setraw(slave)
+        self.path = os.ttyname(slave)
+        os.close(slave)  # the node opens it by path, as a real device
+        self.frames = [encode_frame(i % 65536, int(i * 1e6 / rate_hz), r) for i, r in enumerate(rows)]
+        self.period = 1.0 / rate_hz
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        k, t0 = 0, time.monotonic()
+        while not self._stop.is_set():
+            try:
+                os.write(self.master, self.frames[k % len(self.frames)])
+            except OSError:  # nobody has the port open: the bytes have nowhere to go
+                pass
+            k += 1
+            self._stop.wait(max(0.0, t0 + k * self.period - time.monotonic()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        os.close(self.master)
+
+
+def open_fds(pid: int) -> set[str]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            out.add(os.readlink(fd))
+        except OSError:
+            pass
+    return out
+
+
+def test_serial_imu_node_publishes_and_releases_the_port(probe):
+    from metagait_edge.ros.bag import read_hugadb_rows, resolve_hugadb_file
+
+    board = PtyImuBoard(read_hugadb_rows(resolve_hugadb_file(WALK)).rows[:3000], 58.8)
+    node = ros_run("imu_node", "serial_imu", {"serial_port": board.path})
+    try:
+        assert lifecycle_state(probe, "serial_imu", timeout=60.0) == "unconfigured"
+        got: list = []
+        sub = probe.create_subscription(Imu, ros.imu_topic("rs"), got.append, SENSOR_QOS)
+        assert change_state(probe, "serial_imu", "configure"), node.output()
+        assert change_state(probe, "serial_imu", "activate")
+        assert spin_until(probe, lambda: len(got) >= 60, 15.0), node.output()[-2000:]
+        assert got[-1].header.frame_id == "rs"
+        assert board.path in open_fds(node.proc.pid)
+        assert change_state(probe, "serial_imu", "deactivate")
+        assert change_state(probe, "serial_imu", "cleanup")
+        assert board.path not in open_fds(node.proc.pid)
+        got.clear()
+        assert change_state(probe, "serial_imu", "configure") and change_state(probe, "serial_imu", "activate")
+        assert spin_until(probe, lambda: len(got) >= 20, 15.0)
+        probe.destroy_subscription(sub)
+    finally:
+        code = node.stop(signal.SIGTERM)
+        board.close()
+    assert code == 0, node.output()[-3000:]
+    assert "Traceback" not in node.output(), node.output()[-3000:]
