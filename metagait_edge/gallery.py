@@ -7,8 +7,11 @@ enrolled sequence is stored L2-normalized per strip; the distance between two se
 * ``mode="mean"``: a walker's template is the per-strip renormalized mean of their sequences.
 * ``mode="all"``: every sequence is kept; a walker's distance is the minimum over their sequences.
 
-Open-set rejection: ``identify`` accepts the nearest walker only if its distance is <= ``threshold``.
-``fit_threshold`` picks the threshold from genuine / impostor distances for a target false accept rate.
+Open-set rejection: ``identify`` accepts the nearest walker only if its distance is <= ``threshold``;
+without a threshold (``threshold=None``, the default) nobody is accepted: an uncalibrated gallery cannot
+tell an enrolled walker from a stranger, and a stranger must not get someone else's personalized model.
+``fit_threshold`` / ``Gallery.calibrate`` pick the threshold from genuine / impostor distances for a
+target false accept rate.
 The gallery persists atomically to one safetensors file (all sequences + JSON metadata) and survives
 restarts; a corrupt or foreign file raises :class:`GalleryError` naming the file.
 
@@ -208,14 +211,14 @@ class Gallery:
         return best
 
     def identify(self, embedding) -> Identification:
-        """Nearest walker, accepted only when its distance is <= ``threshold`` (always, when None)."""
+        """Nearest walker, accepted only when its distance is <= ``threshold`` (never, when None)."""
         per_walker = self.distances(embedding)
         if not per_walker:
             return Identification(None, math.inf, math.inf, None)
         ranked = sorted(per_walker.items(), key=lambda kv: kv[1])
         nearest, distance = ranked[0]
         margin = ranked[1][1] - distance if len(ranked) > 1 else math.inf
-        accepted = self.threshold is None or distance <= self.threshold
+        accepted = self.threshold is not None and distance <= self.threshold
         return Identification(nearest if accepted else None, distance, margin, nearest)
 
     def calibrate(self, genuine, impostor, target_far: float) -> float:

@@ -49,8 +49,14 @@ def test_recognition_names_the_enrolled_walker(tmp_path):
     probe = render_walker_video(walkers["small"], tmp_path / "probe.avi", n_frames=60, seed=99)
     pipe = CameraPipeline(FrameSource("video", probe.path), rec, lambda r: None, every=20, window=30)
     results = [r for r in (pipe.process(f) for f in _frames(probe.path)) if r is not None]
-    assert results and results[-1].walker_id == "small"
-    assert results[-1].distance < rec.gallery.distances(results[-1].embedding)["tall"]
+    # An uncalibrated gallery accepts nobody (issue 16 #9): nearest "small", but unknown, confidence 0.
+    assert results and results[-1].walker_id is None and results[-1].nearest_id == "small"
+    assert results[-1].confidence == 0.0
+    d = rec.gallery.distances(results[-1].embedding)
+    assert d["small"] < d["tall"]
+    rec.gallery.threshold = (d["small"] + d["tall"]) / 2  # a threshold between the two walkers
+    again = rec.identify(silhouettes_from_frames(_frames(probe.path))[-30:])
+    assert again.walker_id == "small" and 0.5 <= again.confidence <= 1.0
 
 
 def test_onnxruntime_recognition_gives_the_torch_embedding(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ def _gallery(**kw):
 
 
 def test_identify_returns_walker_distance_and_margin():
-    g = _gallery()
+    g = _gallery(threshold=0.5)
     res = g.identify(ALICE * 2.0)
     assert res.walker_id == "alice" and res.nearest_id == "alice"
     assert res.distance == pytest.approx(0.0, abs=1e-6)
@@ -48,6 +48,14 @@ def test_mean_template_is_renormalized_mean_of_normalized_sequences():
     keep_all.enroll("carol", np.stack([_emb([1.0, 0.0]), _emb([0.0, 5.0])]))
     assert keep_all.distances(_emb([1.0, 1.0]))["carol"] == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
     assert keep_all.distances(_emb([0.0, 1.0]))["carol"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_no_identity_is_accepted_without_a_calibrated_threshold():
+    g = _gallery()  # threshold None: an uncalibrated gallery cannot tell a walker from a stranger
+    res = g.identify(ALICE)
+    assert res.walker_id is None and res.nearest_id == "alice" and res.distance == pytest.approx(0.0, abs=1e-6)
+    g.calibrate(genuine=[0.0, 0.05], impostor=[0.9, 1.0], target_far=0.0)
+    assert g.identify(ALICE).walker_id == "alice"
 
 
 def test_open_set_rejection_with_threshold():

@@ -99,3 +99,17 @@ def test_unusable_profile_is_a_warning_and_differs_on_the_wire_from_never_calibr
     assert warned, [r.getMessage() for r in caplog.records]
     reason = _degraded_reason(rt)
     assert reason.startswith(PROFILE_UNUSABLE) and ("JSON" in reason or "SHA-256" in reason), reason
+
+
+def test_an_unknown_walker_gets_the_generic_model_at_once(tmp_path):
+    """Issue 16 #9: a stranger (rejected by the gallery) must not keep the last walker's personalized model."""
+    from metagait_edge.runtime.camera import IdentityResult
+
+    store = ProfileStore(tmp_path)
+    _save_profile(_runtime(tmp_path, "bob"), store, "alice")
+    rt = _runtime(tmp_path, "alice")
+    assert rt.has_profile and rt.walker == "alice"
+    stranger = IdentityResult(None, "alice", 0.9, 0.0, 30, np.zeros(4, np.float32))
+    rt._on_identity(stranger)  # one rejected window is enough to drop to the generic model
+    assert rt.walker is None and rt.confidence == 0.0 and not rt.has_profile
+    assert _degraded_reason(rt).startswith(NO_PROFILE)

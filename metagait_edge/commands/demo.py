@@ -63,6 +63,7 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
         others, names = others[:2], names[:2]
     import cv2
 
+    held_out = []
     for k, (s, name) in enumerate(zip(others, names)):
         ev = render_walker_video(s, work / f"enroll_{k}.avi", n_frames=90, seed=100 + k)
         cap = cv2.VideoCapture(str(ev.path))
@@ -74,7 +75,16 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
             frames.append(f)
         sil = silhouettes_from_frames(frames, SilhouetteExtractor())
         recognizer.enroll(name, sil[-30:])
-    out(f"gallery: {recognizer.gallery.walkers} (model: {recognizer.model.source})")
+        held_out.append((name, recognizer.embed(sil[-60:-30])))  # another window: calibrates the threshold
+    # No identity is accepted without a calibrated threshold: genuine = a held-out window of each enrolled
+    # walker to its own template, impostor = to every other walker's; the largest threshold with no impostor
+    # accepted on these.
+    per = [(name, recognizer.gallery.distances(emb)) for name, emb in held_out]
+    genuine = [d[name] for name, d in per]
+    impostor = [v for name, d in per for other, v in d.items() if other != name]
+    recognizer.gallery.calibrate(genuine, impostor, target_far=0.0)
+    out(f"gallery: {recognizer.gallery.walkers} (model: {recognizer.model.source}), threshold "
+        f"{recognizer.gallery.threshold:.4g} (genuine max {max(genuine):.4g}, impostor min {min(impostor):.4g})")
 
     port = args.port or free_tcp_port()
     endpoint = f"tcp://127.0.0.1:{port}"

@@ -251,7 +251,7 @@ class IdentityResult:
     walker_id: Optional[str]  # accepted walker, None when unknown
     nearest_id: Optional[str]
     distance: float
-    confidence: float  # 1 - distance / (2 * threshold), clipped to [0, 1]: 0.5 at the threshold
+    confidence: float  # 1 - distance / (2 * threshold), clipped to [0, 1]: 0.5 at the threshold; 0 when unknown
     num_frames: int
     embedding: np.ndarray
 
@@ -337,10 +337,10 @@ class Recognizer:
         emb = self.embed(silhouettes)
         if len(self.gallery) == 0:
             return IdentityResult(None, None, math.nan, 0.0, len(silhouettes), emb)
-        ident = self.gallery.identify(emb)
+        ident = self.gallery.identify(emb)  # nobody is accepted without a calibrated threshold
         thr = self.gallery.threshold
-        if thr is None or not thr > 0:
-            conf = 1.0 if ident.walker_id is not None else 0.0
+        if thr is None or not thr > 0 or ident.walker_id is None:
+            conf = 0.0
         else:
             conf = float(np.clip(1.0 - ident.distance / (2.0 * thr), 0.0, 1.0))
         return IdentityResult(ident.walker_id, ident.nearest_id, float(ident.distance), conf, len(silhouettes), emb)
@@ -354,6 +354,9 @@ def build_recognizer(gallery_path: str | Path | None = None, threshold: Optional
     gallery = Gallery.load(gallery_path) if gallery_path else Gallery()
     if threshold is not None:
         gallery.threshold = float(threshold)
+    if len(gallery) and gallery.threshold is None:
+        log.warning("gallery %s has no calibrated threshold (models.identity_threshold or Gallery.calibrate): "
+                    "every walker is treated as unknown and gets the generic model", gallery_path)
     return Recognizer(load_recognition_model(model_path), gallery)
 
 

@@ -138,10 +138,12 @@ class Runtime:
             log.warning("the profile of %s is unusable, the generic model runs instead: %s", walker, exc)
 
     def _on_identity(self, result) -> None:
-        # Hysteresis: switch walker only when two consecutive queries agree (one odd window must not flip
-        # the personalized model).
+        # Hysteresis: switch to a walker only when two consecutive queries agree (one odd window must not flip
+        # the personalized model); an unknown walker (rejected by the gallery) drops to the generic model at once.
         self._votes = (getattr(self, "_votes", []) + [result.walker_id])[-2:]
-        if result.walker_id == self.walker or len(self._votes) == 2 and self._votes[0] == self._votes[1]:
+        if result.walker_id is None:
+            self.set_identity(None, 0.0)
+        elif result.walker_id == self.walker or len(self._votes) == 2 and self._votes[0] == self._votes[1]:
             self.set_identity(result.walker_id, result.confidence)
         if self.publisher is not None:
             active = result.walker_id in self._profiles if result.walker_id else False
