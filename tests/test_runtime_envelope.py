@@ -157,6 +157,8 @@ def test_phase_is_the_estimate_at_publish_time_not_zero(scenario):
     phases = [kw["phase"] for _, kw in _trajectories(events)]
     # The IC is detected behind the detector's low-pass (a few samples): the phase at publish time is past 0.
     assert all(0.0 < p < 0.3 for p in phases), phases
+    for _, kw in _trajectories(events):  # t_input_ns: the newest IMU sample used, never after t_ns
+        assert 0 < kw["t_input_ns"] <= kw["t_ns"] and kw["t_ns"] - kw["t_input_ns"] < 0.1e9
     ok_status = [kw["phase"] for kind, s, kw in events if kind == "status" and s != "HOLD"]
     assert ok_status and all(0.0 <= p < 1.0 for p in ok_status) and max(ok_status) > 0.0
 

@@ -56,6 +56,10 @@ def test_encode_decode_roundtrip():
         (lambda f: [f[0], msgpack.packb(_header(personalized=1)), f[2]], "'personalized'"),
         (lambda f: [f[0], msgpack.packb(_header(status="HOLD")), f[2]], "never published with status HOLD"),
         (lambda f: [f[0], msgpack.packb(_header(phase=1.5)), f[2]], "phase"),
+        (lambda f: [f[0], msgpack.packb(_header(t_input_ns=_header()["t_ns"] + 10**9)), f[2]], "newer than the message"),
+        (lambda f: [f[0], msgpack.packb(_header(t_input_ns=0)), f[2]], "newest IMU sample"),
+        (lambda f: [f[0], msgpack.packb({k: v for k, v in _header().items() if k != "t_input_ns"}), f[2]],
+         "lacks field.*t_input_ns"),
     ],
 )
 def test_validation_names_the_problem(mutate, match):
@@ -341,3 +345,27 @@ def test_publisher_refuses_trajectories_the_protocol_forbids():
     with pytest.raises(ValueError, match="NaN or Inf"):
         pub.publish_trajectory(bad, CH, **kw)
     assert pub.stats.queued == 0
+
+
+def test_protocol_doc_states_the_fields_channels_and_defaults_the_code_uses():
+    """docs/zmq_protocol.md is what a controller is written from: its facts must be the code's."""
+    from pathlib import Path
+
+    from metagait_edge.runtime.config import RuntimeConfig
+    from metagait_edge.runtime.personalizer import ANGLE_CHANNELS
+    from metagait_edge.runtime.safety import SafetyConfig, anatomical_joint_limits, relative_joint_limits
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "zmq_protocol.md").read_text(encoding="utf-8")
+    for key in M.HEADER_FIELDS:
+        assert f"| `{key}` |" in doc, f"header field {key} is not in the doc's header table"
+    assert ", ".join(ANGLE_CHANNELS) in doc.replace(",\n", ", ")
+    safety, rc = SafetyConfig(), RuntimeConfig()
+    assert f"`safety.staleness_timeout_s`\n({safety.staleness_timeout_s} s" in doc
+    assert f"`runtime.status_period_s` ({rc.status_period_s} s" in doc
+    for limits in (relative_joint_limits(), anatomical_joint_limits()):
+        hip, knee = limits["hip_r"], limits["knee_r"]
+        assert f"{hip.max_rate_dps:.0f}" in doc and f"{knee.max_rate_dps:.0f}" in doc
+    rel = relative_joint_limits()
+    assert f"hip −{-rel['hip_r'].min_deg:.0f}/+{rel['hip_r'].max_deg:.0f}°" in doc
+    assert f"knee −{-rel['knee_r'].min_deg:.0f}/+{rel['knee_r'].max_deg:.0f}°" in doc
+    assert f"`safety.max_clipped_fraction` ({100 * safety.max_clipped_fraction:.0f} %)" in doc

@@ -40,6 +40,7 @@ class ListenSummary:
     gaps: dict = field(default_factory=dict)  # topic -> number of seq jumps
     missing: dict = field(default_factory=dict)  # topic -> messages missing in those jumps
     latencies_ms: list = field(default_factory=list)
+    input_ages_ms: list = field(default_factory=list)  # trajectories: receive time - t_input_ns (input freshness)
     errors: list = field(default_factory=list)  # first few validation errors
     elapsed_s: float = 0.0
 
@@ -62,6 +63,12 @@ class ListenSummary:
                 f"  latency ms (now - t_ns): mean {lat.mean():.3f}, p50 {np.median(lat):.3f}, "
                 f"p99 {np.percentile(lat, 99):.3f}, max {lat.max():.3f}"
             )
+        if self.input_ages_ms:
+            import numpy as np
+
+            age = np.asarray(self.input_ages_ms)
+            out.append(f"  trajectory input age ms (now - t_input_ns): p50 {np.median(age):.3f}, "
+                       f"p99 {np.percentile(age, 99):.3f}, max {age.max():.3f}")
         out += [f"  invalid: {e}" for e in self.errors]
         return out
 
@@ -154,6 +161,8 @@ def listen(
             last_seq[topic] = h["seq"]
             latency_ms = (recv_ns - h["t_ns"]) / 1e6
             summary.latencies_ms.append(latency_ms)
+            if msg.topic == M.TOPIC_TRAJECTORY:
+                summary.input_ages_ms.append((recv_ns - h["t_input_ns"]) / 1e6)
             out(
                 f"{topic} seq={h['seq']} walker={h['walker_id']} personalized={h['personalized']} "
                 f"status={h['status']} phase={h['phase']:.3f} shape={h['shape']} latency={latency_ms:.3f}ms"

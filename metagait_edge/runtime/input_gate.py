@@ -75,3 +75,11 @@ class InputGate:
             return 0.0, 0.0
         phase = ((now - self._ic_t) / self._cycle_s) % 1.0
         return min(max(phase, 0.0), _BELOW_ONE), self._cycle_s
+
+
+def wall_ns(t_s: Optional[float], now_s: float, now_ns: int) -> int:
+    """CLOCK_REALTIME ns of host time ``t_s`` (same clock as ``now_s``, e.g. monotonic), given the pair
+    (``now_s``, ``now_ns``) read together; 0 when there is no such time (header ``t_input_ns``)."""
+    if t_s is None or not math.isfinite(t_s) or not math.isfinite(now_s):
+        return 0
+    return int(min(now_ns, max(0, now_ns - round((now_s - t_s) * 1e9))))

@@ -31,6 +31,7 @@ HEADER_FIELDS: dict[str, tuple] = {
     "v": (int,),  # schema version
     "seq": (int,),  # per-topic counter, +1 per message the publisher accepted; gaps = lost messages
     "t_ns": (int,),  # CLOCK_REALTIME (Unix epoch) nanoseconds when the message was created
+    "t_input_ns": (int,),  # CLOCK_REALTIME ns of the newest IMU sample the content rests on; 0 when none
     "walker_id": (str, type(None)),  # recognized walker, or nil when unknown
     "personalized": (bool,),  # the reference comes from a model adapted to walker_id
     "phase": (float, int),  # gait phase in [0, 1) at t_ns (0 = right heel strike)
@@ -65,6 +66,7 @@ def make_header(
     seq: int,
     *,
     t_ns: Optional[int] = None,
+    t_input_ns: int = 0,
     walker_id: Optional[str] = None,
     personalized: bool = False,
     phase: float = 0.0,
@@ -81,6 +83,7 @@ def make_header(
         "v": SCHEMA_VERSION,
         "seq": int(seq),
         "t_ns": int(now_ns() if t_ns is None else t_ns),
+        "t_input_ns": int(t_input_ns),
         "walker_id": None if walker_id is None else str(walker_id),
         "personalized": bool(personalized),
         "phase": float(phase),
@@ -150,6 +153,11 @@ def validate(topic: bytes, header: Any, payload: bytes) -> None:
         raise MessageError(f"{where}: channel names must be strings")
     if header["seq"] < 0:
         raise MessageError(f"{where}: negative seq {header['seq']}")
+    if not 0 <= header["t_input_ns"] <= header["t_ns"]:
+        raise MessageError(f"{where}: t_input_ns {header['t_input_ns']} outside [0, t_ns = {header['t_ns']}]: "
+                           f"the input cannot be newer than the message")
+    if topic == TOPIC_TRAJECTORY and header["t_input_ns"] == 0:
+        raise MessageError(f"{where}: a trajectory must name the time of its newest IMU sample (t_input_ns)")
     for key in ("phase", "cycle_s", "confidence"):
         if not math.isfinite(header[key]):
             raise MessageError(f"{where}: field {key!r} is not finite")
@@ -170,10 +178,11 @@ def validate(topic: bytes, header: Any, payload: bytes) -> None:
 def trajectory_header(
     seq: int, trajectory: np.ndarray, channels: Sequence[str], *, walker_id: Optional[str], personalized: bool,
     phase: float, cycle_s: float, status: str = "OK", reason: str = "", confidence: float = 0.0,
-    distance: float = float("nan"), t_ns: Optional[int] = None,
+    distance: float = float("nan"), t_ns: Optional[int] = None, t_input_ns: Optional[int] = None,
 ) -> dict:
+    t_ns = now_ns() if t_ns is None else t_ns
     return make_header(
-        seq, t_ns=t_ns, walker_id=walker_id, personalized=personalized, phase=phase, cycle_s=cycle_s,
+        seq, t_ns=t_ns, t_input_ns=t_ns if t_input_ns is None else t_input_ns, walker_id=walker_id, personalized=personalized, phase=phase, cycle_s=cycle_s,
         shape=np.shape(trajectory), channels=channels, units="deg", status=status, reason=reason,
         distance=distance, confidence=confidence,
     )

@@ -29,7 +29,9 @@ from metagait_edge.runtime.calibration import (
 from metagait_edge.runtime.config import EdgeConfig
 from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
-from metagait_edge.runtime.input_gate import RESTART, STALE, InputGate, RESUMED_REASON, is_input_reason, stale_reason
+from metagait_edge.runtime.input_gate import (
+    RESTART, RESUMED_REASON, STALE, InputGate, is_input_reason, stale_reason, wall_ns,
+)
 from metagait_edge.runtime.realtime import set_realtime_priority
 from metagait_edge.runtime.records import PublishedRecord, RuntimeStats, start_recording_writer
 from metagait_edge.runtime.ringbuffer import RingBuffer
@@ -236,8 +238,10 @@ class Runtime:
         res = self.safety.apply(traj, self.channel_names, rec.t_end, self.clock(), conf if use_profile else 0.0,
                                 use_profile, rec.duration_s, self.neutral.update(rec.cycle[self.personalizer.angle_index]),
                                 unusable_profile=self._profile_errors.get(walker) if walker else None)
-        phase, _ = self.gate.phase(self.clock())  # the estimate at t_ns: the IC was detected a little late
+        now = self.clock()
+        phase, _ = self.gate.phase(now)  # the estimate at t_ns: the IC was detected a little late
         t_ns = time.time_ns()
+        t_input_ns = wall_ns(rec.t_end, now, t_ns)  # the newest IMU sample this reference rests on
         if res.status is SafetyStatus.HOLD:
             self._set_status("HOLD", res.reason)
             return
@@ -246,7 +250,7 @@ class Runtime:
             self.publisher.publish_trajectory(res.trajectory, self.channel_names, walker_id=walker,
                                               personalized=res.personalized, phase=phase, cycle_s=rec.duration_s,
                                               status=res.status.value, reason=res.reason,
-                                              confidence=conf, t_ns=t_ns)
+                                              confidence=conf, t_ns=t_ns, t_input_ns=t_input_ns)
 
         # A status change (e.g. leaving HOLD) reaches the wire before the trajectory it allows.
         self._set_status(res.status.value, res.reason, then=send if self.publisher is not None else None)
@@ -279,8 +283,10 @@ class Runtime:
             s.last_status, s.last_reason = status, reason
             s.holds += changed and status == "HOLD"
             if (changed or periodic) and self.publisher is not None:
-                phase, cycle_s = self.gate.phase(self.clock()) if status != "HOLD" else (0.0, 0.0)
+                now = self.clock()
+                phase, cycle_s = self.gate.phase(now) if status != "HOLD" else (0.0, 0.0)
                 self.publisher.publish_status(status, reason, walker_id=self.walker, phase=phase, cycle_s=cycle_s,
+                                              t_input_ns=wall_ns(self.ring.latest_timestamp(), now, time.time_ns()),
                                               inline=True)
             if then is not None:
                 then()

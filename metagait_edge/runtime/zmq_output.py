@@ -204,9 +204,11 @@ class ZmqPublisher(ThreadOwner):
     def publish_trajectory(
         self, trajectory: np.ndarray, channels: Sequence[str], *, walker_id: Optional[str], personalized: bool,
         phase: float, cycle_s: float, status: str = "OK", reason: str = "", confidence: float = 0.0,
-        t_ns: Optional[int] = None,
+        t_ns: Optional[int] = None, t_input_ns: Optional[int] = None,
     ) -> bool:
-        """Send (or queue) one reference trajectory (float32 [C, 101], degrees); False if it was dropped."""
+        """Send (or queue) one reference trajectory (float32 [C, 101], degrees); False if it was dropped.
+
+        ``t_input_ns``: CLOCK_REALTIME ns of the newest IMU sample it was computed from (default: ``t_ns``)."""
         traj = np.array(trajectory, dtype=np.float32, copy=True)  # the caller may reuse its buffer
         if traj.ndim != 2 or traj.shape[1] != M.N_POINTS or traj.shape[0] != len(channels):
             raise ValueError(f"trajectory must be [len(channels)={len(channels)}, {M.N_POINTS}], got {traj.shape}")
@@ -215,9 +217,10 @@ class ZmqPublisher(ThreadOwner):
             raise ValueError(f"a trajectory's status must be OK or DEGRADED, got {status!r}; use publish_status for HOLD")
         if not np.isfinite(traj).all():
             raise ValueError("trajectory contains NaN or Inf; pass it through the SafetyEnvelope first")
+        t_ns = M.now_ns() if t_ns is None else t_ns
         fields = dict(
-            t_ns=M.now_ns() if t_ns is None else t_ns, walker_id=walker_id, personalized=personalized,
-            phase=phase, cycle_s=cycle_s, shape=traj.shape, channels=list(channels), units="deg",
+            t_ns=t_ns, t_input_ns=t_ns if t_input_ns is None else t_input_ns, walker_id=walker_id,
+            personalized=personalized, phase=phase, cycle_s=cycle_s, shape=traj.shape, channels=list(channels), units="deg",
             status=status, reason=reason, confidence=confidence,
         )
         if self.config.inline_trajectories:
@@ -238,15 +241,16 @@ class ZmqPublisher(ThreadOwner):
 
     def publish_status(
         self, status: str, reason: str = "", *, walker_id: Optional[str] = None, personalized: bool = False,
-        phase: float = 0.0, cycle_s: float = 0.0, t_ns: Optional[int] = None, inline: bool = False,
+        phase: float = 0.0, cycle_s: float = 0.0, t_ns: Optional[int] = None, t_input_ns: int = 0,
+        inline: bool = False,
     ) -> bool:
         """Queue a status message; ``inline``: send it from the caller's thread now, so that it precedes a
         trajectory the caller sends next (a status leaving HOLD before the first trajectory it allows)."""
         if status not in M.STATUSES:
             raise ValueError(f"status must be one of {M.STATUSES}, got {status!r}")
         fields = dict(
-            t_ns=M.now_ns() if t_ns is None else t_ns, status=status, reason=reason, walker_id=walker_id,
-            personalized=personalized, phase=phase, cycle_s=cycle_s,
+            t_ns=M.now_ns() if t_ns is None else t_ns, t_input_ns=t_input_ns, status=status, reason=reason,
+            walker_id=walker_id, personalized=personalized, phase=phase, cycle_s=cycle_s,
         )
         if inline:
             return self._send_inline(M.TOPIC_STATUS, fields, None)
