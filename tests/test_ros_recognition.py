@@ -18,20 +18,23 @@ def _walker(seed: int, frames: int = 12) -> np.ndarray:
     return sil
 
 
-def test_ros_recognizer_names_the_enrolled_walker_and_fills_the_record():
-    rec = build_recognizer()  # no threshold: the nearest walker is always accepted
+def _recognizer(threshold):
+    rec = build_recognizer(threshold=threshold)
     rec.recognizer.enroll("thin", _walker(0))
     rec.recognizer.enroll("wide", _walker(4))
+    return rec
+
+
+def test_ros_recognizer_names_the_enrolled_walker_and_fills_the_record():
+    rec = _recognizer(threshold=1e6)  # every distance is within it
     out = rec.identify(_walker(4, frames=10), stamp_ns=123)
     assert (out.walker_id, out.known, out.best_match) == ("wide", True, "wide")
-    assert out.stamp_ns == 123 and out.num_frames == 10 and out.score == 1.0 and np.isnan(out.threshold)
+    assert out.stamp_ns == 123 and out.num_frames == 10 and out.threshold == 1e6 and 0.99 < out.score <= 1.0
     assert out.embedding.dtype == np.float32 and out.embedding.size == rec.recognizer.embed(_walker(0)).size > 0
 
 
-def test_ros_recognizer_rejects_a_walker_beyond_the_threshold_but_names_the_nearest():
-    rec = build_recognizer(threshold=1e-9)
-    rec.recognizer.enroll("thin", _walker(0))
-    rec.recognizer.enroll("wide", _walker(4))
-    out = rec.identify(_walker(4, frames=10), stamp_ns=5)
+@pytest.mark.parametrize("threshold", [1e-9, None])  # beyond the threshold; no calibrated threshold at all
+def test_ros_recognizer_rejects_an_unaccepted_walker_but_names_the_nearest(threshold):
+    out = _recognizer(threshold).identify(_walker(4, frames=10), stamp_ns=5)
     assert (out.walker_id, out.known, out.best_match) == ("", False, "wide")
-    assert out.threshold == 1e-9 and 0.0 <= out.score < 1.0
+    assert out.score < 1.0 and (out.threshold == threshold if threshold else np.isnan(out.threshold))
