@@ -88,21 +88,21 @@ def test_cycles_become_bounded_generic_trajectories(tmp_path, walker):
         assert last.lo[j] - 1e-4 <= traj[j].min() and traj[j].max() <= last.hi[j] + 1e-4
 
 
-def test_stale_imu_publishes_hold_and_step_reports_stale(tmp_path, walker):
-    from metagait_edge.ros import msgs
-
+def test_stale_imu_publishes_hold_and_reference_is_withdrawn(tmp_path, walker):
     rt, sim = _runtime(tmp_path)
     rt.start()
     try:
         _feed(rt, sim, walker.samples, 0, 400)
+        fresh = rt.reference()
         sim[0] += 1.0  # no sample for a second
         time.sleep(0.2)
-        out = rt.step(123)
+        stale = rt.reference()
     finally:
         rt.stop()
     assert ("HOLD" in [s for s, _ in rt.publisher.status])
     assert any("IMU stale" in r for s, r in rt.publisher.status if s == "HOLD")
-    assert out is not None and out.status == msgs.STATUS_STALE
+    assert fresh is not None and fresh.status in ("OK", "DEGRADED")
+    assert stale is None and rt.stats.last_status == "HOLD"  # nothing to follow while the input is stale
 
 
 def test_calibration_then_personalized_output_and_confidence_gate(tmp_path, walker):
