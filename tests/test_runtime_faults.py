@@ -163,6 +163,10 @@ def test_kill_9_during_profile_writes_leaves_a_loadable_profile(tmp_path):
         proc.wait()
         p = store.load("kim")  # never raises: the old or a new complete profile
         assert np.all(p.weights["w"] == p.meta["tag"]) and np.all(p.template == p.meta["tag"])
+    time.sleep(0.05)
+    store.save(_profile(10, 9.0))  # the next save clears what killed writers left behind
+    left = sorted(f.name for f in (tmp_path / "kim").iterdir())
+    assert len(left) == 2 and "profile.json" in left and store.load("kim").meta["tag"] == 9.0, left
 
 
 @pytest.fixture

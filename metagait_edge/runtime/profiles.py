@@ -78,6 +78,7 @@ class ProfileStore:
         """Commit ``profile`` atomically (see the module docstring); returns the profile.json path."""
         from safetensors.numpy import save_file
 
+        started = time.time()
         folder = self.folder(profile.walker)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in profile.weights.items()}
@@ -106,6 +107,12 @@ class ProfileStore:
         for old in folder.glob("weights-*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
+        for tmp in folder.glob(".*.tmp"):  # temporaries of writers that died (kill -9) before this save began
+            try:
+                if tmp.stat().st_mtime < started:
+                    tmp.unlink()
+            except FileNotFoundError:
+                pass
         return folder / "profile.json"
 
     def load(self, walker: str) -> Profile:
