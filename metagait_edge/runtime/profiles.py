@@ -107,7 +107,9 @@ class ProfileStore:
         for old in folder.glob("weights-*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
-        for tmp in folder.glob(".*.tmp"):  # temporaries of writers that died (kill -9) before this save began
+        # Temporaries of writers that died (kill -9) before this save began: ours (.<name>.<random>.tmp) and
+        # safetensors' own (.tmp<random>, Rust's tempfile naming).
+        for tmp in {*folder.glob(".*.tmp"), *folder.glob(".tmp*")}:
             try:
                 if tmp.stat().st_mtime < started:
                     tmp.unlink()
