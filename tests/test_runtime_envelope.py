@@ -19,32 +19,9 @@ from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig  # noqa: 
 from metagait_edge.runtime.orchestrator import Runtime  # noqa: E402
 from metagait_edge.runtime.profiles import ProfileStore  # noqa: E402
 from metagait_edge.runtime.virtual_walker import synthetic_walker  # noqa: E402
+from metagait_edge.runtime.wire_recorder import WireRecorder  # noqa: E402
 
 RATE = 58.8
-
-
-class Wire:
-    """Publisher stand-in: every message in the order the runtime sent it."""
-
-    def __init__(self):
-        self.events = []
-
-    rt = None
-
-    def publish_trajectory(self, traj, channels, **kw):
-        last = self.rt.safety.last_result  # the limits this trajectory was bounded with
-        self.events.append(("traj", np.array(traj), dict(kw, lo=last.lo, hi=last.hi, channels=list(channels))))
-        return True
-
-    def publish_status(self, status, reason="", **kw):
-        self.events.append(("status", status, dict(kw, reason=reason)))
-        return True
-
-    def publish_identity(self, *a, **kw):
-        return True
-
-    def stop(self):
-        pass
 
 
 def _taken(rt) -> int:
@@ -63,9 +40,9 @@ def scenario(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("envelope")
     walker = synthetic_walker(seconds=60)
     sim = [0.0]
-    rt = Runtime(EdgeConfig(sources=[], calibration=CalibrationConfig(directory=tmp)), publisher=Wire(),
-                 store=ProfileStore(tmp), clock=lambda: sim[0])
-    rt.publisher.rt = rt
+    rt = Runtime(EdgeConfig(sources=[], calibration=CalibrationConfig(directory=tmp)), store=ProfileStore(tmp),
+                 clock=lambda: sim[0])
+    rt.publisher = WireRecorder(rt)
     marks = {}
     k = [0]  # next sample index; its sensor time is k / RATE
 

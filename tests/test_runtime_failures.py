@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 
@@ -14,16 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from metagait_edge.runtime.capture import free_tcp_port  # noqa: E402
 from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig, RuntimeConfig  # noqa: E402
 from metagait_edge.runtime.orchestrator import Runtime  # noqa: E402
 from metagait_edge.runtime.profiles import ProfileStore  # noqa: E402
 from metagait_edge.runtime.safety import NO_PROFILE, PROFILE_UNUSABLE  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_missing_serial_port_is_a_warning_counted_and_on_the_wire(tmp_path, caplog, capsys):
@@ -31,7 +25,7 @@ def test_missing_serial_port_is_a_warning_counted_and_on_the_wire(tmp_path, capl
     from metagait_edge.commands.listen import listen
 
     port = str(tmp_path / "ttyDOESNOTEXIST")
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     cfg = tmp_path / "edge.yaml"
     cfg.write_text(f"sources:\n  - kind: serial\n    port: {port}\nsinks:\n  zmq:\n    endpoints: [\"{endpoint}\"]\n"
                    f"calibration:\n  directory: {tmp_path / 'walkers'}\nruntime:\n  status_period_s: 0.2\n"
