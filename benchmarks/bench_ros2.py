@@ -44,7 +44,7 @@ from metagait_edge.imu.protocol import encode_frame
 from metagait_edge.runtime.messages import decode
 from metagait_edge.ros.bag import read_hugadb_rows, resolve_hugadb_file
 
-WALK = "HuGaDB_v1_walking_08_00"
+WALK = "HuGaDB_v1_walking_08_02"
 
 
 class PtyBoard(threading.Thread):

@@ -28,7 +28,7 @@ ARGUMENTS = {
     "serial_port": ("synthetic", "IMU source: a serial port or pyserial URL, 'hugadb:<file>', 'bag:<folder>', "
                                  "or 'synthetic'"),
     "camera": ("", "camera device index, device path or video file; empty subscribes to camera/image_raw"),
-    "zmq_endpoint": ("tcp://127.0.0.1:5557", "ZeroMQ endpoint of the trajectory publisher; empty disables it"),
+    "zmq_endpoint": ("tcp://127.0.0.1:5557", "ZeroMQ endpoint of the trajectory publisher; 'none' disables it"),
     "backend": ("auto", "generation backend: auto, torch, onnxruntime or tensorrt"),
     "model_path": ("", "model checkpoint (.safetensors) or .onnx; empty uses the embedded default checkpoint"),
     "engine_path": ("", "TensorRT engine cache folder (backend tensorrt)"),
@@ -42,8 +42,8 @@ ARGUMENTS = {
 def _managed(node: LifecycleNode, condition=None) -> list:
     """Configure ``node`` at startup and activate it once it is inactive (all three under ``condition``).
 
-    The activation handler fires on the configure transition only (start_state "configuring"), so a node
-    deactivated by hand later stays inactive.
+    The activation handler fires once, on the first configure: a node that is cleaned up and configured
+    again by hand (`ros2 lifecycle set`) is left inactive for its operator to activate.
     """
     configure = EmitEvent(event=ChangeState(
         lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_CONFIGURE),
@@ -52,6 +52,7 @@ def _managed(node: LifecycleNode, condition=None) -> list:
         target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
         entities=[EmitEvent(event=ChangeState(
             lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_ACTIVATE))],
+        handle_once=True,
     ), condition=condition)
     return [node, activate, configure]
 

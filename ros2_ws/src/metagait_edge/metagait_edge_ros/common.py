@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import Executor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
@@ -71,13 +71,17 @@ class RclpyFactory:
 
 def declare_gait_params(node: Node) -> None:
     """Declare every GaitParams field on ``node``, defaults from the schema (read them with read_gait_params)."""
+    # Declared with dynamic typing, so that a value of the wrong type (`-p baud_rate:=fast`) does not crash the
+    # node while it is built: read_gait_params checks every value against the schema at configure and names
+    # the parameter that is wrong.
+    descriptor = ParameterDescriptor(dynamic_typing=True)
     for name, default in defaults().items():
         if isinstance(default, list):
             # An empty list has no inferable parameter type: declare the type; read_gait_params maps "unset"
             # to the schema's default.
-            node.declare_parameter(name, Parameter.Type.STRING_ARRAY)
+            node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor)
         else:
-            node.declare_parameter(name, default)
+            node.declare_parameter(name, default, descriptor)
 
 
 def _value(node: Node, name: str, default: Any) -> Any:

@@ -47,7 +47,7 @@ class GaitParams:
     backend: str = "auto"  # per-cycle generation: "auto" (TensorRT, else ONNX Runtime, else torch) or one of them
     model_path: str = ""  # personalization checkpoint folder; empty: the embedded default checkpoint
     engine_path: str = ""  # TensorRT engine cache folder (backend tensorrt); empty: next to the exported ONNX
-    zmq_endpoint: str = "tcp://127.0.0.1:5557"  # "" disables the ZeroMQ publisher
+    zmq_endpoint: str = "tcp://127.0.0.1:5557"  # "none" (or "") disables the ZeroMQ publisher
     trajectory_rate_hz: float = 20.0
     publish_joint_trajectory: bool = True
     joint_names: list[str] = dataclasses.field(default_factory=list)  # default: the channel names
@@ -74,6 +74,12 @@ class GaitParams:
         names = list(self.joint_names)
         if any(not isinstance(n, str) or not n.strip() for n in names) or len(set(names)) != len(names):
             raise ValueError(f"joint_names must be distinct non-empty names, got {names}")
+
+    @property
+    def zmq_output(self) -> str:
+        """The endpoint to bind, or "" when the ZeroMQ output is off (`zmq_endpoint:=none`: ros2 launch refuses
+        an empty argument value, and YAML reads `off` as false)."""
+        return "" if self.zmq_endpoint.strip().lower() in ("", "none") else self.zmq_endpoint
 
     def check_joint_names(self, channel_names: list[str]) -> None:
         """``joint_names`` renames the runtime's channels one to one (empty: keep the channel names)."""

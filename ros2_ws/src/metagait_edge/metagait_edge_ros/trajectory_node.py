@@ -62,7 +62,7 @@ class TrajectoryNode(LifecycleNode):
             runtime = load_runtime(params)
             try:
                 params.check_joint_names(runtime.channel_names)
-                zmq = open_zmq_output(params.zmq_endpoint) if params.zmq_endpoint else None
+                zmq = open_zmq_output(params.zmq_output) if params.zmq_output else None
             except Exception:
                 runtime.stop()
                 raise
@@ -77,7 +77,7 @@ class TrajectoryNode(LifecycleNode):
             self.create_subscription(Imu, ros.imu_topic(s), self._on_imu, SENSOR_QOS) for s in ros.SENSORS
         ] + [self.create_subscription(String, PROFILE_TOPIC, self._on_profile, LATCHED_QOS)]
         self.get_logger().info(f"configured: backend {params.backend}, walker {params.walker or '(generic)'}, "
-                               f"ZeroMQ {params.zmq_endpoint or 'off'}")
+                               f"ZeroMQ {params.zmq_output or 'off'}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -53,9 +53,9 @@ def video_and_gallery(tmp_path_factory):
 
 def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery, probe):
     tmp, video, gallery, enrolled = video_and_gallery
-    launched = launch_gait(tmp, "camera", {"serial_port": f"hugadb:{WALK}", "zmq_endpoint": "",
-                                           "use_camera": "true", "camera": str(video)},
-                           {"gallery_path": str(gallery), "silhouette_window": 30, "camera_rate_hz": 30.0})
+    launched = launch_gait(tmp, "camera", {"serial_port": f"hugadb:{WALK}", "use_camera": "true", "camera": str(video)},
+                           {"gallery_path": str(gallery), "silhouette_window": 30, "camera_rate_hz": 30.0,
+                            "zmq_endpoint": ""})
     silhouettes, identities = [], []
     sub_s = probe.create_subscription(Image, ros.SILHOUETTE_TOPIC, silhouettes.append, SENSOR_QOS)
     sub_i = probe.create_subscription(WalkerIdentity, ros.IDENTITY_TOPIC, identities.append, DEFAULT_QOS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -158,7 +159,7 @@ def test_trajectories_are_bounded_stamped_and_phased(graph, probe):
 
 
 def test_zeromq_output_of_the_graph_is_read_by_listen(graph):
-    result = subprocess.run(["metagait-edge", "listen", "--endpoint", f"tcp://127.0.0.1:{graph.port}",
+    result = subprocess.run([sys.executable, "-m", "metagait_edge", "listen", "--endpoint", f"tcp://127.0.0.1:{graph.port}",
                              "--count", "30", "--timeout", "20", "--quiet"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -220,8 +221,8 @@ def test_calibrate_succeeds_and_the_trajectory_node_runs_the_profile(graph, prob
     assert result.status == GoalStatus.STATUS_SUCCEEDED, (result.result.reason, graph.output()[-3000:])
     assert result.result.success and math.isfinite(result.result.error_after)
     assert result.result.error_after < result.result.error_before
-    assert feedback and feedback[-1].cycles_required == 5
-    assert [f.cycles_collected for f in feedback] == sorted(f.cycles_collected for f in feedback)
+    assert feedback and all(f.cycles_required == 5 for f in feedback)
+    assert feedback[-1].cycles_collected == 5
     assert (graph.walkers / "ana").is_dir()
     # the running trajectory node picks the new profile up without a restart
     assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 20.0)

@@ -16,6 +16,7 @@ import launch_testing.actions
 import launch_testing.asserts
 import pytest
 import rclpy
+import rclpy.executors
 from ament_index_python.packages import get_package_share_directory
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from sensor_msgs.msg import Imu
@@ -29,20 +30,25 @@ from metagait_edge_ros.common import DEFAULT_QOS, SENSOR_QOS
 def generate_test_description():
     gait = launch.actions.IncludeLaunchDescription(PythonLaunchDescriptionSource(
         os.path.join(get_package_share_directory("metagait_edge"), "launch", "gait.launch.py")),
-        launch_arguments={"serial_port": "synthetic", "zmq_endpoint": "", "namespace": "lt"}.items())
+        launch_arguments={"serial_port": "synthetic", "zmq_endpoint": "none", "namespace": "lt"}.items())
     return launch.LaunchDescription([gait, launch_testing.actions.ReadyToTest()])
 
 
 class TestPipeline(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        rclpy.init()
-        cls.node = rclpy.create_node("launch_probe", namespace="lt")
+        # A context of its own: colcon runs this file in the same pytest process as the other tests.
+        cls.context = rclpy.Context()
+        rclpy.init(context=cls.context)
+        cls.node = rclpy.create_node("launch_probe", namespace="lt", context=cls.context)
+        cls.executor = rclpy.executors.SingleThreadedExecutor(context=cls.context)
+        cls.executor.add_node(cls.node)
 
     @classmethod
     def tearDownClass(cls):
+        cls.executor.shutdown()
         cls.node.destroy_node()
-        rclpy.shutdown()
+        rclpy.shutdown(context=cls.context)
 
     def test_every_sensor_and_the_trajectory_publish(self):
         received = {s: [] for s in ros.SENSORS}
@@ -55,7 +61,7 @@ class TestPipeline(unittest.TestCase):
         while time.monotonic() < deadline and not (
                 all(len(v) >= 10 for v in received.values())
                 and any(t.status != GaitTrajectory.STATUS_STALE for t in trajectories)):
-            rclpy.spin_once(self.node, timeout_sec=0.1)
+            self.executor.spin_once(timeout_sec=0.1)
         for sensor, messages in received.items():
             self.assertGreaterEqual(len(messages), 10, f"too few Imu messages on imu/{sensor}")
             self.assertEqual(messages[-1].header.frame_id, sensor)

@@ -36,12 +36,13 @@ def ros_run(executable: str, name: str, params: dict[str, str]) -> Launched:
 BAD = {
     # node name: (executable, parameters, what the log must say)
     "bad_port": ("imu_node", {"serial_port": "/dev/ttyMETAGAIT_NOPE"}, r"serial_port: '/dev/ttyMETAGAIT_NOPE' does not exist"),
+    "bad_baud": ("imu_node", {"baud_rate": "fast"}, r"baud_rate"),
     "bad_backend": ("trajectory_node", {"backend": "tensorrt10"}, r"backend must be auto, torch, onnxruntime or tensorrt"),
-    "bad_model": ("trajectory_node", {"model_path": "/nonexistent/model.safetensors", "zmq_endpoint": "''"},
+    "bad_model": ("trajectory_node", {"model_path": "/nonexistent/model.safetensors", "zmq_endpoint": "none"},
                   r"model_path: '/nonexistent/model.safetensors' does not exist"),
-    "bad_joints": ("trajectory_node", {"joint_names": "[hip_r, hip_r]", "zmq_endpoint": "''"},
+    "bad_joints": ("trajectory_node", {"joint_names": "[hip_r, hip_r]", "zmq_endpoint": "none"},
                    r"joint_names must be distinct non-empty names"),
-    "short_joints": ("trajectory_node", {"joint_names": "[hip_r, knee_r]", "zmq_endpoint": "''"},
+    "short_joints": ("trajectory_node", {"joint_names": "[hip_r, knee_r]", "zmq_endpoint": "none"},
                      r"joint_names must name the \d+ channels"),
 }
 
