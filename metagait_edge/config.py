@@ -3,6 +3,7 @@
 Every configurable part of the project declares a (frozen or plain) dataclass. ``load_config`` turns a
 YAML file or a mapping into that dataclass, recursively, checking types as it goes, so a typo in a
 config file fails loudly with the dotted path of the offending key instead of being silently dropped.
+A YAML file may start from another one (``extends: base.yaml``, relative to the file) and change a few keys.
 """
 
 from __future__ import annotations
@@ -124,18 +125,58 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None) -> T:
     return _build(cls, data or {}, "")
 
 
-def load_config(cls: type[T], path: str | os.PathLike) -> T:
-    """Load ``cls`` from a YAML file; errors name the file and the dotted key."""
+EXTENDS_KEY = "extends"
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
+    """``override`` on top of ``base``: mappings merge key by key, any other value (lists too) replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml_mapping(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
+    """The mapping of a YAML config file, with ``extends: <path>`` resolved.
+
+    ``extends`` (top level only) names a base file relative to the extending file; the file's keys override
+    the base's, mappings merged key by key, lists and scalars replaced. A base may extend another; a file
+    that extends itself, directly or not, is an error naming the chain.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        where = f" (extended by {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    key = path.resolve()
+    if key in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain[_chain.index(key):], key))
+        raise ConfigError(f"{path}: 'extends' cycle: {cycle}")
     with path.open("r", encoding="utf-8") as fh:
         try:
             data = yaml.safe_load(fh)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if data is not None and not isinstance(data, Mapping):
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    data = dict(data)
+    if EXTENDS_KEY not in data:
+        return data
+    base_name = data.pop(EXTENDS_KEY)
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{path}: {EXTENDS_KEY}: expected a relative path to a base YAML file, got {base_name!r}")
+    base = read_yaml_mapping(path.parent / base_name, (*_chain, key))
+    return _merge(base, data)
+
+
+def load_config(cls: type[T], path: str | os.PathLike) -> T:
+    """Load ``cls`` from a YAML file (``extends: <path>`` resolved); errors name the file and the dotted key."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:

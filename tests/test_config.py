@@ -66,3 +66,41 @@ def test_yaml_file_errors_name_the_file(tmp_path):
         load_config(Outer, path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+def test_extends_merges_a_base_file_relative_to_the_extending_one(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "outer.yaml").write_text("name: base\ninner: {width: 8, rate: 0.5}\nlayers: [1, 2, 3]\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base/outer.yaml\ninner: {rate: 0.25}\nlayers: [7]\n")
+    cfg = load_config(Outer, child)
+    # mappings merge key by key (width from the base), lists are replaced, not appended
+    assert cfg == Outer(name="base", inner=Inner(width=8, rate=0.25), layers=[7])
+    grandchild = tmp_path / "grandchild.yaml"
+    grandchild.write_text("extends: child.yaml\nname: gc\n")
+    assert load_config(Outer, grandchild) == Outer(name="gc", inner=Inner(width=8, rate=0.25), layers=[7])
+
+
+def test_extends_keeps_unknown_keys_errors_and_refuses_cycles(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("extends: base.yaml\ninner: {widht: 3}\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml.*inner\.widht"):
+        load_config(Outer, typo)
+    (tmp_path / "bad_base.yaml").write_text("name: x\nbogus: 1\n")
+    (tmp_path / "on_bad.yaml").write_text("extends: bad_base.yaml\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(Outer, tmp_path / "on_bad.yaml")
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(ConfigError, match=r"cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_config(Outer, tmp_path / "a.yaml")
+    (tmp_path / "self.yaml").write_text("extends: self.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(Outer, tmp_path / "self.yaml")
+    (tmp_path / "lost.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml.*extended by"):
+        load_config(Outer, tmp_path / "lost.yaml")
+    (tmp_path / "nested.yaml").write_text("name: x\ninner: {extends: base.yaml}\n")
+    with pytest.raises(ConfigError, match=r"inner\.extends"):  # only the top level extends
+        load_config(Outer, tmp_path / "nested.yaml")
