@@ -1,5 +1,6 @@
 """Reliability campaign of the edge runtime's output (issue 16); figures and commands in docs/reliability.md.
 
+    python benchmarks/reliability.py limits                  # what the default joint limits must contain
     python benchmarks/reliability.py clip [--files N]        # envelope clipping on real HuGaDB walkers
     python benchmarks/reliability.py fuzz [--bytes N]        # random / bit-flipped bytes into the decoder
     python benchmarks/reliability.py stalls [--cycles N]     # IMU stall/resume cycles through the runtime
@@ -28,6 +29,7 @@ from metagait_edge.runtime.capture import free_tcp_port
 from metagait_edge.runtime.wire_recorder import WireRecorder
 
 RATE = 58.8
+ANGLES = ["hip_r", "knee_r", "ankle_r", "hip_l", "knee_l", "ankle_l"]
 
 
 def _offline_runtime(safety=None, tmp: Path = Path("/tmp/metagait-reliability")):
@@ -55,6 +57,39 @@ def _drive(rt, sim, raw: np.ndarray, t0: float) -> float:
         sim[0] = t
         rt._sample(row.astype(np.float32) * scale, t, k)
     return t0 + len(raw) / RATE
+
+
+def run_limits(args) -> dict:
+    """What the default relative limits must contain: on every HuGaDB walking cycle with valid angle channels,
+    each joint's deviation from the walker's neutral (mean of the 5 cycles before) and its point-to-point rate
+    at the cycle's own duration (the offline angle estimates, docs/data.md)."""
+    from metagait_edge.data.cycles import cycle_channels, cycles_from_recording
+    from metagait_edge.data.hugadb import HuGaDB
+
+    db = HuGaDB.open()
+    ch = list(cycle_channels())
+    idx = [ch.index(c) for c in ANGLES]
+    lo, hi, rate, walkers = [], [], [], set()
+    for file_id in db.select("walking"):
+        cs = cycles_from_recording(db.load(file_id))
+        if len(cs) < 6:
+            continue
+        a = cs.cycles[:, idx, :].astype(np.float64)
+        valid = cs.valid[:, idx].all(axis=1)
+        means = a.mean(axis=2)
+        for k in range(1, len(a)):
+            if not valid[k]:
+                continue
+            d = a[k] - means[max(0, k - 5):k].mean(axis=0)[:, None]
+            lo.append(d.min(axis=1))
+            hi.append(d.max(axis=1))
+            rate.append(np.abs(np.diff(a[k], axis=1)).max(axis=1) * 100 / (cs.duration[k] / cs.sample_rate_hz))
+            walkers.add(int(cs.subject[k]))
+    lo, hi, rate = np.array(lo), np.array(hi), np.array(rate)
+    return {"walkers": len(walkers), "cycles": len(lo), **{
+        name: {"deviation_min_deg": round(float(lo[:, j].min()), 1), "deviation_max_deg": round(float(hi[:, j].max()), 1),
+               "rate_p99_dps": round(float(np.percentile(rate[:, j], 99))), "rate_max_dps": round(float(rate[:, j].max()))}
+        for j, name in enumerate(ANGLES)}}
 
 
 def run_clip(args) -> dict:
@@ -338,7 +373,8 @@ def run_stalls(args) -> dict:
     timeout = rt.config.safety.staleness_timeout_s
     walker = synthetic_walker(seconds=60).samples
     rng = np.random.default_rng(args.seed)
-    stalls = []  # (last sample time, resume time, seconds, backlog)
+    stalls = []  # (last sample time, resume time, seconds, backlog, detection restarted)
+    gaps_before = 0
     period = 1.0 / RATE
     rt.start()
     k = 0
@@ -354,7 +390,11 @@ def run_stalls(args) -> dict:
                 k += 1
                 next_t += period
             if c == args.cycles:
+                stalls[-1] = stalls[-1] + (rt.gate.gaps > gaps_before,)
                 break
+            if stalls:  # did the previous stall restart gait detection (a hole in the input > max_sample_gap_s)?
+                stalls[-1] = stalls[-1] + (rt.gate.gaps > gaps_before,)
+            gaps_before = rt.gate.gaps
             last = time.monotonic()
             length, backlog = float(rng.uniform(0.05, 2.0)), bool(c % 2)
             time.sleep(length)
@@ -377,8 +417,9 @@ def run_stalls(args) -> dict:
         if kind != "traj":
             continue
         t_input = kw["mono"] - (kw["wall_ns"] - kw["t_input_ns"]) / 1e9
-        # the last stall longer than the tolerated sample gap (shorter ones are jitter by definition)
-        before = [st for st in stalls if st[1] <= kw["mono"] and st[2] > max_gap]
+        # The last stall that left a hole in the input (gait detection restarted): no cycle may span it. A stall
+        # whose fresh backlog bridged it (hole <= max_sample_gap_s, every sample fresh when used) may be spanned.
+        before = [st for st in stalls if st[1] <= kw["mono"] and st[4]]
         if before and t_input - kw["cycle_s"] < before[-1][1] - 1e-3:  # the cycle began before the resume
             stale_refs += 1
             stale_detail.append((round(before[-1][2], 3), before[-1][3], round(kw["cycle_s"], 3),
@@ -391,7 +432,7 @@ def run_stalls(args) -> dict:
                                           > rates * kw["cycle_s"] / 100 + 1e-3))
     hold_ms, missed = [], 0
     statuses = [(kw["mono"], s) for kind, s, kw in ev if kind == "status"]
-    for last, resume, length, _ in stalls:
+    for last, resume, length, _, _ in stalls:
         if length <= timeout + 2 * period:
             continue  # too short to need a HOLD reliably
         first = next((t for t, s in statuses if last < t <= resume + 0.5 and s == "HOLD"), None)
@@ -403,7 +444,11 @@ def run_stalls(args) -> dict:
     return {
         "cycles": len(stalls), "stall_s_range": [0.05, 2.0], "with_backlog": sum(1 for st in stalls if st[3]),
         "imu_period_ms": round(1e3 * period, 2), "staleness_timeout_s": timeout,
-        "trajectories": len(trajs), "trajectories_from_stale_data": stale_refs, "stale_detail": stale_detail[:10],
+        "stalls_that_restarted_detection": sum(1 for st in stalls if st[4]),
+        "stalls_bridged_by_a_fresh_backlog": sum(1 for st in stalls if st[3] and not st[4]),
+        "trajectories": len(trajs), "trajectories_spanning_a_hole": stale_refs, "detail": stale_detail[:10],
+        "input_age_at_publish_ms_max": round(max((kw["wall_ns"] - kw["t_input_ns"]) / 1e6 for kw in trajs), 2)
+        if trajs else None,
         "trajectories_during_a_stall": during, "angle_limit_violations": limit_viol,
         "rate_limit_violations": rate_viol, "stalls_needing_hold": len(hold_ms) + missed, "hold_missed": missed,
         "hold_after_limit_ms_p50": round(float(np.median(h)), 1) if len(h) else None,
@@ -413,9 +458,6 @@ def run_stalls(args) -> dict:
         "stale_samples_dropped": rt.gate.stale_samples, "input_gaps": rt.gate.gaps, "holds": rt.stats.holds,
         "rejected_cycles": rt.safety.counters.implausible_cycle, "clipped_holds": rt.safety.counters.clipped_hold,
     }
-
-
-ANGLES = ["hip_r", "knee_r", "ankle_r", "hip_l", "knee_l", "ankle_l"]
 
 
 def _send_times(pub, n: int) -> np.ndarray:
@@ -507,7 +549,7 @@ def run_curve(args) -> dict:
     return {"published": sent, **{n: {"received": s.total, "invalid": s.invalid} for n, s in res.items()}}
 
 
-SECTIONS = {"clip": run_clip, "soak": run_soak, "fuzz": run_fuzz, "unplug": run_unplug, "kill": run_kill,
+SECTIONS = {"limits": run_limits, "clip": run_clip, "soak": run_soak, "fuzz": run_fuzz, "unplug": run_unplug, "kill": run_kill,
             "stalls": run_stalls, "slow-subscriber": run_slow_subscriber, "curve": run_curve}
 
 

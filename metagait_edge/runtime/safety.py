@@ -15,7 +15,7 @@ through ``SafetyEnvelope.apply`` before it is published:
   runtime publishes IMU-derived angle estimates whose zero depends on how the sensors sit on the leg (a
   straight knee can read -25 deg, docs/data.md), so ``min_deg``/``max_deg`` are offsets from the walker's
   *neutral*, the mean angle over its last measured cycles (``NeutralPosture``), and the defaults contain
-  every HuGaDB walker's cycles. ``absolute``: for angles calibrated to anatomical joint zero (defaults:
+  every valid HuGaDB walking cycle. ``absolute``: for angles calibrated to anatomical joint zero (defaults:
   anatomical ranges for level walking);
 - a reference the envelope had to change at more than ``max_clipped_fraction`` of its points has been
   clipped into a different shape: HOLD, not published (below the fraction it is published as is);
@@ -73,10 +73,11 @@ def anatomical_joint_limits() -> Dict[str, JointLimit]:
 
 def relative_joint_limits() -> Dict[str, JointLimit]:
     """``limits_frame: relative`` (default): offsets from the walker's neutral (mean angle over its recent
-    cycles) and rates, in degrees and deg/s. Measured on every HuGaDB walking cycle with valid angles (17
-    walkers, 1747 cycles, neutral = mean of the 5 cycles before; docs/reliability.md): deviations reach
-    hip -40/+43, knee -47/+57, ankle -30/+57 deg, point-to-point rates 412 (hip), 521 (knee), 592 (ankle)
-    deg/s; these limits leave a margin above all of them."""
+    cycles) and rates, in degrees and deg/s. Measured on every HuGaDB walking cycle with valid angle channels
+    (1747 cycles of 5 walkers: the 17 walking files whose gyroscopes are not corrupted; neutral = mean of the
+    5 cycles before; ``python benchmarks/reliability.py limits``, docs/reliability.md): deviations reach hip
+    -40/+43, knee -47/+57, ankle -30/+57 deg, point-to-point rates 412 (hip), 521 (knee), 592 (ankle) deg/s;
+    these limits leave a margin above all of them."""
     return _both_legs(JointLimit(-45.0, 50.0, 480.0), JointLimit(-55.0, 70.0, 620.0), JointLimit(-35.0, 65.0, 700.0))
 
 
