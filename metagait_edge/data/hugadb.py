@@ -1,4 +1,4 @@
-"""HuGaDB v1 text files: reader, units and the dataset index.
+"""HuGaDB v1 text files: the reader (strict :func:`parse_file`, lenient :func:`read_imu_rows`), units, the index.
 
 A file ``HuGaDB_v1_<activity>_<PP>_<CC>.txt`` has 4 header lines (``#Activity``, ``#ActivityID``,
 ``#Date``, column names) and then tab-separated integer rows of 39 columns: 6 IMUs x (acc_x, acc_y,
@@ -152,6 +152,56 @@ def _diagnose(path: Path, lines: Sequence[bytes], first_line: int) -> HuGaDBForm
     return HuGaDBFormatError(f"{path}: could not parse the data rows")
 
 
+def _table(lines: Sequence[bytes]) -> np.ndarray | None:
+    """int64 [N, 39] of tab-separated data lines, or None if any line is malformed (``_diagnose`` says which)."""
+    try:
+        table = np.loadtxt(lines, dtype=np.int64, delimiter="\t", ndmin=2)
+    except ValueError:
+        return None
+    return table if table.shape[1] == N_COLUMNS else None
+
+
+def _glitch_rows(table: np.ndarray) -> np.ndarray:
+    """Rows of an int64 [N, 39] table holding serial glitches: IMU values outside int16 or EMG outside uint8."""
+    imu, emg = table[:, :36], table[:, 36:38]
+    return (imu < INT16_MIN).any(1) | (imu > INT16_MAX).any(1) | (emg < 0).any(1) | (emg > 255).any(1)
+
+
+@dataclass
+class ImuRows:
+    rows: np.ndarray  # int16 [N, 36] raw counts
+    skipped: int  # data lines dropped: serial glitches (the rule of parse_file) and malformed lines
+
+
+def read_imu_rows(path: str | os.PathLike) -> ImuRows:
+    """The 36 IMU columns of a HuGaDB-like text file, leniently (``metagait-edge record``, the ROS ``hugadb:`` port).
+
+    Unlike :func:`parse_file` it takes any file name, skips header lines (``#...`` or starting with a
+    letter) wherever they are, and drops malformed lines (not 39 integers) as it drops glitch rows, counting
+    both. A file without a single data row raises ``HuGaDBFormatError``.
+    """
+    lines = [ln for ln in Path(path).read_bytes().splitlines()
+             if ln.strip() and not ln.startswith(b"#") and not ln.lstrip()[:1].isalpha()]
+    table = _table(lines) if lines else None
+    malformed = 0
+    if table is None:
+        parsed = []
+        for line in lines:
+            parts = line.split()
+            try:
+                values = [int(p) for p in parts]
+            except ValueError:
+                values = []
+            if len(values) == N_COLUMNS:
+                parsed.append(values)
+        malformed = len(lines) - len(parsed)
+        table = np.asarray(parsed, dtype=np.int64).reshape(-1, N_COLUMNS)
+    keep = ~_glitch_rows(table)
+    if not keep.any():
+        raise HuGaDBFormatError(f"{path}: no HuGaDB data rows (expected 39 tab-separated integers per row)")
+    return ImuRows(table[keep, :36].astype(np.int16), malformed + int((~keep).sum()))
+
+
 def parse_file(path: str | os.PathLike, config: HuGaDBConfig = HuGaDBConfig()) -> Recording:
     """Parse one HuGaDB text file; bad input raises ``HuGaDBFormatError`` naming the file and line."""
     path = Path(path)
@@ -175,16 +225,13 @@ def parse_file(path: str | os.PathLike, config: HuGaDBConfig = HuGaDBConfig()) -
     body = lines[HEADER_LINES:]
     if not body:
         raise HuGaDBFormatError(f"{path}: no data rows after the header (truncated file?)")
-    try:
-        table = np.loadtxt(body, dtype=np.int64, delimiter="\t", ndmin=2)
-    except ValueError:
-        raise _diagnose(path, body, HEADER_LINES + 1) from None
-    if table.shape[1] != N_COLUMNS:
+    table = _table(body)
+    if table is None:
         raise _diagnose(path, body, HEADER_LINES + 1)
     imu = table[:, :36]
     emg = table[:, 36:38]
     act = table[:, 38]
-    bad = (imu < INT16_MIN).any(1) | (imu > INT16_MAX).any(1) | (emg < 0).any(1) | (emg > 255).any(1)
+    bad = _glitch_rows(table)
     bad_act = ~np.isin(act, list(ACTIVITIES)) & ~bad
     if bad_act.any():
         k = int(np.flatnonzero(bad_act)[0])

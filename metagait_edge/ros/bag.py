@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from metagait_edge import ros
+from metagait_edge.data import hugadb
 from metagait_edge.imu.replay import register_row_reader
 from metagait_edge.ros import msgs
 from metagait_edge.sensors import HUGADB_RATE_HZ
@@ -298,29 +299,12 @@ def resolve_hugadb_file(name: str) -> Path:
     return candidate
 
 
-@dataclasses.dataclass
-class HugadbRows:
-    rows: np.ndarray  # int16 [N, 36]
-    skipped: int  # data rows rejected (serial glitches outside int16, wrong column count)
-
-
-def read_hugadb_rows(path: str | os.PathLike) -> HugadbRows:
-    """The 36 IMU columns of a HuGaDB text file; header lines are skipped, glitch rows counted."""
-    from metagait_edge.imu.protocol import N_CHANNELS, parse_hugadb_line
-
-    rows, skipped = [], 0
-    with open(path, "r", encoding="ascii", errors="replace") as fh:
-        for line in fh:
-            if line.startswith("#") or not line.strip() or line.lstrip()[0].isalpha():
-                continue
-            values = parse_hugadb_line(line)
-            if values is None:
-                skipped += 1
-                continue
-            rows.append(values[:N_CHANNELS])
-    if not rows:
-        raise BagError(f"{path}: no HuGaDB data rows (expected 39 tab-separated integers per row)")
-    return HugadbRows(np.asarray(rows, dtype=np.int16), skipped)
+def read_hugadb_rows(path: str | os.PathLike) -> hugadb.ImuRows:
+    """The 36 IMU columns of a HuGaDB text file (``data.hugadb.read_imu_rows``); no data row is a BagError."""
+    try:
+        return hugadb.read_imu_rows(path)
+    except hugadb.HuGaDBFormatError as exc:
+        raise BagError(str(exc)) from None
 
 
 def synthetic_session(num_frames: int, rate_hz: float = HUGADB_RATE_HZ, seed: int = 0,
