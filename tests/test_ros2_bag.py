@@ -114,3 +114,20 @@ def test_record_and_replay_commands(tmp_path, capsys):
     assert main(["record", "--out", str(tmp_path / "x"), "--source", "hugadb"]) == 1
     assert main(["replay", str(tmp_path / "nope")]) == 1
     assert "bag not found" in capsys.readouterr().err
+
+
+def test_synthetic_session_walks_like_the_synthetic_imu():
+    """The session's IMU is the library's one synthetic walker: the gait detector finds one cycle per stride."""
+    from metagait_edge.data.gait_events import CausalGaitDetector
+    from metagait_edge.imu.protocol import CHANNEL_NAMES, channel_scale
+
+    rate, cycle_frames = 58.8, 54
+    session = bag.synthetic_session(20 * cycle_frames, rate_hz=rate, cycle_frames=cycle_frames)
+    gyro = (session["rows"] * channel_scale(np.float32))[:, CHANNEL_NAMES.index("gyro_rs_y")]
+    events = CausalGaitDetector(rate).run(gyro)
+    assert 18 <= len(events) <= 20
+    assert np.all(np.abs(np.diff([e.index for e in events]) - cycle_frames) <= 2)
+    assert len(session["trajectories"]) == 20
+    acc = session["rows"] * channel_scale(np.float32)
+    for seg in ("rs", "ls", "rt", "lt"):  # HuGaDB's mounting: gravity along each shank's and thigh's -x
+        assert -1.3 < acc[:, CHANNEL_NAMES.index(f"acc_{seg}_x")].mean() < -0.7

@@ -311,21 +311,16 @@ def synthetic_session(num_frames: int, rate_hz: float = HUGADB_RATE_HZ, seed: in
                       image_every: int = 4, cycle_frames: int = 54) -> dict[str, Any]:
     """A short synthetic gait session: raw IMU frames, silhouettes and one trajectory per gait cycle.
 
-    Periodic (sinusoidal) IMU counts with noise, a moving ellipse silhouette (64x44 mono8), and, for
-    each completed cycle, the cycle of the shin gyros resampled to 101 points as a trajectory. This is
-    test and demo data for the transport, not a gait model.
+    The IMU is the library's synthetic walker (``imu.synthetic.synthetic_imu``: HuGaDB's mean cycle, one
+    stride every ``cycle_frames`` samples), a moving ellipse silhouette (64x44 mono8), and, for each
+    completed cycle, the cycle of the shin gyros resampled to 101 points as a trajectory. This is test and
+    demo data for the transport, not a gait model.
     """
-    rng = np.random.default_rng(seed)
+    from metagait_edge.imu.synthetic import synthetic_imu
+
     t = np.arange(num_frames)
     phase = 2 * np.pi * t / cycle_frames
-    base = np.zeros((num_frames, 36))
-    for imu in range(6):
-        shift = np.pi if imu >= 3 else 0.0  # left leg half a cycle behind
-        for axis in range(6):
-            amplitude = 4000.0 if axis < 3 else 1500.0 * (1 + imu % 3)
-            base[:, imu * 6 + axis] = amplitude * np.sin(phase + shift + axis * 0.4)
-    base[:, 2::6] += 16384.0 * 0.5  # part of gravity on the z accelerometers
-    rows = np.clip(np.rint(base + rng.normal(0, 30, base.shape)), -32768, 32767).astype(np.int16)
+    rows = synthetic_imu(num_frames, rate_hz, seed, cadence_hz=rate_hz / cycle_frames, stride_jitter=0.0)
     stamps = (np.rint(t * 1e9 / rate_hz)).astype(np.int64)
     images = []
     for i in range(0, num_frames, max(image_every, 1)):
