@@ -123,4 +123,4 @@ class CalibrationNode(Node):
 
 
 def main(args=None) -> None:
-    spin_node(CalibrationNode, lambda: MultiThreadedExecutor(num_threads=4), args=args)
+    spin_node("calibration_node", CalibrationNode, lambda: MultiThreadedExecutor(num_threads=4), args=args)

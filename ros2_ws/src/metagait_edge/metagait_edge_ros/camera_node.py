@@ -141,4 +141,4 @@ class CameraNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    spin_node(CameraNode, args=args)
+    spin_node("camera_node", CameraNode, args=args)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import array
+import ctypes
 import importlib
+import os
 import signal
+import sys
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import rclpy
+import rclpy.logging
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import Executor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
@@ -74,14 +79,18 @@ def declare_gait_params(node: Node) -> None:
     # Declared with dynamic typing, so that a value of the wrong type (`-p baud_rate:=fast`) does not crash the
     # node while it is built: read_gait_params checks every value against the schema at configure and names
     # the parameter that is wrong.
-    descriptor = ParameterDescriptor(dynamic_typing=True)
+    node.gait_param_errors = {}
     for name, default in defaults().items():
         if isinstance(default, list):
-            # An empty list has no inferable parameter type: declare the type; read_gait_params maps "unset"
-            # to the schema's default.
-            node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor)
+            # An empty list has no inferable parameter type (and a typed declaration cannot be dynamic):
+            # declare the type; read_gait_params maps "unset" to the schema's default.
+            try:
+                node.declare_parameter(name, Parameter.Type.STRING_ARRAY)
+            except InvalidParameterTypeException as exc:
+                node.gait_param_errors[name] = f"{name}: expected a list of strings ({exc})"
+                node.declare_parameter(name, Parameter.Type.STRING_ARRAY, ignore_override=True)
         else:
-            node.declare_parameter(name, default, descriptor)
+            node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
 
 
 def _value(node: Node, name: str, default: Any) -> Any:
@@ -96,6 +105,9 @@ def _value(node: Node, name: str, default: Any) -> Any:
 
 def read_gait_params(node: Node, changes: Sequence[Parameter] = ()) -> GaitParams:
     """The node's parameters (with ``changes`` applied) checked against the schema; ValueError names the key."""
+    errors = getattr(node, "gait_param_errors", {})
+    if errors:
+        raise ValueError("; ".join(errors.values()))
     values = {name: _value(node, name, default) for name, default in defaults().items()}
     for p in changes:
         values[p.name] = list(p.value) if isinstance(p.value, (list, tuple)) else p.value
@@ -128,7 +140,8 @@ def on_runtime_params(node: Node, configured: Callable[[], bool], apply: Callabl
     node.add_on_set_parameters_callback(check)
 
 
-def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executor] | None = None, args=None) -> None:
+def spin_node(name: str, make_node: Callable[[], Node], make_executor: Callable[[], Executor] | None = None,
+              args=None) -> None:
     """Run a node until shutdown (SIGINT/SIGTERM from ``ros2 launch`` or the terminal) and exit cleanly.
 
     rclpy raises ``ExternalShutdownException`` (Jazzy) or ``KeyboardInterrupt`` when the context is shut down
@@ -141,6 +154,7 @@ def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executo
     # and then chains to these.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    _end_with_parent()
     rclpy.init(args=args)
     node = executor = None
     try:
@@ -165,6 +179,9 @@ def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executo
             release = getattr(node, "release", None)
             if release is not None:
                 release()
+            node.get_logger().info("shut down: ports, sockets and threads released")
+        else:
+            rclpy.logging.get_logger(name).info("shut down: ports, sockets and threads released (before it was up)")
             if executor is not None:
                 executor.shutdown()
             node.destroy_node()
@@ -175,6 +192,21 @@ def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executo
 def _ignore_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _end_with_parent() -> None:
+    """SIGTERM this process when its parent dies (Linux): ROS 2 launch, when it is itself sent SIGTERM, exits
+    without stopping its processes ("can result in orphaned processes"); a node must not outlive it and keep
+    driving an exoskeleton unsupervised."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: the node just does not get the signal
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect: nothing started yet, nothing to release
+        sys.exit(0)
 
 
 def _interrupt(signum, frame) -> None:

@@ -99,4 +99,4 @@ class ImuNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    spin_node(ImuNode, args=args)
+    spin_node("imu_node", ImuNode, args=args)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
 import time
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from metagait_edge.imu.replay import PacedThread
 from metagait_edge.ros import msgs
 from metagait_edge_ros.params import BAG_PREFIX, HUGADB_PREFIX, SYNTHETIC_PORT, GaitParams
 
@@ -35,36 +35,21 @@ class ImuSource(Protocol):
     def stop(self, timeout: float = 2.0) -> None: ...
 
 
-class _ReplaySource:
-    """Plays runtime ImuFrames at ``rate_hz`` on a thread, in a loop (bag replay and synthetic demo)."""
+class _ReplaySource(PacedThread):
+    """Plays runtime ImuFrames at ``rate_hz`` on a thread, in a loop (bag replay and synthetic demo).
+
+    The library's one replay loop (``metagait_edge.imu.replay.PacedThread``), calling
+    ``on_frame(frame, host_monotonic_s)``.
+    """
 
     def __init__(self, frames: list, rate_hz: float, on_frame: FrameCallback, name: str) -> None:
         if not frames:
             raise ValueError(f"IMU source {name}: no frames to play")
-        self.frames, self.period, self.on_frame, self.name = frames, 1.0 / rate_hz, on_frame, name
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.frames, self.on_frame, self.name = frames, on_frame, name
+        super().__init__(self._play, len(frames), rate_hz, thread_name=f"imu-replay:{name}", loop=True)
 
-    def start(self) -> _ReplaySource:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"imu-replay:{self.name}", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        t_next = time.monotonic()
-        i = 0
-        while not self._stop.is_set():
-            self.on_frame(self.frames[i % len(self.frames)], time.monotonic())
-            i += 1
-            t_next += self.period
-            self._stop.wait(max(0.0, t_next - time.monotonic()))
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def _play(self, k: int) -> None:
+        self.on_frame(self.frames[k % len(self.frames)], time.monotonic())
 
 
 def _check_serial_port(port: str) -> None:

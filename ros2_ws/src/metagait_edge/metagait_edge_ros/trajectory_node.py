@@ -230,4 +230,4 @@ class TrajectoryNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    spin_node(TrajectoryNode, args=args)
+    spin_node("trajectory_node", TrajectoryNode, args=args)

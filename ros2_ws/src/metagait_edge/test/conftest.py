@@ -122,11 +122,14 @@ class Launched:
     """A process started as a user starts it (`ros2 launch ...`, `ros2 run ...`), output kept in a file."""
 
     def __init__(self, argv: list[str], name: str) -> None:
-        self.log = Path(tempfile.mkdtemp(prefix=f"metagait-{name}-")) / "output.txt"
+        folder = Path(tempfile.mkdtemp(prefix=f"metagait-{name}-"))
+        self.log = folder / "output.txt"
+        self.ros_log_dir = folder / "ros_log"  # each node's own log file (rcl), which outlives a killed launch
         self._fh = self.log.open("w")
         # A process started from a non-interactive shell inherits SIGINT ignored; restore it so that SIGINT
         # reaches launch and the nodes as it does from a terminal.
         self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "ROS_LOG_DIR": str(self.ros_log_dir)},
                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.returncode: int | None = None
 
@@ -172,6 +175,35 @@ def launch_gait(tmp: Path, name: str, args: dict[str, str], params: dict | None 
         argv.append(f"params_file:={path}")
     argv += [f"{k}:={v}" for k, v in args.items()]
     return Launched(argv, name)
+
+
+def nodes_shut_down_cleanly(launched: Launched) -> set[str]:
+    """Nodes whose own rcl log file (ROS_LOG_DIR of the launch) records the end of their clean shutdown."""
+    text = "".join(p.read_text(errors="replace") for p in launched.ros_log_dir.glob("*.log"))
+    return set(re.findall(r"\[(\w+)\]: shut down: ports, sockets and threads released", text))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def assert_nodes_ended_cleanly_after_sigterm(launched: Launched, expected_nodes: set[str]) -> None:
+    """SIGTERM to ros2 launch: upstream launch exits without stopping its processes; each node gets SIGTERM
+    from the kernel when its parent dies (PR_SET_PDEATHSIG), must be gone within seconds, and must have run
+    its clean shutdown (its own log file says so), with no traceback anywhere."""
+    pids = launched.node_pids()
+    assert expected_nodes <= set(pids), pids
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids.values()):
+        time.sleep(0.2)
+    alive = {n for n, p in pids.items() if pid_alive(p)}
+    assert not alive, f"orphaned nodes still running: {alive}"
+    assert expected_nodes <= nodes_shut_down_cleanly(launched), nodes_shut_down_cleanly(launched)
+    assert "Traceback" not in launched.output(), launched.output()[-4000:]
 
 
 def assert_clean_exit(launched: Launched, expected_nodes: set[str]) -> None:

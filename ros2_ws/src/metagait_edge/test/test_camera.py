@@ -13,10 +13,12 @@ import time
 import cv2
 import numpy as np
 import pytest
+from rclpy.action import ActionClient
 from sensor_msgs.msg import Image
 
-from conftest import WALK, assert_clean_exit, launch_gait, spin_until, wait_state
+from conftest import WALK, assert_nodes_ended_cleanly_after_sigterm, launch_gait, spin_until, wait_state
 from metagait_edge import ros
+from metagait_edge_interfaces.action import Calibrate
 from metagait_edge_interfaces.msg import WalkerIdentity
 from metagait_edge_ros.common import DEFAULT_QOS, SENSOR_QOS
 
@@ -61,6 +63,9 @@ def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery,
     sub_i = probe.create_subscription(WalkerIdentity, ros.IDENTITY_TOPIC, identities.append, DEFAULT_QOS)
     try:
         assert wait_state(probe, "camera_node", "active", 90.0) == "active", launched.output()[-4000:]
+        calibrate = ActionClient(probe, Calibrate, "/calibrate")
+        assert calibrate.wait_for_server(timeout_sec=90.0)  # every node is up before the SIGTERM below
+        calibrate.destroy()
         assert spin_until(probe, lambda: len(identities) >= 1 and len(silhouettes) >= 30, 60.0), (
             len(silhouettes), len(identities), launched.output()[-3000:])
     finally:
@@ -74,4 +79,4 @@ def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery,
     ident = identities[-1]
     assert ident.num_frames == 30 and ident.best_match in enrolled
     assert np.isfinite(ident.score)
-    assert_clean_exit(launched, {"imu_node", "trajectory_node", "calibration_node", "camera_node"})
+    assert_nodes_ended_cleanly_after_sigterm(launched, {"imu_node", "trajectory_node", "calibration_node", "camera_node"})

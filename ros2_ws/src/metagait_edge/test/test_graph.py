@@ -27,7 +27,7 @@ from sensor_msgs.msg import Imu
 from trajectory_msgs.msg import JointTrajectory
 
 from conftest import (
-    WALK, assert_clean_exit, call, change_state, free_port, launch_gait, port_is_free, spin_for, spin_until,
+    WALK, assert_clean_exit, call, nodes_shut_down_cleanly, change_state, free_port, launch_gait, port_is_free, spin_for, spin_until,
     wait_state,
 )
 from metagait_edge import ros
@@ -288,3 +288,4 @@ def test_cleanup_releases_the_zeromq_socket_and_configure_rebinds_it(graph, prob
 def test_sigint_ends_every_node_cleanly(graph):
     graph.stop(signal.SIGINT)
     assert_clean_exit(graph, NODES)
+    assert NODES <= nodes_shut_down_cleanly(graph)
