@@ -143,3 +143,15 @@ def test_real_simulated_corruption_does_not_move_events():
     corrupt = detect_leg_events(np.clip(counts * 10, -32768, 32767) / 16.4, FS, corrupted=True).ic
     matched, off = match_events(clean, corrupt, 1)
     assert matched.mean() >= 0.98
+
+
+def test_causal_per_sample_filter_equals_scipy_sosfilt():
+    from scipy import signal
+
+    x = np.random.default_rng(1).normal(0, 200, 500)
+    det = CausalGaitDetector(FS)
+    for v in x:
+        det.push(v)
+    s = x * det.config.swing_sign
+    _, zf = signal.sosfilt(det._sos, s, zi=signal.sosfilt_zi(det._sos) * s[0])
+    np.testing.assert_allclose(np.asarray(det._zi), zf, rtol=1e-9, atol=1e-9)

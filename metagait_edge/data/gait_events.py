@@ -187,14 +187,17 @@ class CausalGaitDetector:
         self.corrupted = corrupted
         self._sos = _sos(config, self.fs)
         self._zi_unit = signal.sosfilt_zi(self._sos)
-        self._sosfilt = signal.sosfilt
+        # Per-sample filtering in plain Python (direct form II transposed, as sosfilt): scipy's call overhead
+        # per one-sample array was ~80 us, this is ~2 us.
+        self._sections = [tuple(float(v) for v in row) for row in self._sos]
         self.delay = causal_delay_samples(config, self.fs)
         self._min_stride = max(1, int(round(config.min_stride_s * self.fs)))
         self._max_gap = config.max_swing_to_ic_s * self.fs
         self.reset()
 
     def reset(self) -> None:
-        self._zi: np.ndarray | None = None
+        self._zi: list[list[float]] | None = None
+        self._period = math.nan
         self.t = -1
         self._y1 = self._y2 = math.nan
         self._in_swing = False
@@ -214,8 +217,7 @@ class CausalGaitDetector:
         """Gait phase in percent since the last IC (0-100, clipped below 100); NaN before one stride."""
         if self._last_ic is None or not self._strides:
             return math.nan
-        period = float(np.median(self._strides))
-        return float(min(99.9, max(0.0, 100.0 * (self.t - self.delay - self._last_ic) / period)))
+        return float(min(99.9, max(0.0, 100.0 * (self.t - self.delay - self._last_ic) / self._period)))
 
     def push(self, sample: float) -> GaitEvent | None:
         self.t += 1
@@ -223,9 +225,14 @@ class CausalGaitDetector:
         if self.corrupted:
             s /= self.config.corrupted_gain
         if self._zi is None:
-            self._zi = self._zi_unit * s  # start at steady state on the first sample: no start-up transient
-        out, self._zi = self._sosfilt(self._sos, np.array([s]), zi=self._zi)
-        y = float(out[0])
+            # start at steady state on the first sample: no start-up transient
+            self._zi = [[float(v) * s for v in row] for row in self._zi_unit]
+        y = s
+        for (b0, b1, b2, _, a1, a2), z in zip(self._sections, self._zi):
+            x = y
+            y = b0 * x + z[0]
+            z[0] = b1 * x - a1 * y + z[1]
+            z[1] = b2 * x - a2 * y
         y1, y2 = self._y1, self._y2
         self._y2, self._y1 = y1, y
         event = None
@@ -244,6 +251,7 @@ class CausalGaitDetector:
                 stride = None if self._last_ic is None else ic - self._last_ic
                 if stride is not None and self._min_stride <= stride <= self.config.max_stride_s * self.fs:
                     self._strides.append(stride)
+                    self._period = float(np.median(self._strides))
                 self._last_ic = ic
                 self._heights.append(self._ms_h)
                 event = GaitEvent(ic, self.t, self._ms - self.delay, stride)
