@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from metagait_edge.imu import protocol as P
-from metagait_edge.imu.replay import FileImuSource, read_rows
+from metagait_edge.imu.replay import FileImuSource, PacedThread, pace, read_rows
 from metagait_edge.runtime.config import SourceConfig
 
 
@@ -61,3 +61,37 @@ def test_a_recorded_bag_replays_every_imu_frame_into_the_runtime(tmp_path):
 def test_an_unknown_recorded_kind_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="'camera'"):
         read_rows("camera", tmp_path / "x")
+
+
+def test_pace_keeps_an_absolute_schedule_loops_and_stops_during_a_wait():
+    now, calls = [0.0], []
+
+    def sleep(dt):
+        now[0] += dt
+
+    def emit(k):
+        calls.append((k, round(now[0], 9)))
+        now[0] += 0.03 if k == 1 else 0.001  # call 1 is late by 2 periods' worth
+
+    sent, _ = pace(emit, 3, 100.0, loop=True, max_frames=7, clock=lambda: now[0], sleep=sleep)
+    assert sent == 7 and [k for k, _ in calls] == list(range(7))
+    # item k at k * 10 ms; the late ones go at once and the schedule is kept (item 5 back on time)
+    assert [t for _, t in calls] == pytest.approx([0.0, 0.01, 0.04, 0.041, 0.042, 0.05, 0.06])
+    stopped = []
+    sent, _ = pace(lambda k: stopped.append(k), 5, 100.0, clock=lambda: now[0],
+                   sleep=lambda dt: None, should_stop=lambda: len(stopped) == 2)
+    assert sent == 2 and stopped == [0, 1]
+
+
+def test_paced_thread_stops_without_one_more_call_and_refuses_nothing_to_play():
+    calls = []
+    player = PacedThread(calls.append, 4, 2.0, thread_name="t", loop=True).start()  # a call every 0.5 s
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    player.stop(2.0)
+    assert time.monotonic() - t0 < 0.3 and calls == [0]  # stop ends the wait at once; no call after it
+    done = PacedThread(calls.append, 3, 500.0, thread_name="t").start()
+    done.wait(2.0)
+    assert calls == [0, 0, 1, 2]
+    with pytest.raises(ValueError, match="nothing to replay"):
+        PacedThread(calls.append, 0, 10.0, thread_name="empty")

@@ -3,7 +3,7 @@
 IMU: a held-out HuGaDB subject's walking recording (real data from ``$METAGAIT_DATA``; default subject 8,
 a fold-0 test subject whose walking files have no corrupted gyroscope), or a synthetic gait
 (``imu.synthetic.synthetic_imu``) when the data is absent. Frames go out in the binary protocol
-(``imu.protocol``) at ``rate_hz`` on an absolute schedule through a pty; the reader opens a
+(``imu.protocol``) at ``rate_hz`` on an absolute schedule (``imu.replay.PacedThread``) through a pty; the reader opens a
 stable symlink to the pty slave, so ``unplug()`` / ``replug()`` emulate a USB device that disappears and
 comes back under the same name.
 
@@ -24,6 +24,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from metagait_edge.imu.protocol import encode_frame
+from metagait_edge.imu.replay import PacedThread
 from metagait_edge.sensors import HUGADB_RATE_HZ
 
 log = logging.getLogger(__name__)
@@ -137,8 +139,7 @@ class PtySerialLink:
         self.lost = 0  # frames the pty refused (nobody reading and buffer full)
         self._fds: Optional[tuple] = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._player: Optional[PacedThread] = None
         self._plugged = threading.Event()
         self.replug()
 
@@ -183,42 +184,29 @@ class PtySerialLink:
                 self.lost += 1
 
     def start(self, max_frames: Optional[int] = None) -> "PtySerialLink":
-        self._thread = threading.Thread(target=self._run, args=(max_frames,), name="virtual-walker-imu", daemon=True)
-        self._thread.start()
+        self._player = PacedThread(self._send, len(self.samples), self.rate_hz, thread_name="virtual-walker-imu",
+                                   loop=self.loop, max_frames=max_frames, clock=time.perf_counter).start()
         return self
 
-    def _run(self, max_frames: Optional[int]) -> None:
-        from metagait_edge.imu.protocol import encode_frame
-
-        period = 1.0 / self.rate_hz
-        n = len(self.samples)
-        total = max_frames if max_frames is not None else (None if self.loop else n)
-        t0 = time.perf_counter()
-        k = 0
-        while (total is None or k < total) and not self._stop.is_set():
-            frame = encode_frame(k, int(round(k * period * 1e6)), self.samples[k % n])
-            delay = t0 + k * period - time.perf_counter()
-            if delay > 0:
-                self._stop.wait(delay)
-            self.write_times_ns[k % len(self.write_times_ns)] = time.time_ns()
-            self._write(frame)
-            k += 1
-            self.written = k
+    def _send(self, k: int) -> None:
+        frame = encode_frame(k, int(round(k * (1.0 / self.rate_hz) * 1e6)), self.samples[k % len(self.samples)])
+        self.write_times_ns[k % len(self.write_times_ns)] = time.time_ns()
+        self._write(frame)
+        self.written = k + 1
 
     def write_time_ns(self, seq: int) -> Optional[int]:
         """When frame ``seq`` was written (CLOCK_REALTIME ns), or None if unknown or already overwritten."""
         return frame_write_time(self.write_times_ns, seq, self.written)
 
     def wait(self, timeout: Optional[float] = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._player is not None:
+            self._player.wait(timeout)
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop writing; after ``drain_s`` seconds (time for the reader to take what is in flight) unplug."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-            self._thread = None
+        if self._player is not None:
+            self._player.stop(2.0)
+            self._player = None
         if drain_s > 0:
             time.sleep(drain_s)
         self.unplug()
