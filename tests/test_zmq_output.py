@@ -260,8 +260,12 @@ def test_listen_command_summary_and_exit_codes(capsys):
     assert rc == 0
     assert "received 6 valid message(s)" in out and "gait.trajectory: 6 received" in out
     assert "gait.status" not in out and "latency ms" in out and "walker=w02" in out
+    assert "trajectory input age ms" in out
     # Nobody publishing: --count not reached before --timeout.
     assert main(["listen", "--endpoint", ep, "--count", "1", "--timeout", "0.3"]) == 3
+    # A run that never produced a trajectory is not a success when one is required (issue 16 #1).
+    assert main(["listen", "--endpoint", ep, "--timeout", "0.3", "--require", "gait.trajectory"]) == 4
+    assert "no valid message on gait.trajectory" in capsys.readouterr().err
 
 
 def test_listen_exits_nonzero_on_invalid_messages(capsys):

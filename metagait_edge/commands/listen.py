@@ -3,7 +3,7 @@
 Connects to the runtime's PUB socket, validates every message against the schema, prints one line
 per message and a summary (received per topic, invalid, sequence gaps, latency from the header's
 ``t_ns``). Exit status: 0 all valid, 1 an invalid message was received, 3 ``--count`` not reached
-before ``--timeout``. ``--gen-keys DIR`` creates CURVE key pairs and exits.
+before ``--timeout``, 4 a ``--require``d topic had no valid message. ``--gen-keys DIR`` creates CURVE key pairs and exits.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gen-keys", metavar="DIR", help="create server and client CURVE key pairs in DIR and exit")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.add_argument(
+        "--require", nargs="+", default=(), metavar="TOPIC",
+        help="exit 4 unless at least one valid message of each of these topics arrived (e.g. gait.trajectory)",
+    )
 
 
 @dataclass
@@ -193,4 +197,8 @@ def run(args: argparse.Namespace) -> int:
     if args.count is not None and summary.total < args.count:
         print(f"listen: only {summary.total} of {args.count} message(s) before the timeout", file=sys.stderr)
         return 3
+    missing = [t for t in args.require if not summary.received.get(t)]
+    if missing:  # e.g. a runtime that ran but never produced a trajectory is not a success
+        print(f"listen: no valid message on {', '.join(missing)}", file=sys.stderr)
+        return 4
     return 0
