@@ -9,6 +9,7 @@
 # 3. ROS_DOMAIN_ID is set per shell (from its PID) unless already set, so that concurrent test runs on one
 #    machine never see each other's topics.
 # 4. The workspace's own install/setup.bash is sourced when it exists (after `make ros2-ws`).
+# 5. METAGAIT_DATA defaults to ../shared/data beside the project when that folder exists, as in the Makefile.
 #
 # Needs bash; sets METAGAIT_ROS2_SOURCE to what it used.
 
@@ -50,6 +51,10 @@ fi
 if [ -f "$_metagait_ws/install/setup.bash" ]; then
   # shellcheck disable=SC1091
   source "$_metagait_ws/install/setup.bash"
+fi
+# The data root, as the Makefile sets it: ../shared/data beside the project when it exists (README, Data).
+if [ -z "${METAGAIT_DATA:-}" ] && [ -d "$_metagait_root/../shared/data" ]; then
+  export METAGAIT_DATA="$(cd "$_metagait_root/../shared/data" && pwd)"
 fi
 export METAGAIT_ROS2_SOURCE
 unset _metagait_ws _metagait_root _metagait_prefix _metagait_underlay _distro

@@ -24,7 +24,7 @@ from metagait_edge.ros import msgs
 from metagait_edge_interfaces.msg import WalkerIdentity
 from metagait_edge_ros.common import (
     DEFAULT_QOS, SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params,
-    read_gait_params, spin_node,
+    read_gait_params, refuse_invalid_transitions, spin_node,
 )
 from metagait_edge_ros.runtime_adapter import load_recognizer
 
@@ -34,6 +34,7 @@ class CameraNode(LifecycleNode):
         super().__init__("camera_node", **kwargs)
         self.factory = RclpyFactory()
         declare_gait_params(self)
+        refuse_invalid_transitions(self)
         self.params = None
         self.capture = None
         self.subscription = None

@@ -14,9 +14,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import rclpy
 import rclpy.logging
+from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import Executor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -112,6 +114,26 @@ def read_gait_params(node: Node, changes: Sequence[Parameter] = ()) -> GaitParam
     for p in changes:
         values[p.name] = list(p.value) if isinstance(p.value, (list, tuple)) else p.value
     return from_dict(GaitParams, values)
+
+
+def refuse_invalid_transitions(node: Node) -> None:
+    """Answer an impossible lifecycle request (e.g. ``activate`` on an active node) with success=False and a
+    warning: rclpy's lifecycle raises from its service callback there, which ends the whole node process."""
+    for service in node.services:
+        if service.srv_type is not ChangeState:
+            continue
+        original = service.callback
+
+        def guarded(request, response, original=original):
+            try:
+                return original(request, response)
+            except _rclpy.RCLError as exc:
+                node.get_logger().warning(
+                    f"refused lifecycle transition {request.transition.label or request.transition.id}: {exc}")
+                response.success = False
+                return response
+
+        service.callback = guarded
 
 
 def configure_failed(node: Node, exc: BaseException) -> TransitionCallbackReturn:

@@ -17,7 +17,7 @@ from metagait_edge import ros
 from metagait_edge.ros import msgs
 from metagait_edge_ros.common import (
     SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params, read_gait_params,
-    ros_stamp_ns, spin_node,
+    refuse_invalid_transitions, ros_stamp_ns, spin_node,
 )
 from metagait_edge_ros.runtime_adapter import open_imu_source
 
@@ -27,6 +27,7 @@ class ImuNode(LifecycleNode):
         super().__init__("imu_node", **kwargs)
         self.factory = RclpyFactory()
         declare_gait_params(self)
+        refuse_invalid_transitions(self)
         self.params = None
         self.source = None
         self.running = False

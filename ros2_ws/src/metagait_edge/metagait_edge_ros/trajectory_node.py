@@ -27,7 +27,7 @@ from metagait_edge.ros import msgs
 from metagait_edge_interfaces.msg import GaitStatus, GaitTrajectory
 from metagait_edge_ros.common import (
     DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params,
-    read_gait_params, spin_node,
+    read_gait_params, refuse_invalid_transitions, spin_node,
 )
 from metagait_edge_ros.runtime_adapter import hold_output, load_runtime, open_zmq_output, trajectory_output
 
@@ -40,6 +40,7 @@ class TrajectoryNode(LifecycleNode):
         super().__init__("trajectory_node", **kwargs)
         self.factory = RclpyFactory()
         declare_gait_params(self)
+        refuse_invalid_transitions(self)
         self.params = None  # set by configure
         self.runtime = None
         self.zmq = None

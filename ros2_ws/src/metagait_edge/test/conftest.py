@@ -66,17 +66,25 @@ def spin_for(node, seconds: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.05)
 
 
-def call(node, client, request, timeout: float = 10.0):
+def call(node, client, request, timeout: float = 10.0, retry_s: float | None = None):
+    """Call a service. With ``retry_s`` the request is sent again every ``retry_s`` seconds until ``timeout``
+    (only for idempotent requests): DDS discovery can still list a server of a process that just ended, and
+    a request sent before the new server matched is lost."""
     assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
-    future = client.call_async(request)
-    assert spin_until(node, future.done, timeout), f"no answer from {client.srv_name}"
-    return future.result()
+    deadline = time.monotonic() + timeout
+    while True:
+        future = client.call_async(request)
+        slice_s = min(retry_s or timeout, max(0.1, deadline - time.monotonic()))
+        if spin_until(node, future.done, slice_s):
+            return future.result()
+        client.remove_pending_request(future)
+        assert time.monotonic() < deadline, f"no answer from {client.srv_name} in {timeout} s"
 
 
 def lifecycle_state(node, name: str, timeout: float = 30.0) -> str:
     client = node.create_client(GetState, f"/{name}/get_state")
     try:
-        return call(node, client, GetState.Request(), timeout).current_state.label
+        return call(node, client, GetState.Request(), timeout, retry_s=3.0).current_state.label
     finally:
         node.destroy_client(client)
 

@@ -27,8 +27,8 @@ from sensor_msgs.msg import Imu
 from trajectory_msgs.msg import JointTrajectory
 
 from conftest import (
-    WALK, assert_clean_exit, call, nodes_shut_down_cleanly, change_state, free_port, launch_gait, port_is_free, spin_for, spin_until,
-    wait_state,
+    WALK, assert_clean_exit, call, change_state, free_port, launch_gait, lifecycle_state, nodes_shut_down_cleanly,
+    port_is_free, spin_for, spin_until, wait_state,
 )
 from metagait_edge import ros
 from metagait_edge_interfaces.action import Calibrate
@@ -254,6 +254,13 @@ def test_cancel_and_failure_keep_the_previous_profile(graph, probe, calibrate_cl
 
 
 # ----------------------------------------------------------------------------------------- lifecycle
+def test_an_impossible_transition_is_refused_and_the_node_lives_on(graph, probe):
+    assert lifecycle_state(probe, "imu_node") == "active"
+    assert not change_state(probe, "imu_node", "activate")  # already active: rclpy alone would kill the node
+    assert lifecycle_state(probe, "imu_node") == "active"
+    assert graph.wait_output(r"\[imu_node\]: refused lifecycle transition", 5.0)
+
+
 def test_deactivate_stops_and_activate_resumes(graph, probe):
     imu = {f"/{ros.imu_topic('rs')}": (Imu, SENSOR_QOS)}
     traj = {f"/{ros.TRAJECTORY_TOPIC}": (GaitTrajectory, DEFAULT_QOS)}
