@@ -128,7 +128,8 @@ def main(argv=None) -> int:
     reader = threading.Thread(target=zmq_reader, daemon=True)
     reader.start()
     try:
-        with tqdm(desc="waiting for the graph's first reference", unit="s", total=120) as bar:
+        quiet = {} if sys.stderr.isatty() else {"mininterval": 10.0}  # a log file gets a line per 10 s
+        with tqdm(desc="waiting for the graph's first reference", unit="s", total=120, **quiet) as bar:
             t0 = time.monotonic()
             while not ros_new and time.monotonic() - t0 < 120:
                 rclpy.spin_once(node, timeout_sec=0.5)
@@ -138,11 +139,11 @@ def main(argv=None) -> int:
             raise SystemExit(f"no reference from the graph in 120 s; see {log.name}")
         start = len(ros_new)
         t_end = time.monotonic() + args.seconds
-        with tqdm(desc="measuring", unit="s", total=int(args.seconds)) as bar:
+        with tqdm(desc="measuring", unit="s", total=int(args.seconds), **quiet) as bar:
             while time.monotonic() < t_end:
                 rclpy.spin_once(node, timeout_sec=0.2)
                 bar.n = int(args.seconds - max(0.0, t_end - time.monotonic()))
-                bar.set_postfix(cycles=len(ros_new) - start)
+                bar.set_postfix(cycles=len(ros_new) - start, refresh=False)
     finally:
         launch.send_signal(signal.SIGINT)
         code = launch.wait(60)
