@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from metagait_edge import distributed as D
-from metagait_edge.meta import MAML, Batch, MAMLConfig, Task
+from metagait_edge.meta import MAML, Batch, MAMLConfig, Episode
 from metagait_edge.models import TCN, TCNConfig
 from metagait_edge.runtime.capture import free_tcp_port
 
@@ -17,7 +17,7 @@ MCFG = MAMLConfig(inner_steps=2, inner_lr=0.05)
 STEPS, TASKS_PER_RANK, WORLD = 2, 2, 2
 
 
-def _task(seed: int) -> Task:
+def _task(seed: int) -> Episode:
     g = torch.Generator().manual_seed(seed)
     t = torch.linspace(0, 6.28, 16)
     phase, amp = 6.28 * torch.rand(2, generator=g), 0.5 + torch.rand(2, generator=g)
@@ -26,7 +26,7 @@ def _task(seed: int) -> Task:
         x = torch.sin(t + phase[:, None])[None].repeat(3, 1, 1) + 0.05 * torch.randn(3, 2, 16, generator=g)
         return Batch(x, amp[None, :, None] * x.roll(2, -1), torch.ones(3, 2))
 
-    return Task(split(), split())
+    return Episode(split(), split())
 
 
 def _meta_train(model, seeds_per_step):

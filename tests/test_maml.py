@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from metagait_edge.meta import MAML, Batch, MAMLConfig, Task, adapt, batch_loss, finetune, model_params, multi_step_weights
+from metagait_edge.meta import MAML, Batch, MAMLConfig, Episode, adapt, batch_loss, finetune, model_params, multi_step_weights
 from metagait_edge.models import TCN, TCNConfig
 
 
@@ -24,7 +24,7 @@ def _scalar_task():
     ys = torch.tensor([[[0.5, 3.0, -2.0]]], dtype=torch.float64)
     xq = torch.tensor([[[0.5, -1.5, 2.5, 1.0]]], dtype=torch.float64)
     yq = torch.tensor([[[1.0, -2.0, 4.0, 0.0]]], dtype=torch.float64)
-    return Task(Batch(xs, ys), Batch(xq, yq)), (xs.flatten(), ys.flatten(), xq.flatten(), yq.flatten())
+    return Episode(Batch(xs, ys), Batch(xq, yq)), (xs.flatten(), ys.flatten(), xq.flatten(), yq.flatten())
 
 
 def _hand_gradients(w, a, xs, ys, xq, yq):
@@ -88,7 +88,7 @@ def _sine_task(seed, shots=3, T=16):
         y = amp[None, :, None] * torch.sin(t + phase[:, None] + 0.5)[None].repeat(n, 1, 1)
         return Batch(x, y, torch.ones(n, 2))
 
-    return Task(sample(shots), sample(shots))
+    return Episode(sample(shots), sample(shots))
 
 
 def test_adaptation_lowers_support_loss():

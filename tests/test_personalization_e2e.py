@@ -14,7 +14,7 @@ import torch
 
 from metagait_edge.checkpoint import CheckpointError
 from metagait_edge.config import dump_yaml, from_dict, load_config
-from metagait_edge.personalization.config import PersonalizationConfig, SplitConfig, TrainConfig
+from metagait_edge.personalization.config import PersonalizationConfig, PersonalizationTrainConfig, SplitConfig
 from metagait_edge.personalization.experiment import fold_split, load_problem, prepare, train_fold
 from metagait_edge.personalization.loss import CycleLossConfig
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
@@ -23,7 +23,7 @@ from metagait_edge.personalization.report import masking_sentence, support_sente
 from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, evaluate, fold_dir
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
 from metagait_edge.personalization.train import freeze_for_meta_learning, meta_step
-from metagait_edge.meta.maml import MAML, MAMLConfig, Batch as MetaBatch, Task as MetaTask
+from metagait_edge.meta.maml import MAML, MAMLConfig, Batch as MetaBatch, Episode
 from personalization_fixtures import synthetic_cycle_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def tiny_config() -> PersonalizationConfig:
         sampler=TaskSamplerConfig(shots=(1, 5), queries=4, min_gap=2, conditions=("walking",)),
         tcn=replace(base.tcn, hidden_channels=8, levels=5),
         maml=replace(base.maml, shot_sizes=[1, 5]),
-        train=TrainConfig(pooled_steps=30, pooled_tasks_per_step=4, meta_iterations=6, meta_batch=2, val_every=3,
+        train=PersonalizationTrainConfig(pooled_steps=30, pooled_tasks_per_step=4, meta_iterations=6, meta_batch=2, val_every=3,
                           val_max_tasks=8, finetune_lrs=(1e-3, 1e-2), scratch_lrs=(1e-2,), reference_steps=5,
                           reference_batch=8, inner_lr_scales=(1.0, 3.0), shape_steps=4, seed=0),
         loss=CycleLossConfig(sdtw_weight=1.0, sdtw_gamma=0.1, sdtw_points=21),
@@ -135,7 +135,7 @@ def test_meta_learn_setting_limits_what_one_meta_update_changes(meta_learn):
     before = {n: p.detach().clone() for n, p in maml.named_parameters()}
     batch = lambda: MetaBatch(torch.randn(3, 12, 101), torch.randn(3, 4, 101))  # noqa: E731
     opt = torch.optim.SGD([p for p in maml.parameters() if p.requires_grad], lr=0.1)
-    meta_step(opt, maml, maml([MetaTask(batch(), batch())]))
+    meta_step(opt, maml, maml([Episode(batch(), batch())]))
     changed = {n for n, p in maml.named_parameters() if not torch.equal(p, before[n])}
     film = {"model." + n for n in maml.adapt_names}
     rates = {n for n in before if n.startswith("inner_lrs.")}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from metagait_edge.meta.maml import (
     MAML,
     Batch,
+    Episode,
     LossFn,
     MAMLConfig,
-    Task,
     adapt,
     batch_loss,
     finetune,
@@ -20,9 +20,9 @@ from metagait_edge.meta.maml import (
 __all__ = [
     "MAML",
     "Batch",
+    "Episode",
     "LossFn",
     "MAMLConfig",
-    "Task",
     "adapt",
     "batch_loss",
     "finetune",

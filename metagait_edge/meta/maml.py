@@ -57,8 +57,10 @@ class Batch:
 
 
 @dataclass
-class Task:
-    """One few-shot task: adapt on ``support``, evaluate on ``query``."""
+class Episode:
+    """One few-shot task as tensors: adapt on ``support``, evaluate on ``query`` (the batches MAML trains on;
+    ``personalization.tasks.Task`` is the task as cycle indices, ``personalization.episodes.meta_task`` turns
+    one into the other)."""
 
     support: Batch
     query: Batch
@@ -427,7 +429,7 @@ class MAML(nn.Module):
         """The model's output dict computed with ``fast_params``."""
         return functional_forward(self.model, fast_params, x, mask)
 
-    def task_loss(self, task: Task, progress: Optional[float] = None) -> tuple[Tensor, Tensor]:
+    def task_loss(self, task: Episode, progress: Optional[float] = None) -> tuple[Tensor, Tensor]:
         """(weighted meta-loss, per-step query losses [steps]) of one task."""
         cfg = self.config
         steps = cfg.inner_steps
@@ -443,7 +445,7 @@ class MAML(nn.Module):
         loss = batch_loss(self.model, traj, task.query, self.meta_loss_fn, cfg.output_key)
         return loss, loss.detach()[None]
 
-    def meta_loss(self, tasks: Sequence[Task], progress: Optional[float] = None) -> Tensor:
+    def meta_loss(self, tasks: Sequence[Episode], progress: Optional[float] = None) -> Tensor:
         """Mean over tasks of the (multi-step weighted) query loss after adaptation; call ``.backward()``.
 
         The per-step query losses (mean over tasks) are kept in ``self.last_step_losses``.
@@ -458,5 +460,5 @@ class MAML(nn.Module):
         self.last_step_losses = torch.stack(per_step).mean(0)
         return torch.stack(totals).mean()
 
-    def forward(self, tasks: Sequence[Task], progress: Optional[float] = None) -> Tensor:  # type: ignore[override]
+    def forward(self, tasks: Sequence[Episode], progress: Optional[float] = None) -> Tensor:  # type: ignore[override]
         return self.meta_loss(tasks, progress)

@@ -23,7 +23,7 @@ class SplitConfig:
 
 
 @dataclass
-class TrainConfig:
+class PersonalizationTrainConfig:
     pooled_steps: int = 1200
     pooled_lr: float = 1e-3
     pooled_tasks_per_step: int = 8
@@ -62,7 +62,7 @@ class PersonalizationConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     tcn: TCNConfig = field(default_factory=lambda: TCNConfig(hidden_channels=32, levels=5, film=True))
     maml: MAMLConfig = field(default_factory=lambda: MAMLConfig(inner_steps=5, inner_lr=0.01, first_order=True))
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: PersonalizationTrainConfig = field(default_factory=PersonalizationTrainConfig)
     loss: CycleLossConfig = field(default_factory=CycleLossConfig)  # see personalization.loss
     model_base: str = "template"  # see personalization.model.CycleModelConfig.base
     # A problem's TCN width where it differs from ``tcn.hidden_channels``: measured over 3 seeds x 3 folds, a

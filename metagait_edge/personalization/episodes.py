@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metagait_edge.meta.maml import Batch
-from metagait_edge.meta.maml import Task as MetaTask
+from metagait_edge.meta.maml import Batch, Episode
 from metagait_edge.personalization.inputs import (
     MaskingConfig,
     generation_input,
@@ -78,8 +77,8 @@ def query_batch(data: CycleTensors, task: Task, problem: str, masking: MaskingCo
 
 
 def meta_task(data: CycleTensors, task: Task, problem: str, masking: MaskingConfig,
-              generator: torch.Generator | None = None) -> MetaTask:
-    return MetaTask(
+              generator: torch.Generator | None = None) -> Episode:
+    return Episode(
         support=support_batch(data, task, problem, masking, generator),
         query=query_batch(data, task, problem, masking, generator),
     )

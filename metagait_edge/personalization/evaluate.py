@@ -27,7 +27,7 @@ from metagait_edge.personalization.episodes import CycleTensors, query_batch, su
 from metagait_edge.personalization.experiment import Prepared, ProblemModels
 from metagait_edge.personalization.inputs import template_from_support
 from metagait_edge.personalization.methods import all_predictions
-from metagait_edge.personalization.tasks import Recording, Task, evaluation_tasks
+from metagait_edge.personalization.tasks import Task, WalkCycles, evaluation_tasks
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def score_prediction(pred: torch.Tensor, query: Batch, with_dtw: bool = True) ->
     return out
 
 
-def reference_examples(data: CycleTensors, recordings: Sequence[Recording], subject: int, exclude: set,
+def reference_examples(data: CycleTensors, recordings: Sequence[WalkCycles], subject: int, exclude: set,
                        problem: str, config: PersonalizationConfig, gen: torch.Generator) -> tuple[Batch, Dict[str, torch.Tensor]]:
     """Training examples for a walker's personal reference (all its cycles except the query cycles and
     their predecessors), and per recording the template of its non-query cycles."""

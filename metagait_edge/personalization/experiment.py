@@ -30,7 +30,7 @@ from metagait_edge.personalization.episodes import CycleTensors
 from metagait_edge.personalization.inputs import channel_sensors
 from metagait_edge.personalization.methods import Budgets, budgets_from_dict, budgets_to_dict
 from metagait_edge.personalization.model import CycleModel
-from metagait_edge.personalization.tasks import Recording, TaskSampler, group_recordings, subject_folds
+from metagait_edge.personalization.tasks import TaskSampler, WalkCycles, group_recordings, subject_folds
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class Prepared:
     cycles: CycleSet
     tensors: CycleTensors
-    recordings: List[Recording]
+    recordings: List[WalkCycles]
     normalizer: ChannelNormalizer
     split: Dict[str, List[int]]
     fingerprint: str

@@ -32,7 +32,7 @@ from torch import Tensor
 from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization.experiment import Prepared
 from metagait_edge.personalization.inputs import template_from_support
-from metagait_edge.personalization.tasks import ProtocolConfig, Recording, evaluation_tasks
+from metagait_edge.personalization.tasks import ProtocolConfig, WalkCycles, evaluation_tasks
 
 def estimator_names(skips: Sequence[int]) -> List[str]:
     """Every estimator's name, in table order, with the later-window ones for ``skips``."""
@@ -67,7 +67,7 @@ def _mean(data_x: Tensor, valid: Tensor, indices) -> Tensor:
     return template_from_support(data_x[idx], valid[idx])
 
 
-def population_prior(x: Tensor, valid: Tensor, recordings: Sequence[Recording], subjects: Sequence[int],
+def population_prior(x: Tensor, valid: Tensor, recordings: Sequence[WalkCycles], subjects: Sequence[int],
                      condition: str = "walking") -> PopulationPrior:
     """The prior of :func:`posterior_mean`, from the ``condition`` recordings of ``subjects`` only."""
     recs = [r for r in recordings if r.subject in set(subjects) and r.condition == condition]

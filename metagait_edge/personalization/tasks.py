@@ -40,8 +40,9 @@ class ProtocolConfig:
 
 
 @dataclass(frozen=True)
-class Recording:
-    """Indices (into the cycle set) of one walk's consecutive cycles, in time order."""
+class WalkCycles:
+    """Indices (into the cycle set) of one walk's consecutive cycles, in time order (the walk's text file itself is a
+    ``data.hugadb.Recording``)."""
 
     key: str
     subject: int
@@ -71,7 +72,7 @@ def group_recordings(
     condition: Sequence[str],
     recording_key: Sequence[str],
     stride_number: np.ndarray,
-) -> List[Recording]:
+) -> List[WalkCycles]:
     """Group cycles into recordings in time order; a cycle directly follows its predecessor when their
     stride numbers are consecutive (a rejected stride in between breaks the chain)."""
     subject = np.asarray(subject)
@@ -89,7 +90,7 @@ def group_recordings(
         conditions = set(cond[idx].tolist())
         if len(subjects) != 1 or len(conditions) != 1:
             raise ValueError(f"recording {key} mixes subjects {subjects} or conditions {conditions}")
-        recordings.append(Recording(key, subjects.pop(), conditions.pop(), idx, contiguous))
+        recordings.append(WalkCycles(key, subjects.pop(), conditions.pop(), idx, contiguous))
     return recordings
 
 
@@ -118,7 +119,7 @@ def _spread(candidates: np.ndarray, n: int) -> np.ndarray:
     return candidates[pick]
 
 
-def _task_from_positions(support_rec: Recording, shots: int, query_rec: Recording, first: int,
+def _task_from_positions(support_rec: WalkCycles, shots: int, query_rec: WalkCycles, first: int,
                          config: ProtocolConfig, generation: bool) -> Task | None:
     """Support = ``shots`` cycles of ``support_rec`` after its first ``config.settle``; queries from position
     ``first`` of ``query_rec`` on (only cycles with a true predecessor when generating), spread evenly."""
@@ -141,13 +142,13 @@ def _task_from_positions(support_rec: Recording, shots: int, query_rec: Recordin
     )
 
 
-def main_protocol_task(rec: Recording, shots: int, config: ProtocolConfig, generation: bool) -> Task | None:
+def main_protocol_task(rec: WalkCycles, shots: int, config: ProtocolConfig, generation: bool) -> Task | None:
     """Support = the first ``shots`` cycles (after ``settle``); queries start ``gap`` strides after the first
     ``shots`` cycles, wherever the support is."""
     return _task_from_positions(rec, shots, rec, shots + config.gap, config, generation)
 
 
-def redonning_task(support_rec: Recording, query_rec: Recording, shots: int, config: ProtocolConfig,
+def redonning_task(support_rec: WalkCycles, query_rec: WalkCycles, shots: int, config: ProtocolConfig,
                    generation: bool) -> Task | None:
     """Support from the start of one recording, queries from another recording of the same walker."""
     if support_rec.key == query_rec.key or support_rec.subject != query_rec.subject:
@@ -155,7 +156,7 @@ def redonning_task(support_rec: Recording, query_rec: Recording, shots: int, con
     return _task_from_positions(support_rec, shots, query_rec, 1, config, generation)
 
 
-def evaluation_tasks(recordings: Sequence[Recording], subjects: Sequence[int], shots: int,
+def evaluation_tasks(recordings: Sequence[WalkCycles], subjects: Sequence[int], shots: int,
                      config: ProtocolConfig, generation: bool, protocol: str = "main") -> List[Task]:
     """All test tasks of the given subjects for one protocol ("main" or "redonning")."""
     wanted = set(int(s) for s in subjects)
@@ -167,7 +168,7 @@ def evaluation_tasks(recordings: Sequence[Recording], subjects: Sequence[int], s
             if task is not None:
                 tasks.append(task)
     elif protocol == "redonning":
-        by_walker: Dict[Tuple[int, str], List[Recording]] = {}
+        by_walker: Dict[Tuple[int, str], List[WalkCycles]] = {}
         for rec in recs:
             by_walker.setdefault((rec.subject, rec.condition), []).append(rec)
         for group in by_walker.values():
@@ -195,7 +196,7 @@ class TaskSamplerConfig:
 class TaskSampler:
     """Draws meta-training tasks: a random support window of one recording and queries elsewhere in it."""
 
-    recordings: List[Recording]
+    recordings: List[WalkCycles]
     config: TaskSamplerConfig = field(default_factory=TaskSamplerConfig)
 
     def __post_init__(self) -> None:

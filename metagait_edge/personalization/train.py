@@ -25,7 +25,7 @@ from metagait_edge.personalization.episodes import CycleTensors, meta_task, quer
 from metagait_edge.personalization.loss import cycle_loss
 from metagait_edge.personalization.methods import AdaptHParams, predict_finetuned, predict_scratch
 from metagait_edge.personalization.model import CycleModel, CycleModelConfig
-from metagait_edge.personalization.tasks import Recording, Task, TaskSampler, evaluation_tasks
+from metagait_edge.personalization.tasks import Task, TaskSampler, WalkCycles, evaluation_tasks
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def model_config(config: PersonalizationConfig, problem: str, channels: int) -> 
     return CycleModelConfig(problem=problem, channels=channels, tcn=config.tcn_for(problem), base=base)
 
 
-def validation_tasks(recordings: Sequence[Recording], subjects: Sequence[int], config: PersonalizationConfig,
+def validation_tasks(recordings: Sequence[WalkCycles], subjects: Sequence[int], config: PersonalizationConfig,
                      problem: str) -> List[Task]:
     """Main-protocol tasks of validation walkers, at every shot count, capped for speed."""
     tasks: List[Task] = []

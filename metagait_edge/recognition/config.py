@@ -28,7 +28,7 @@ VARIANTS: dict[str, dict[str, str]] = {
 
 
 @dataclass
-class TrainConfig:
+class RecognitionTrainConfig:
     """Optimization schedule (the papers: Adam, lr 1e-4, weight decay 5e-4, 30-frame clips, P x K)."""
 
     iterations: int = 80000
@@ -80,7 +80,7 @@ class RecognitionConfig:
     model: MetaGaitConfig = field(default_factory=MetaGaitConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: RecognitionTrainConfig = field(default_factory=RecognitionTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str = ""  # default runs/recognition/<name>
 
