@@ -7,7 +7,7 @@ import pytest
 
 from metagait_edge.data.hugadb import (
     FILE_COLUMNS, IMU_CHANNELS, HuGaDB, HuGaDBConfig, HuGaDBFormatError, parse_file, parse_file_name,
-    physical_scale, read_imu_rows,
+    parse_file_lenient, physical_scale,
 )
 
 HEADER = "#Activity\twalking \n#ActivityID\t1 \n#Date 08-22-18-52\n" + "\t".join(FILE_COLUMNS) + "\n"
@@ -70,19 +70,19 @@ def test_lenient_reader_keeps_the_rows_parse_file_keeps_and_skips_what_it_refuse
     glitch[16] = -27682432
     body = _row() + _row(glitch) + _row([7] * 36) + _row([0] * 36).replace("\t120\t", "\t300\t")  # EMG > 255
     strict = parse_file(write(tmp_path, body))
-    lenient = read_imu_rows(write(tmp_path, body, name="any_name.txt"))
+    lenient = parse_file_lenient(write(tmp_path, body, name="any_name.txt"))
     assert np.array_equal(lenient.rows, strict.raw) and lenient.skipped == strict.n_glitch_rows_dropped == 2
     # no header, spaces instead of tabs, a malformed line in the middle: skipped and counted, not an error
     loose = tmp_path / "walk.txt"
     loose.write_text(_row().replace("\t", " ") + "1 2 3\n" + "\t".join(FILE_COLUMNS) + "\n" + _row([7] * 36))
-    rows = read_imu_rows(loose)
+    rows = parse_file_lenient(loose)
     assert rows.rows.tolist() == [list(range(36)), [7] * 36] and rows.skipped == 1
     with pytest.raises(HuGaDBFormatError, match="expected 39 tab-separated columns"):
         parse_file(write(tmp_path, _row() + "1\t2\t3\n" + _row()))
     empty = tmp_path / "empty.txt"
     empty.write_text("#Activity\n" + _row([40000] * 36))
     with pytest.raises(HuGaDBFormatError, match="empty.txt: no HuGaDB data rows"):
-        read_imu_rows(empty)
+        parse_file_lenient(empty)
 
 
 @pytest.mark.parametrize("body, message", [

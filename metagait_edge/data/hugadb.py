@@ -1,4 +1,4 @@
-"""HuGaDB v1 text files: the reader (strict :func:`parse_file`, lenient :func:`read_imu_rows`), units, the index.
+"""HuGaDB v1 text files: the reader (strict :func:`parse_file`, lenient :func:`parse_file_lenient`), units, the index.
 
 A file ``HuGaDB_v1_<activity>_<PP>_<CC>.txt`` has 4 header lines (``#Activity``, ``#ActivityID``,
 ``#Date``, column names) and then tab-separated integer rows of 39 columns: 6 IMUs x (acc_x, acc_y,
@@ -173,7 +173,7 @@ class ImuRows:
     skipped: int  # data lines dropped: serial glitches (the rule of parse_file) and malformed lines
 
 
-def read_imu_rows(path: str | os.PathLike) -> ImuRows:
+def parse_file_lenient(path: str | os.PathLike) -> ImuRows:
     """The 36 IMU columns of a HuGaDB-like text file, leniently (``metagait-edge record``, the ROS ``hugadb:`` port).
 
     Unlike :func:`parse_file` it takes any file name, skips header lines (``#...`` or starting with a

@@ -300,9 +300,9 @@ def resolve_hugadb_file(name: str) -> Path:
 
 
 def read_hugadb_rows(path: str | os.PathLike) -> hugadb.ImuRows:
-    """The 36 IMU columns of a HuGaDB text file (``data.hugadb.read_imu_rows``); no data row is a BagError."""
+    """The 36 IMU columns of a HuGaDB text file (``data.hugadb.parse_file_lenient``); no data row is a BagError."""
     try:
-        return hugadb.read_imu_rows(path)
+        return hugadb.parse_file_lenient(path)
     except hugadb.HuGaDBFormatError as exc:
         raise BagError(str(exc)) from None
 
