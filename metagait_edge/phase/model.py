@@ -1,0 +1,117 @@
+"""A small causal network: the last ``window`` IMU samples -> phase per leg on the circle + mode logits.
+
+Outputs per window: ``(cos, sin)`` of the right leg's phase, the same for the left leg, and one logit per
+locomotion mode (``dataset.MODES``). Phase = ``atan2(sin, cos)`` in percent; the vector's length is a
+confidence (near 0 where the network cannot tell the phase). Every input sample of a window precedes or is
+the current one, so running it per sample is causal. Weights are safetensors with a JSON sidecar
+(``metagait_edge.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from metagait_edge.checkpoint import load_into
+from metagait_edge.phase.dataset import MODES, N_INPUTS
+
+
+@dataclass
+class PhaseNetConfig:
+    window: int = 64
+    in_channels: int = N_INPUTS
+    mix_channels: int = 24
+    width: int = 32
+    hidden: int = 64
+    n_modes: int = len(MODES)
+
+
+class PhaseNet(nn.Module):
+    def __init__(self, config: PhaseNetConfig = PhaseNetConfig()):
+        super().__init__()
+        self.config = config
+        c = config
+        self.features = nn.Sequential(
+            nn.Conv1d(c.in_channels, c.mix_channels, 1), nn.ReLU(),
+            nn.Conv1d(c.mix_channels, c.width, 5, stride=2), nn.ReLU(),
+            nn.Conv1d(c.width, c.width, 5, stride=2), nn.ReLU(),
+            nn.Conv1d(c.width, c.width, 3, stride=2), nn.ReLU(),
+        )
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, c.in_channels, c.window)).numel()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(n, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 4 + c.n_modes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, window, C] (time last row = now) -> [B, 4 + n_modes]."""
+        return self.head(self.features(x.transpose(1, 2)))
+
+
+def decode(out: np.ndarray) -> dict:
+    """Network outputs [N, 4 + M] -> phase % [N, 2], phase confidence [N, 2], mode probabilities [N, M]."""
+    out = np.asarray(out, dtype=np.float64)
+    cs = out[:, :4].reshape(-1, 2, 2)
+    phase = np.mod(np.degrees(np.arctan2(cs[..., 1], cs[..., 0])) / 3.6, 100.0)
+    conf = np.clip(np.hypot(cs[..., 0], cs[..., 1]), 0.0, 1.0)
+    logits = out[:, 4:]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return {"phase": phase, "confidence": conf, "mode_prob": p / p.sum(1, keepdims=True)}
+
+
+def phase_targets(phase_pct: np.ndarray) -> np.ndarray:
+    """(cos, sin) of phases in percent; NaN stays NaN."""
+    a = 2 * math.pi * np.asarray(phase_pct) / 100.0
+    return np.stack([np.cos(a), np.sin(a)], axis=-1)
+
+
+@torch.no_grad()
+def predict_recording(model: PhaseNet, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """Causal outputs at every row of one recording's features ``x`` [T, C] -> [T, 4 + M]."""
+    from metagait_edge.phase.dataset import windows
+
+    model.eval()
+    w = model.config.window
+    outs = []
+    for a in range(0, len(x), batch):
+        ends = np.arange(a, min(a + batch, len(x)))
+        outs.append(model(torch.from_numpy(windows(x, ends, w))).numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, 4 + model.config.n_modes), np.float32)
+
+
+class StreamingPhaseEstimator:
+    """Per-sample use: ``push(features_row) -> dict`` with phase, confidence and mode for the newest sample."""
+
+    def __init__(self, model: PhaseNet):
+        self.model = model.eval()
+        self.window = model.config.window
+        self._buf = np.zeros((self.window, model.config.in_channels), dtype=np.float32)
+        self._n = 0
+
+    def reset(self) -> None:
+        self._n = 0
+
+    @torch.no_grad()
+    def push(self, row: np.ndarray) -> dict:
+        row = np.asarray(row, dtype=np.float32)
+        if self._n == 0:
+            self._buf[:] = row  # the first sample repeats back in time, as in training
+        else:
+            self._buf[:-1] = self._buf[1:]
+            self._buf[-1] = row
+        self._n += 1
+        out = self.model(torch.from_numpy(self._buf)[None]).numpy()
+        d = decode(out)
+        return {"phase": d["phase"][0], "confidence": d["confidence"][0], "mode_prob": d["mode_prob"][0]}
+
+
+RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources" / "phase"
+
+
+def load_phase_net(path: str | Path) -> PhaseNet:
+    model = PhaseNet()
+    load_into(model, path, expected_config=PhaseNetConfig())
+    return model.eval()

@@ -1,0 +1,62 @@
+"""Train the shipped gait-phase / locomotion-mode estimators (issue 17) on HuGaDB.
+
+    METAGAIT_DATA=/work/shared/data .venv/bin/python training/train_phase.py [--folds 0 1 2] [--all]
+
+One ``PhaseNet`` per personalization fold (train walkers -> weights, validation walkers -> epoch choice;
+the fold's test walkers are never seen) in ``metagait_edge/resources/phase/fold<k>.safetensors`` (+ .json),
+used by ``metagait-edge eval-phase``; ``--all`` also trains one on all 18 walkers (``all.safetensors``,
+for the runtime; no validation walkers, so its last epoch is kept). Folds can train in separate processes
+(``--folds 0 1`` and ``--folds 2 --all`` side by side on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+
+from metagait_edge.checkpoint import save_checkpoint
+from metagait_edge.data.hugadb import HuGaDB
+from metagait_edge.phase.dataset import load_recordings
+from metagait_edge.phase.folds import phase_folds
+from metagait_edge.phase.model import RESOURCE_DIR, PhaseNetConfig
+from metagait_edge.phase.train import PhaseTrainConfig, train_phase_net
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--all", action="store_true", help="also train on all walkers (the runtime's weights)")
+    ap.add_argument("--epochs", type=int, default=PhaseTrainConfig.epochs)
+    ap.add_argument("--windows-per-epoch", type=int, default=PhaseTrainConfig.windows_per_epoch)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(RESOURCE_DIR))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = PhaseTrainConfig(epochs=args.epochs, windows_per_epoch=args.windows_per_epoch, threads=args.threads)
+    db = HuGaDB.open()
+    recs = load_recordings(db)
+    t0 = time.time()
+    summary = []
+    jobs = [(f"fold{k}", phase_folds()[k]) for k in args.folds]
+    if args.all:
+        jobs.append(("all", {"train": sorted({r.subject for r in recs}), "val": [], "test": []}))
+    for name, split in jobs:
+        train = [r for r in recs if r.subject in split["train"]]
+        val = [r for r in recs if r.subject in split["val"]]
+        model, history = train_phase_net(train, val, cfg, PhaseNetConfig(), desc=f"train {name}")
+        path = save_checkpoint(f"{args.out}/{name}", model, PhaseNetConfig(),
+                               extra={"split": split, "train_config": dataclasses.asdict(cfg), "history": history,
+                                      "command": " ".join(["training/train_phase.py"] + sys.argv[1:])})
+        best = min(history, key=lambda h: h.get("val_phase_loss", 0.0))
+        summary.append(f"{name}: {path} ({len(train)} train files, best epoch {best['epoch']}, {best})")
+    print(f"trained {len(jobs)} model(s) in {time.time() - t0:.0f} s")
+    for line in summary:
+        print("  " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
