@@ -28,6 +28,23 @@ def test_interface_files_parse_and_match_library_definitions():
         assert msgs.action_types(name, f.read_text()) == msgs.action_types(name, msgs.ACTION_DEFINITIONS[name])
 
 
+def test_library_ships_the_interface_files_of_the_ros_package_unchanged():
+    """One schema: the library reads ros2_ws/src/metagait_edge_interfaces' own files (package data), no copy."""
+    from metagait_edge.ros.msgs import schema
+
+    for kind in ("msg", "action"):
+        shipped = schema.interface_files(kind)
+        in_ws = {f"metagait_edge_interfaces/{kind}/{f.stem}": f for f in sorted(IFACES.glob(f"{kind}/*.{kind}"))}
+        assert set(shipped) == set(in_ws) and shipped, kind
+        for name, f in in_ws.items():
+            assert shipped[name].read_bytes() == f.read_bytes(), f"{name}: the library's copy diverged"
+    # the constants the code uses are the files' constants
+    traj = (IFACES / "msg" / "GaitTrajectory.msg").read_text()
+    assert schema.constants(traj) == {"STATUS_OK": msgs.STATUS_OK, "STATUS_CLAMPED": msgs.STATUS_CLAMPED,
+                                      "STATUS_FALLBACK": msgs.STATUS_FALLBACK, "STATUS_STALE": msgs.STATUS_STALE}
+    assert schema.strip_comments("# a comment\nuint8 X=1  # why\n\nstring s\n") == "uint8 X=1\nstring s\n"
+
+
 def test_cmake_lists_every_interface_file():
     cmake = (IFACES / "CMakeLists.txt").read_text()
     for f in list(IFACES.glob("msg/*.msg")) + list(IFACES.glob("action/*.action")):

@@ -2,7 +2,8 @@
 
 ROS 2 maps a topic ``/robot1/imu/rf`` of type ``sensor_msgs/msg/Imu`` to the DDS topic
 ``rt/robot1/imu/rf`` of DDS type ``sensor_msgs::msg::dds_::Imu_``, serialized as plain (XCDR1) CDR. The
-IDL structs below declare exactly those types, so a ROS 2 node using ``rmw_cyclonedds_cpp`` on the same
+IDL structs below declare exactly those types (the project's own messages are made from their ``.msg``
+files, :func:`idl_struct`), so a ROS 2 node using ``rmw_cyclonedds_cpp`` on the same
 domain sees what :class:`DdsTransport` publishes, and vice versa; the serialized bytes equal those of
 ``rosbags`` (:mod:`metagait_edge.ros.msgs`), which a test checks on bytes received over the wire.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import random
 import time
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -24,10 +26,11 @@ from typing import Any, Iterator
 from cyclonedds.core import Policy, Qos
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.idl import IdlStruct
-from cyclonedds.idl.types import array, float32, float64, int32, sequence, uint8, uint32
+from cyclonedds.idl.types import array, float32, float64, int8, int32, sequence, uint8, uint32, uint64
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
+from rosbags.interfaces import Nodetype
 
 from metagait_edge import ros
 from metagait_edge.ros import msgs
@@ -85,40 +88,38 @@ class Imu(IdlStruct, typename="sensor_msgs::msg::dds_::Imu_"):
     linear_acceleration_covariance: array[float64, 9] = field(default_factory=_zeros9)
 
 
-@_resolved
-@dataclass
-class GaitTrajectory(IdlStruct, typename="metagait_edge_interfaces::msg::dds_::GaitTrajectory_"):
-    header: Header = field(default_factory=Header)
-    walker_id: str = ""
-    personalized: bool = False
-    phase: float32 = 0.0
-    cycle_duration: float32 = 0.0
-    channel_names: sequence[str] = field(default_factory=list)
-    num_channels: uint32 = 0
-    num_points: uint32 = 0
-    data: sequence[float32] = field(default_factory=list)
-    status: uint8 = 0
+# The project's own messages: IDL structs made from their .msg definitions (ros.msgs.schema reads the
+# interface files), so the fields are written once, in ros2_ws/src/metagait_edge_interfaces.
+_IDL_BASE = {"bool": (bool, False), "string": (str, ""), "float32": (float32, 0.0), "float64": (float64, 0.0),
+             "int8": (int8, 0), "int32": (int32, 0), "uint8": (uint8, 0), "uint32": (uint32, 0), "uint64": (uint64, 0)}
+_IDL_NAMED = {"std_msgs/msg/Header": Header, "builtin_interfaces/msg/Time": Time}
 
 
-@_resolved
-@dataclass
-class WalkerIdentity(IdlStruct, typename="metagait_edge_interfaces::msg::dds_::WalkerIdentity_"):
-    header: Header = field(default_factory=Header)
-    walker_id: str = ""
-    known: bool = False
-    score: float32 = 0.0
-    threshold: float32 = 0.0
-    best_match: str = ""
-    num_frames: uint32 = 0
-    embedding: sequence[float32] = field(default_factory=list)
+def _idl_field(desc: tuple) -> tuple[Any, Any]:
+    """(IDL type, dataclass field) of one rosbags field description."""
+    kind, spec = desc
+    if kind == Nodetype.BASE and spec[0] in _IDL_BASE:
+        tp, default = _IDL_BASE[spec[0]]
+        return tp, field(default=default)
+    if kind == Nodetype.NAME and spec in _IDL_NAMED:
+        return _IDL_NAMED[spec], field(default_factory=_IDL_NAMED[spec])
+    if kind == Nodetype.SEQUENCE and spec[1] == 0:
+        return sequence[_idl_field(spec[0])[0]], field(default_factory=list)
+    raise ValueError(f"no IDL mapping for the field type {desc!r}")
 
 
-#: ROS 2 type name -> IDL struct.
-IDL_TYPES: dict[str, type] = {
-    msgs.IMU: Imu,
-    msgs.GAIT_TRAJECTORY: GaitTrajectory,
-    msgs.WALKER_IDENTITY: WalkerIdentity,
-}
+def idl_struct(ros_type: str) -> type:
+    """The Cyclone IDL struct of a project message, field for field from its ``.msg`` definition."""
+    _, fields = msgs.typestore().fielddefs[ros_type]
+    made = [(name, *_idl_field(desc)) for name, desc in fields]
+
+    def body(ns: dict) -> None:
+        ns["__module__"] = __name__
+        ns["__annotations__"] = {name: tp for name, tp, _ in made}
+        ns.update({name: default for name, _, default in made})
+
+    cls = types.new_class(ros_type.rsplit("/", 1)[1], (IdlStruct,), {"typename": dds_type_name(ros_type)}, body)
+    return dataclass(cls)
 
 
 def dds_type_name(ros_type: str) -> str:
@@ -128,6 +129,18 @@ def dds_type_name(ros_type: str) -> str:
         raise ValueError(f"not a ROS 2 type name of the form pkg/msg/Name: {ros_type!r}")
     pkg, kind, name = parts
     return f"{pkg}::{kind}::dds_::{name}_"
+
+
+GaitTrajectory = idl_struct(msgs.GAIT_TRAJECTORY)
+WalkerIdentity = idl_struct(msgs.WALKER_IDENTITY)
+
+
+#: ROS 2 type name -> IDL struct.
+IDL_TYPES: dict[str, type] = {
+    msgs.IMU: Imu,
+    msgs.GAIT_TRAJECTORY: GaitTrajectory,
+    msgs.WALKER_IDENTITY: WalkerIdentity,
+}
 
 
 def idl_type(ros_type: str) -> type:

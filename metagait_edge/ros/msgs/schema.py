@@ -1,14 +1,16 @@
 """The metagait-edge ROS 2 message and action definitions, and a ``rosbags`` typestore that knows them.
 
-The definitions are the ones of the ``metagait_edge_interfaces`` ROS 2 package
-(``ros2_ws/src/metagait_edge_interfaces``), without comments; a test checks both parse to the same types.
-They are registered, together with the standard ROS 2 Humble types, in :func:`typestore`, which
+The definitions are read from the ``metagait_edge_interfaces`` ROS 2 package's own ``.msg`` / ``.action``
+files (``ros2_ws/src/metagait_edge_interfaces``, shipped with the library as ``resources/ros_interfaces``), so
+the schema is written once; the status and state constants come from those files too. They are registered, together with the standard ROS 2 Humble types, in :func:`typestore`, which
 (de)serializes CDR exactly as ROS 2 does (``serialize_cdr`` / ``deserialize_cdr``).
 """
 
 from __future__ import annotations
 
 import functools
+import re
+from importlib import resources
 from typing import Any
 
 IMU = "sensor_msgs/msg/Imu"
@@ -20,68 +22,48 @@ WALKER_IDENTITY = "metagait_edge_interfaces/msg/WalkerIdentity"
 GAIT_STATUS = "metagait_edge_interfaces/msg/GaitStatus"
 CALIBRATE = "metagait_edge_interfaces/action/Calibrate"
 
-STATUS_OK, STATUS_CLAMPED, STATUS_FALLBACK, STATUS_STALE = 0, 1, 2, 3
-STATE_IDLE, STATE_RUNNING, STATE_CALIBRATING, STATE_FAULT = 0, 1, 2, 3
+PACKAGE = "metagait_edge_interfaces"
+#: The ROS 2 interface files, shipped as package data: ``resources/ros_interfaces/{msg,action}`` are links to
+#: ``ros2_ws/src/metagait_edge_interfaces/{msg,action}`` (a wheel holds copies), the one source of the schema.
+INTERFACES = ("ros_interfaces",)
 
-# Message definitions (ROS 2 .msg syntax), identical in meaning to the files in ros2_ws.
-MSG_DEFINITIONS: dict[str, str] = {
-    WALKER_IDENTITY: """\
-std_msgs/Header header
-string walker_id
-bool known
-float32 score
-float32 threshold
-string best_match
-uint32 num_frames
-float32[] embedding
-""",
-    GAIT_TRAJECTORY: """\
-uint8 STATUS_OK=0
-uint8 STATUS_CLAMPED=1
-uint8 STATUS_FALLBACK=2
-uint8 STATUS_STALE=3
-std_msgs/Header header
-string walker_id
-bool personalized
-float32 phase
-float32 cycle_duration
-string[] channel_names
-uint32 num_channels
-uint32 num_points
-float32[] data
-uint8 status
-""",
-    GAIT_STATUS: """\
-uint8 STATE_IDLE=0
-uint8 STATE_RUNNING=1
-uint8 STATE_CALIBRATING=2
-uint8 STATE_FAULT=3
-std_msgs/Header header
-uint8 state
-string walker_id
-bool personalized
-float32 imu_rate_hz
-uint64 dropped_samples
-float32 latency_ms
-string backend
-string message
-""",
-}
 
-ACTION_DEFINITIONS: dict[str, str] = {
-    CALIBRATE: """\
-string walker
-uint32 shots
----
-bool success
-float32 error_before
-float32 error_after
-string reason
----
-uint32 cycles_collected
-uint32 cycles_required
-""",
-}
+def interface_files(kind: str) -> dict[str, Any]:
+    """``pkg/<kind>/Name`` -> the shipped ``.msg`` (kind ``msg``) or ``.action`` (``action``) file, by name."""
+    folder = resources.files("metagait_edge.resources").joinpath(*INTERFACES, kind)
+    files = {f"{PACKAGE}/{kind}/{f.name.rsplit('.', 1)[0]}": f for f in folder.iterdir() if f.name.endswith(f".{kind}")}
+    if not files:
+        raise FileNotFoundError(f"no .{kind} files in {folder} (the metagait_edge_interfaces definitions)")
+    return dict(sorted(files.items()))
+
+
+def strip_comments(text: str) -> str:
+    """A definition without its comments and blank lines (what the types are made of)."""
+    lines = (line.split("#", 1)[0].rstrip() for line in text.splitlines())
+    return "".join(f"{line}\n" for line in lines if line.strip())
+
+
+def constants(text: str) -> dict[str, int]:
+    """The integer constants of a definition (``uint8 STATUS_OK=0`` -> {"STATUS_OK": 0})."""
+    found = {}
+    for line in strip_comments(text).splitlines():
+        m = re.fullmatch(r"\s*u?int\d+\s+([A-Z][A-Z0-9_]*)\s*=\s*(-?\d+)\s*", line)
+        if m:
+            found[m.group(1)] = int(m.group(2))
+    return found
+
+
+# Message and action definitions (ROS 2 .msg syntax), read from the interface files without comments.
+MSG_DEFINITIONS: dict[str, str] = {name: strip_comments(f.read_text()) for name, f in interface_files("msg").items()}
+ACTION_DEFINITIONS: dict[str, str] = {name: strip_comments(f.read_text())
+                                      for name, f in interface_files("action").items()}
+
+_STATUS = constants(MSG_DEFINITIONS[GAIT_TRAJECTORY])
+_STATE = constants(MSG_DEFINITIONS[GAIT_STATUS])
+STATUS_OK, STATUS_CLAMPED, STATUS_FALLBACK, STATUS_STALE = (
+    _STATUS[n] for n in ("STATUS_OK", "STATUS_CLAMPED", "STATUS_FALLBACK", "STATUS_STALE"))
+STATE_IDLE, STATE_RUNNING, STATE_CALIBRATING, STATE_FAULT = (
+    _STATE[n] for n in ("STATE_IDLE", "STATE_RUNNING", "STATE_CALIBRATING", "STATE_FAULT"))
 
 
 def split_action(text: str, where: str = "action") -> tuple[str, str, str]:
