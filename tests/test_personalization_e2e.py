@@ -24,6 +24,7 @@ from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, evaluate, 
 from metagait_edge.personalization.tasks import ProtocolConfig, TaskSamplerConfig
 from metagait_edge.personalization.train import freeze_for_meta_learning, meta_step
 from metagait_edge.meta.maml import MAML, MAMLConfig, Batch as MetaBatch, Episode
+from committed_reports import report_body
 from personalization_fixtures import synthetic_cycle_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,21 +312,43 @@ def test_two_process_ddp_training_run(trained, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("METAGAIT_DATA"), reason="needs the HuGaDB archive under $METAGAIT_DATA")
-def test_quick_evaluation_with_the_shipped_checkpoint(tmp_path):
+def test_quick_evaluation_with_the_shipped_checkpoint_reproduces_the_committed_quick_report(tmp_path):
+    """docs/results/personalization_quick.md is what its command makes today (bar provenance and timings)."""
     from metagait_edge.personalization.runner import DEFAULT_CHECKPOINTS, available_runs
 
     if not available_runs(DEFAULT_CHECKPOINTS):
         pytest.skip(f"no shipped checkpoint under {DEFAULT_CHECKPOINTS}")
-    js = tmp_path / "r.json"
-    out = subprocess.run([sys.executable, "-m", "metagait_edge", "eval-personalization", "--quick", "--json", str(js),
-                          "--out", str(tmp_path / "r.md"), "--no-progress", "--threads", "1"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "metagait_edge", "eval-personalization", "--quick", "--json", "r.json",
+                          "--out", "r.md", "--no-progress", "--threads", "1"],
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    payload = json.loads(js.read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]  # nothing written where not asked
+    payload = json.loads((tmp_path / "r.json").read_text())
     gen5 = payload["results"]["generation"]["5"]
     # real walkers: a model that sees the support cycles must beat copying the previous cycle
     assert gen5["maml"]["mse"] < gen5["copy_previous"]["mse"]
-    assert "MAML-TCN" in (tmp_path / "r.md").read_text()
+    committed = (REPO / "docs" / "results" / "personalization_quick.md").read_text()
+    made = (tmp_path / "r.md").read_text()
+    assert report_body(made, ("## Timing (one CPU thread, median)",)) == \
+        report_body(committed, ("## Timing (one CPU thread, median)",)), \
+        "docs/results/personalization_quick.md is stale: regenerate it with the command in its first lines"
+
+
+def test_eval_personalization_writes_a_report_only_where_asked(tmp_path, monkeypatch):
+    """--quick --json X writes X and nothing else (no tracked docs/results/ report); --out MD writes MD."""
+    import metagait_edge.personalization.runner as runner
+    from metagait_edge import cli
+
+    if not runner.available_runs(DEFAULT_CHECKPOINTS):
+        pytest.skip(f"no shipped checkpoint under {DEFAULT_CHECKPOINTS}")
+    payload = json.loads((REPO / "docs" / "results" / "personalization.json").read_text())
+    monkeypatch.setattr(runner, "evaluate", lambda *a, **k: payload)  # the evaluation itself is tested above
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["eval-personalization", "--quick", "--json", "x.json", "--no-progress"]) == 0
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["x.json"]
+    assert cli.main(["eval-personalization", "--quick", "--out", "r/q.md", "--no-progress"]) == 0
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["r", "r/q.md", "x.json"]
+    assert "MAML-TCN" in (tmp_path / "r" / "q.md").read_text()
 
 
 def test_template_gap_reproduces_the_pooled_baseline_and_measures_the_gap(trained):

@@ -10,6 +10,8 @@ import yaml
 from metagait_edge import cli
 from metagait_edge.recognition import SHIPPED_VARIANTS, shipped_checkpoint_dir
 
+from committed_reports import report_body
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A small evaluation set: 2 validation + 3 test identities, 2 views, all 10 types, 30 frames, clean masks.
@@ -89,3 +91,34 @@ def test_eval_recognition_quick_json_and_markdown(cache, tmp_path, capsys):
     assert "Open set" in md and "test FAR %" in md and "quick test set" in md
     for variant in SHIPPED_VARIANTS:
         assert f"| {variant} |" in md
+
+
+def test_eval_recognition_writes_a_document_only_where_asked(tmp_path, monkeypatch):
+    """Without --markdown only the printout (and --json): the tracked docs/results/recognition.md stays as it is."""
+    import numpy as np
+
+    import metagait_edge.evaluation.recognition as ER
+    from metagait_edge.recognition import evaluate as E
+
+    summary = {"NM": 90.0, "BG": 80.0, "CL": 70.0, "mAP": 60.0}
+    monkeypatch.setattr(E, "test_indices", lambda data, quick: (None, np.arange(3)))
+    monkeypatch.setattr(E, "load_frames", lambda index: None)
+    monkeypatch.setattr(E, "evaluate_model", lambda *a, **k: {"result": None, "summary": summary})
+    monkeypatch.setattr(E, "describe_test_set", lambda data, quick: "stub test set")
+    monkeypatch.setattr(ER, "format_result", lambda result, full_tables=False: "")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["eval-recognition", "--quick", "--variants", "baseline", "--json", "r.json"]) == 0
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["r.json"]
+    assert json.loads((tmp_path / "r.json").read_text())["results"] == {"baseline": summary}
+
+
+@pytest.mark.slow
+def test_committed_recognition_report_is_what_its_command_makes(tmp_path, monkeypatch):
+    """docs/results/recognition.md (quick test set) matches a fresh `eval-recognition --quick` (bar provenance, latency)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["eval-recognition", "--quick", "--markdown", "r.md", "--no-profile"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.md"]
+    latency = ("## Model size and CPU latency",)
+    made = report_body((tmp_path / "r.md").read_text(), latency)
+    committed = report_body((REPO / "docs" / "results" / "recognition.md").read_text(), latency)
+    assert made == committed, "docs/results/recognition.md is stale: regenerate it with the command in its first lines"

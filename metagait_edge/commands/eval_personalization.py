@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "stored config; data, split, protocol and masking must agree)")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds")
     parser.add_argument("--folds", type=int, nargs="*", help="only these folds (none, with --merge: only merge)")
-    parser.add_argument("--out", help="Markdown report (default: docs/results/personalization[_quick].md)")
+    parser.add_argument("--out", metavar="MD", help="write the Markdown report here (none without it; the tracked "
+                        "reports are docs/results/personalization[_quick].md)")
     parser.add_argument("--plots", metavar="DIR", help="write the cycle and shots plots (PNG) here")
     parser.add_argument("--scores-out", metavar="JSON", help="also save the raw per-query scores, evaluated and merged (to merge later)")
     parser.add_argument("--merge", metavar="JSON", nargs="+", default=[],
@@ -73,19 +74,24 @@ def run(args: argparse.Namespace) -> int:
                        scores_out=Path(args.scores_out) if args.scores_out else None, merge=[Path(m) for m in args.merge],
                        masking=args.masking, problems=args.problems, settle=args.settle)
     command = "metagait-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "metagait-edge eval-personalization"
-    out = Path(args.out) if args.out else Path("docs/results") / ("personalization_quick.md" if args.quick else "personalization.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    notes = list(args.note)
-    if args.notes:
-        notes += R.paragraphs(Path(args.notes))
-    R.write_markdown(out, payload, command, provenance(), notes=R.DESIGN_NOTES + tuple(f"- {n}" for n in notes))
+    written = []
+    if args.out:  # a report only where asked: a quick check must not rewrite the tracked docs/results/
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        notes = list(args.note)
+        if args.notes:
+            notes += R.paragraphs(Path(args.notes))
+        R.write_markdown(out, payload, command, provenance(), notes=R.DESIGN_NOTES + tuple(f"- {n}" for n in notes))
+        written.append(str(out))
     if args.json:
         R.write_json(Path(args.json), payload)
+        written.append(args.json)
     print()
     print("\n".join(R.verdict(payload["results"], payload.get("per_walker"))))
     for problem, by_shots in payload["results"].items():
         for shots, cell in sorted(by_shots.items()):
             row = "  ".join(f"{m}={e['mse']:.3f}" for m, e in cell.items() if m != "gap_closed")
             print(f"{problem:14s} {shots}-shot MSE  {row}")
-    print(f"\nwrote {out}{' and ' + args.json if args.json else ''} in {time.perf_counter() - t0:.0f} s")
+    print(f"\n{'wrote ' + ' and '.join(written) if written else 'no report written (--out MD, --json PATH)'} "
+          f"in {time.perf_counter() - t0:.0f} s")
     return 0

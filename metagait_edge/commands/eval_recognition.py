@@ -1,7 +1,9 @@
 """``metagait-edge eval-recognition``: evaluate the shipped recognition checkpoints (ablation variants).
 
-Writes ``docs/results/recognition.md`` and, with ``--json``, ``{"dataset": str, "results": {variant:
-{"NM", "BG", "CL", "mAP"}}}`` (rank-1 and mAP in percent; ``mAP`` is the mean of the three conditions').
+Prints the results; with ``--markdown`` writes the results document (the tracked one is
+``docs/results/recognition.md``, made by ``--quick --markdown docs/results/recognition.md``) and, with
+``--json``, ``{"dataset": str, "results": {variant: {"NM", "BG", "CL", "mAP"}}}`` (rank-1 and mAP in
+percent; ``mAP`` is the mean of the three conditions').
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small test set (data.synthetic.test_ids identities) instead of the full one")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
-    parser.add_argument("--markdown", default="docs/results/recognition.md", metavar="PATH",
-                        help="results document to write (default docs/results/recognition.md; '' for none)")
+    parser.add_argument("--markdown", "--out", default=None, metavar="PATH",
+                        help="write the results document here (none without it; the tracked one is "
+                             "docs/results/recognition.md)")
     parser.add_argument("--checkpoints", default=None, metavar="DIR",
                         help="folder with <variant>.safetensors + .json (default: the shipped checkpoints)")
     parser.add_argument("--variants", default="baseline,mta,mtp,metagait", help="variants to evaluate")

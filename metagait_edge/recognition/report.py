@@ -20,7 +20,7 @@ def write_report(path, evals: dict, configs: dict, ckpt_dir: Path, dataset: str,
     from metagait_edge.recognition.evaluate import ablation_table
 
     mode = "quick" if quick else "full"
-    cmd = "metagait-edge eval-recognition" + (" --quick" if quick else "")
+    cmd = "metagait-edge eval-recognition" + (" --quick" if quick else "") + f" --markdown {path}"
     any_cfg = next(iter(configs.values()))
     lines = [
         "# Recognition results: MetaGait ablation on synthetic silhouettes",
