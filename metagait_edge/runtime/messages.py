@@ -17,12 +17,14 @@ from typing import Any, Mapping, Optional, Sequence
 import msgpack
 import numpy as np
 
+from metagait_edge.runtime.safety import SafetyStatus
+
 SCHEMA_VERSION = 1
 TOPIC_TRAJECTORY = b"gait.trajectory"
 TOPIC_IDENTITY = b"gait.identity"
 TOPIC_STATUS = b"gait.status"
 TOPICS = (TOPIC_TRAJECTORY, TOPIC_IDENTITY, TOPIC_STATUS)
-STATUSES = ("OK", "DEGRADED", "HOLD")
+STATUSES = tuple(s.value for s in SafetyStatus)  # the safety envelope's words: OK, DEGRADED, HOLD
 DTYPE = "float32"
 N_POINTS = 101
 
