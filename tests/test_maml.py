@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from metagait_edge.meta import MAML, Batch, MAMLConfig, Episode, adapt, batch_loss, finetune, model_params, multi_step_weights
+from metagait_edge.meta import (
+    MAML, Batch, Episode, MAMLConfig, adapt, batch_loss, finetune, model_params, multi_step_weights,
+)
 from metagait_edge.models import TCN, TCNConfig
 
 

@@ -39,8 +39,8 @@ def tiny_config() -> PersonalizationConfig:
         sampler=TaskSamplerConfig(shots=(1, 5), queries=4, min_gap=2, conditions=("walking",)),
         tcn=replace(base.tcn, hidden_channels=8, levels=5),
         maml=replace(base.maml, shot_sizes=[1, 5]),
-        train=PersonalizationTrainConfig(pooled_steps=30, pooled_tasks_per_step=4, meta_iterations=6, meta_batch=2, val_every=3,
-                          val_max_tasks=8, finetune_lrs=(1e-3, 1e-2), scratch_lrs=(1e-2,), reference_steps=5,
+        train=PersonalizationTrainConfig(pooled_steps=30, pooled_tasks_per_step=4, meta_iterations=6, meta_batch=2,
+                          val_every=3, val_max_tasks=8, finetune_lrs=(1e-3, 1e-2), scratch_lrs=(1e-2,), reference_steps=5,
                           reference_batch=8, inner_lr_scales=(1.0, 3.0), shape_steps=4, seed=0),
         loss=CycleLossConfig(sdtw_weight=1.0, sdtw_gamma=0.1, sdtw_points=21),
     )

@@ -114,7 +114,7 @@ def test_eval_recognition_writes_a_document_only_where_asked(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_committed_recognition_report_is_what_its_command_makes(tmp_path, monkeypatch):
-    """docs/results/recognition.md (quick test set) matches a fresh `eval-recognition --quick` (bar provenance, latency)."""
+    """docs/results/recognition.md (quick test set) is what `eval-recognition --quick` makes (bar provenance, latency)."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["eval-recognition", "--quick", "--markdown", "r.md", "--no-profile"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.md"]

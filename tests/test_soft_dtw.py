@@ -139,7 +139,8 @@ def test_maml_uses_the_meta_loss_on_queries_and_the_inner_loss_on_supports():
             return {"output": self.net(x)}
 
     maml = MAML(Named(), MAMLConfig(inner_steps=2, multi_step_loss=False), loss_fn=inner, meta_loss_fn=outer)
-    task = Episode(support=Batch(torch.randn(2, 3), torch.randn(2, 3)), query=Batch(torch.randn(7, 3), torch.randn(7, 3)))
+    task = Episode(support=Batch(torch.randn(2, 3), torch.randn(2, 3)),
+                   query=Batch(torch.randn(7, 3), torch.randn(7, 3)))
     maml.train()
     maml.meta_loss([task]).backward()
     assert ("inner", 2) in calls and ("outer", 7) in calls

@@ -2,8 +2,9 @@
 
 The definitions are read from the ``metagait_edge_interfaces`` ROS 2 package's own ``.msg`` / ``.action``
 files (``ros2_ws/src/metagait_edge_interfaces``, shipped with the library as ``resources/ros_interfaces``), so
-the schema is written once; the status and state constants come from those files too. They are registered, together with the standard ROS 2 Humble types, in :func:`typestore`, which
-(de)serializes CDR exactly as ROS 2 does (``serialize_cdr`` / ``deserialize_cdr``).
+the schema is written once; the status and state constants come from those files too. They are registered,
+together with the standard ROS 2 Humble types, in :func:`typestore`, which (de)serializes CDR exactly as ROS 2
+does (``serialize_cdr`` / ``deserialize_cdr``).
 """
 
 from __future__ import annotations
