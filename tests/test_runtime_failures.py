@@ -20,6 +20,7 @@ from metagait_edge.runtime.profiles import ProfileStore  # noqa: E402
 from metagait_edge.runtime.safety import NO_PROFILE, PROFILE_UNUSABLE  # noqa: E402
 
 
+@pytest.mark.slow
 def test_missing_serial_port_is_a_warning_counted_and_on_the_wire(tmp_path, caplog, capsys):
     from metagait_edge.cli import main
     from metagait_edge.commands.listen import listen
