@@ -1,0 +1,165 @@
+"""The issue-17 phase/mode evaluation: every fold's estimator on its held-out walkers, the baseline beside it.
+
+``evaluate_phase(quick=...)`` loads HuGaDB, runs each fold's shipped ``PhaseNet`` (``resources/phase``)
+and the time-since-heel-strike baseline causally over every file of the fold's test walkers, and returns
+``Scores.summary()`` plus the per-sample inference latency on one core. ``--quick`` scores every fourth file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from metagait_edge.phase.dataset import MODES, PhaseRecording, load_recordings
+from metagait_edge.phase.evaluate import Scores, baseline_phase, transition_points
+from metagait_edge.phase.folds import phase_folds
+from metagait_edge.phase.model import RESOURCE_DIR, PhaseNet, StreamingPhaseEstimator, decode, load_phase_net, predict_recording
+
+
+def smooth_modes(prob: np.ndarray, alpha: float) -> np.ndarray:
+    """Causal exponential smoothing of mode probabilities [T, M] (alpha = 1: none); argmax per sample."""
+    if alpha >= 1.0:
+        return prob.argmax(1)
+    from scipy.signal import lfilter
+
+    sm = lfilter([alpha], [1.0, alpha - 1.0], prob, axis=0, zi=(1 - alpha) * prob[:1])[0]
+    return sm.argmax(1)
+
+
+ALPHAS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03)
+
+
+def tune_mode_alpha(model: PhaseNet, recs: Sequence[PhaseRecording], alphas: Sequence[float] = ALPHAS) -> dict:
+    """Mode accuracy per smoothing ``alpha`` on (validation) recordings; the best alpha under ``best``."""
+    probs = [decode(predict_recording(model, r.x))["mode_prob"] for r in recs]
+    acc = {}
+    for a in alphas:
+        hit = tot = 0
+        for r, p in zip(recs, probs):
+            lab = r.mode >= 0
+            hit += int((smooth_modes(p, a)[lab] == r.mode[lab]).sum())
+            tot += int(lab.sum())
+        acc[a] = hit / max(tot, 1)
+    return {"accuracy": acc, "best": max(acc, key=acc.get)}
+
+
+def latency_ms(model: PhaseNet, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample ``StreamingPhaseEstimator.push`` times (ms) on one thread over ``n`` real rows:
+    (wall clock, the thread's CPU time). On a shared machine the wall clock also counts the time other
+    processes held the core; the CPU time is the compute one core spends per sample."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        est = StreamingPhaseEstimator(model)
+        for r in rows[:50]:
+            est.push(r)  # warm-up
+        wall, cpu = [], []
+        for r in rows[np.arange(n) % len(rows)]:
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            est.push(r)
+            cpu.append(time.thread_time_ns() - c0)
+            wall.append(time.perf_counter_ns() - t0)
+        return 1e-6 * np.asarray(wall), 1e-6 * np.asarray(cpu)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = False, folds: Sequence[int] = (0, 1, 2),
+                   mode_alpha: float | None = None, progress: bool = True) -> tuple[dict, dict]:
+    """(summary, traces): traces holds one held-out recording's truth and estimates around a transition.
+
+    ``mode_alpha`` None: each fold's mode smoothing is the one most accurate on its validation walkers."""
+    from tqdm import tqdm
+
+    splits = phase_folds()
+    scores = Scores()
+    trace: dict = {}
+    n_files, subjects, alphas = 0, [], {}
+    model = None
+    for k in folds:
+        model = load_phase_net(Path(weights_dir) / f"fold{k}")
+        test = splits[k]["test"]
+        alpha = mode_alpha
+        if alpha is None:
+            val = load_recordings(db, subjects=splits[k]["val"], progress=False)
+            tuned = tune_mode_alpha(model, val[::4] if quick else val)
+            alpha = tuned["best"]
+            alphas[k] = tuned
+        recs = load_recordings(db, subjects=test, progress=False)
+        if quick:
+            recs = recs[::4]
+        subjects += test
+        for rec in tqdm(recs, desc=f"fold {k}: {len(test)} held-out walkers", unit="file", disable=not progress):
+            out = decode(predict_recording(model, rec.x))
+            learned = out["phase"].T
+            base = baseline_phase(rec)
+            scores.add_phase("learned", rec, learned)
+            scores.add_phase("baseline", rec, base)
+            pred = smooth_modes(out["mode_prob"], alpha)
+            scores.add_modes(rec, pred)
+            n_files += 1
+            _keep_trace(trace, rec, learned, base, pred)
+    summary = scores.summary()
+    rows = recs[0].x if recs else np.zeros((1, model.config.in_channels), np.float32)
+    wall, cpu = latency_ms(model, rows, 1000 if quick else 5000)
+    summary["latency_ms_p50"] = float(np.percentile(wall, 50))
+    summary["latency_ms_p99"] = float(np.percentile(wall, 99))
+    summary["latency_cpu_ms_p50"] = float(np.percentile(cpu, 50))
+    summary["latency_cpu_ms_p99"] = float(np.percentile(cpu, 99))
+    summary["files"] = n_files
+    summary["subjects"] = sorted(subjects)
+    summary["quick"] = quick
+    summary["mode_alpha"] = mode_alpha if mode_alpha is not None else {k: v["best"] for k, v in alphas.items()}
+    summary["mode_alpha_validation"] = {k: v["accuracy"] for k, v in alphas.items()}
+    return summary, trace
+
+
+def _keep_trace(trace: dict, rec: PhaseRecording, learned: np.ndarray, base: np.ndarray, pred: np.ndarray) -> None:
+    """Keep the first walking -> stairs transition of a held-out recording with truth on both sides."""
+    if trace:
+        return
+    for t, a, b in transition_points(rec.mode):
+        if {MODES[a], MODES[b]} & {"stairs_up", "stairs_down"} and "walking" in (MODES[a], MODES[b]):
+            lo, hi = max(0, t - 300), min(len(rec), t + 300)
+            if np.isfinite(rec.truth.phase[0, t - 60:t + 60]).mean() > 0.7:
+                trace.update(file_id=rec.file_id, t=t - lo, fs=rec.fs, truth=rec.truth.phase[0, lo:hi],
+                             learned=learned[0, lo:hi], baseline=base[0, lo:hi], mode=rec.mode[lo:hi],
+                             pred=pred[lo:hi], change=f"{MODES[a]} -> {MODES[b]}")
+                return
+
+
+def plot_trace(trace: dict, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fs = trace["fs"]
+    t = (np.arange(len(trace["truth"])) - trace["t"]) / fs
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    truth = np.array(trace["truth"], dtype=float)
+    truth[1:][np.diff(truth) < -50] = np.nan  # no vertical line at each wrap
+    ax.plot(t, truth, "k-", lw=2.0, label="ground truth (offline)")
+    ax.plot(t, trace["learned"], "C0.", ms=3, label="learned PhaseNet (causal)")
+    ax.plot(t, trace["baseline"], "C3.", ms=3, label="baseline: time since IC / median stride (causal)")
+    ax.axvline(0, color="grey", ls="--")
+    ax.set_ylabel("right-leg phase (% of cycle)")
+    ax.set_ylim(-2, 102)
+    ax.legend(loc="upper left", fontsize=8, ncol=3)
+    ax.set_title(f"{trace['file_id']} (held-out walker): {trace['change']} at t = 0")
+    ax2.step(t, trace["mode"], "k-", where="post", label="true mode")
+    ax2.step(t, trace["pred"], "C0-", where="post", label="estimated mode", alpha=0.8)
+    ax2.set_yticks(range(len(MODES)))
+    ax2.set_yticklabels(MODES, fontsize=7)
+    ax2.set_xlabel("time from the labelled transition (s)")
+    ax2.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,66 @@
+"""Phase / mode evaluation (issue 17): circular errors, heel strikes from phase wraps, scores, mode delays, the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metagait_edge.phase.dataset import prepare_recording
+from metagait_edge.phase.evaluate import Scores, circular_error, transition_points, wrap_events
+from metagait_edge.phase.report import machine_summary, render
+from metagait_edge.phase.run import smooth_modes
+from tests.test_phase_ground_truth import synthetic_recording
+
+
+def test_circular_error_and_wrap_events():
+    assert circular_error(np.array([2.0, 98.0, 60.0]), np.array([98.0, 2.0, 10.0])).tolist() == [4.0, -4.0, -50.0]
+    t = np.arange(300)
+    phase = np.mod(100 * (t - 10.25) / 50.0, 100)
+    ev = wrap_events(phase, 58.8)
+    assert np.allclose(ev, 10.25 + 50 * np.arange(6), atol=1e-6)
+    noisy = phase.copy()
+    noisy[60] = 99.0  # a jitter just after a wrap must not count twice
+    assert len(wrap_events(noisy, 58.8)) == len(ev)
+
+
+def test_scores_perfect_and_shifted_estimates():
+    act = np.ones(1600, dtype=np.uint8)
+    act[800:] = 3
+    rec = prepare_recording(synthetic_recording(act=act))
+    assert transition_points(rec.mode) == [(800, 0, 2)]
+    s = Scores()
+    truth = rec.truth.phase
+    s.add_phase("learned", rec, np.nan_to_num(truth))
+    s.add_phase("baseline", rec, np.mod(np.nan_to_num(truth) + 5.0, 100))
+    pred = rec.mode.copy()
+    pred[800:810] = 0  # switches 10 samples late
+    s.add_modes(rec, pred)
+    out = s.summary()
+    assert out["phase_rmse_pct"]["learned"]["walking"] == pytest.approx(0.0, abs=1e-9)
+    assert out["phase_rmse_pct"]["baseline"]["stairs_up"] == pytest.approx(5.0, abs=1e-6)
+    assert out["phase_rmse_pct"]["learned"]["transitions"] == pytest.approx(0.0, abs=1e-9)
+    h = out["hs_timing_ms"]["learned"]
+    assert h["matched"] >= h["truth_events"] - 2 and h["median_abs"] < 1.0
+    assert out["hs_timing_ms"]["baseline"]["mean"] == pytest.approx(-0.05 * 53.3 / 58.8 * 1000, rel=0.05)
+    assert out["mode_accuracy"] == pytest.approx(1 - 10 / 1600)
+    d = out["mode_switch_delay"]
+    assert d["transitions"] == 1 and d["median_s"] == pytest.approx(10 / 58.8)
+    full = {**out, "files": 1, "subjects": [99], "quick": True, "mode_alpha": {0: 0.2}, "latency_ms_p50": 0.3,
+            "latency_ms_p99": 0.5, "latency_cpu_ms_p50": 0.2, "latency_cpu_ms_p99": 0.4}
+    js = machine_summary(full)
+    assert set(js["phase_rmse_pct"]) == {"walking", "running", "stairs_up", "stairs_down", "transitions"}
+    assert js["baseline_phase_rmse_pct"]["stairs_up"] == pytest.approx(5.0, abs=1e-6)
+    assert js["mode_accuracy"] == out["mode_accuracy"] and js["latency_ms_p99"] == 0.5
+    md = render({**out, "files": 1, "subjects": [99], "quick": True, "mode_alpha": {0: 0.2}, "latency_ms_p50": 0.3,
+                 "latency_ms_p99": 0.5, "latency_cpu_ms_p50": 0.2, "latency_cpu_ms_p99": 0.4}, "cmd", "vm", "today", "x.png")
+    assert "| walking | 0.00 | 5.00 |" in md and "![phase across a transition](x.png)" in md
+    assert "alpha per fold 0: 0.2" in md
+
+
+def test_smooth_modes_is_causal_and_delays_switches():
+    p = np.zeros((20, 3))
+    p[:10, 0] = 1
+    p[10:, 1] = 1
+    assert smooth_modes(p, 1.0).tolist() == [0] * 10 + [1] * 10
+    sm = smooth_modes(p, 0.3)
+    assert sm[:10].tolist() == [0] * 10 and sm[10] == 0 and sm[-1] == 1
