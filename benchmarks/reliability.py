@@ -4,6 +4,7 @@
     python benchmarks/reliability.py clip [--files N]        # envelope clipping on real HuGaDB walkers
     python benchmarks/reliability.py fuzz [--bytes N]        # random / bit-flipped bytes into the decoder
     python benchmarks/reliability.py stalls [--cycles N]     # IMU stall/resume cycles through the runtime
+    python benchmarks/reliability.py sigstop [--stall-s S]   # imu-sim stopped (SIGSTOP) under a running `run`
     python benchmarks/reliability.py unplug [--cycles N]     # pty unplug/replug through SerialSource
     python benchmarks/reliability.py kill [--cycles N]       # kill -9 during profile writes
     python benchmarks/reliability.py slow-subscriber         # a subscriber that stops reading
@@ -552,7 +553,90 @@ def run_curve(args) -> dict:
     return {"published": sent, **{n: {"received": s.total, "invalid": s.invalid} for n, s in res.items()}}
 
 
-SECTIONS = {"limits": run_limits, "clip": run_clip, "soak": run_soak, "fuzz": run_fuzz, "unplug": run_unplug, "kill": run_kill,
+def run_sigstop(args) -> dict:
+    """The issue's black-box experiment: ``imu-sim --pty --source synthetic --loop`` into ``run``, a subscriber
+    reading everything in order; after 15 s the simulator is stopped (SIGSTOP) for ``--stall-s`` seconds,
+    then continued (SIGCONT): it flushes its overdue frames at once, with their scheduled times."""
+    import os
+    import signal
+    import subprocess
+    import tempfile
+    import threading
+
+    import zmq
+
+    from metagait_edge.runtime import messages as M
+    from metagait_edge.runtime.safety import SafetyConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix="metagait-sigstop-"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    sim = subprocess.Popen([sys.executable, "-m", "metagait_edge", "imu-sim", "--pty", "--source", "synthetic",
+                            "--loop", "--no-progress"], stdout=subprocess.PIPE, text=True, env=env)
+    msgs, stop = [], threading.Event()
+    port = sim.stdout.readline().split()[1]
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+
+    def subscriber():
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(endpoint)
+        while not stop.is_set():
+            if sock.poll(100):
+                m = M.decode(sock.recv_multipart())
+                msgs.append((time.monotonic(), m.topic, m.header, m.payload))
+        sock.close(0)
+
+    sub = threading.Thread(target=subscriber, daemon=True)
+    sub.start()
+    cfg = tmp / "edge.yaml"
+    cfg.write_text(f"sources:\n  - kind: serial\n    port: {port}\n    rate_hz: {RATE}\n"
+                   f"sinks:\n  zmq:\n    endpoints: [\"{endpoint}\"]\ncalibration:\n  directory: {tmp / 'w'}\n")
+    total = 15 + args.stall_s + 20
+    run = subprocess.Popen([sys.executable, "-m", "metagait_edge", "run", "--config", str(cfg), "--duration",
+                            str(total)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        time.sleep(15 + 8)  # start-up (~8 s) and 15 s of walking
+        os.kill(sim.pid, signal.SIGSTOP)
+        t_stop = time.monotonic()
+        time.sleep(args.stall_s)
+        os.kill(sim.pid, signal.SIGCONT)
+        t_cont = time.monotonic()
+        out, _ = run.communicate(timeout=total + 60)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+        stop.set()
+        sub.join(2)
+    limits = SafetyConfig().joint_limits
+    trajs = [(t, h, p) for t, topic, h, p in msgs if topic == M.TOPIC_TRAJECTORY]
+    status, under_hold, worst_rate = "HOLD", 0, 0.0
+    for t, topic, h, p in msgs:
+        if topic == M.TOPIC_STATUS:
+            status = h["status"]
+        elif topic == M.TOPIC_TRAJECTORY:
+            under_hold += status == "HOLD"
+            for row, name in zip(p, h["channels"]):
+                step = float(np.abs(np.diff(row.astype(np.float64))).max()) * 100 / h["cycle_s"]
+                worst_rate = max(worst_rate, step / limits[name].max_rate_dps)
+    hold_reasons = {h["reason"] for t, topic, h, _ in msgs
+                    if topic == M.TOPIC_STATUS and h["status"] == "HOLD" and t_stop < t < t_cont}
+    after = [t for t, _, _ in trajs if t > t_cont]
+    return {
+        "stall_s": args.stall_s, "messages": len(msgs), "trajectories": len(trajs),
+        "trajectories_while_last_status_hold": under_hold,
+        "trajectories_in_the_2_s_after_sigcont": sum(1 for t in after if t < t_cont + 2.0),
+        "first_trajectory_after_sigcont_s": round(after[0] - t_cont, 2) if after else None,
+        "cycle_s_min_max": [round(min(h["cycle_s"] for _, h, _ in trajs), 3), round(max(h["cycle_s"] for _, h, _ in trajs), 3)]
+        if trajs else None,
+        "worst_step_over_rate_limit": round(worst_rate, 3),
+        "phase_min_max": [round(min(h["phase"] for _, h, _ in trajs), 3), round(max(h["phase"] for _, h, _ in trajs), 3)]
+        if trajs else None,
+        "distinct_hold_reasons_during_stall": len(hold_reasons), "hold_reason_examples": sorted(hold_reasons)[:3],
+        "run_summary": out.strip().splitlines()[-1] if out.strip() else "",
+    }
+
+
+SECTIONS = {"limits": run_limits, "sigstop": run_sigstop, "clip": run_clip, "soak": run_soak, "fuzz": run_fuzz, "unplug": run_unplug, "kill": run_kill,
             "stalls": run_stalls, "slow-subscriber": run_slow_subscriber, "curve": run_curve}
 
 
@@ -568,6 +652,7 @@ def main(argv=None) -> int:
     parser.add_argument("--messages", type=int, default=20000, help="slow-subscriber: trajectories sent")
     parser.add_argument("--sample-s", type=float, default=10.0, help="soak: RSS sampling period")
     parser.add_argument("--speed", type=float, default=1.0, help="soak: IMU frames at this multiple of 58.8 Hz")
+    parser.add_argument("--stall-s", type=float, default=10.0, help="sigstop: how long imu-sim is stopped")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     t0 = time.monotonic()

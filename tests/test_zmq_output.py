@@ -373,3 +373,19 @@ def test_protocol_doc_states_the_fields_channels_and_defaults_the_code_uses():
     assert f"hip −{-rel['hip_r'].min_deg:.0f}/+{rel['hip_r'].max_deg:.0f}°" in doc
     assert f"knee −{-rel['knee_r'].min_deg:.0f}/+{rel['knee_r'].max_deg:.0f}°" in doc
     assert f"`safety.max_clipped_fraction` ({100 * safety.max_clipped_fraction:.0f} %)" in doc
+
+
+def test_the_docs_c_sketch_builds_with_the_documented_line(tmp_path):
+    """docs/zmq_protocol.md's C subscriber, built exactly as the doc says (where libzmq and msgpack-c are installed)."""
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "zmq_protocol.md").read_text(encoding="utf-8")
+    line = re.search(r"```bash\n(cc [^\n]*gait_sub\.c[^\n]*)\n```", doc).group(1)
+    if shutil.which("cc") is None or subprocess.run(["pkg-config", "--exists", "libzmq", "msgpack"]).returncode:
+        pytest.skip("no C compiler, or pkg-config does not know libzmq and msgpack (apt: libzmq3-dev libmsgpack-dev)")
+    (tmp_path / "gait_sub.c").write_text(re.search(r"```c\n(.*?)```", doc, re.S).group(1))
+    out = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and (tmp_path / "gait_sub").is_file(), out.stderr
