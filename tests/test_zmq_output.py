@@ -373,6 +373,9 @@ def test_protocol_doc_states_the_fields_channels_and_defaults_the_code_uses():
     assert f"hip −{-rel['hip_r'].min_deg:.0f}/+{rel['hip_r'].max_deg:.0f}°" in doc
     assert f"knee −{-rel['knee_r'].min_deg:.0f}/+{rel['knee_r'].max_deg:.0f}°" in doc
     assert f"`safety.max_clipped_fraction` ({100 * safety.max_clipped_fraction:.0f} %)" in doc
+    import re
+
+    compile(re.search(r"## Python subscriber.*?```python\n(.*?)```", doc, re.S).group(1), "python-subscriber", "exec")
 
 
 def test_the_docs_c_sketch_builds_with_the_documented_line(tmp_path):
