@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
