@@ -148,3 +148,5 @@ def test_hold_reason_is_refreshed_and_holds_are_counted(scenario):
     statuses = ["HOLD"] + [s for kind, s, _ in events if kind == "status"]  # the runtime starts in HOLD
     entered = sum(1 for a, b in zip(statuses, statuses[1:]) if a != "HOLD" and b == "HOLD")
     assert rt.stats.holds >= 2 and rt.stats.holds == entered  # both stalls; the summary's holds= counts them
+    last = [kw["counters"] for kind, _, kw in events if kind == "status"][-1]  # counted on the wire too
+    assert last["holds"] == rt.stats.holds and last["stale"] == rt.gate.stale_samples > 0 and last["gaps"] >= 2

@@ -58,6 +58,7 @@ def test_encode_decode_roundtrip():
         (lambda f: [f[0], msgpack.packb(_header(phase=1.5)), f[2]], "phase"),
         (lambda f: [f[0], msgpack.packb(_header(t_input_ns=_header()["t_ns"] + 10**9)), f[2]], "newer than the message"),
         (lambda f: [f[0], msgpack.packb(_header(t_input_ns=0)), f[2]], "newest IMU sample"),
+        (lambda f: [f[0], msgpack.packb(_header(counters={"holds": -1})), f[2]], "counters"),
         (lambda f: [f[0], msgpack.packb({k: v for k, v in _header().items() if k != "t_input_ns"}), f[2]],
          "lacks field.*t_input_ns"),
     ],

@@ -46,6 +46,7 @@ HEADER_FIELDS: dict[str, tuple] = {
     "reason": (str,),  # human-readable cause of a non-OK status; "" when OK
     "distance": (float, int),  # identity: embedding distance to walker_id's gallery entry (NaN if none)
     "confidence": (float, int),  # identity confidence in [0, 1]
+    "counters": (dict,),  # status: the runtime's running counts (faults included), name -> int >= 0; {} otherwise
 }
 
 
@@ -80,6 +81,7 @@ def make_header(
     reason: str = "",
     distance: float = float("nan"),
     confidence: float = 0.0,
+    counters: Optional[Mapping[str, int]] = None,
 ) -> dict:
     return {
         "v": SCHEMA_VERSION,
@@ -98,6 +100,7 @@ def make_header(
         "reason": str(reason),
         "distance": float(distance),
         "confidence": float(confidence),
+        "counters": {str(k): int(v) for k, v in (counters or {}).items()},
     }
 
 
@@ -155,6 +158,10 @@ def validate(topic: bytes, header: Any, payload: bytes) -> None:
         raise MessageError(f"{where}: channel names must be strings")
     if header["seq"] < 0:
         raise MessageError(f"{where}: negative seq {header['seq']}")
+    bad = [k for k, v in header["counters"].items()
+           if not isinstance(k, str) or not isinstance(v, int) or isinstance(v, bool) or v < 0]
+    if bad:
+        raise MessageError(f"{where}: counters {bad!r} must be names with non-negative integer counts")
     if not 0 <= header["t_input_ns"] <= header["t_ns"]:
         raise MessageError(f"{where}: t_input_ns {header['t_input_ns']} outside [0, t_ns = {header['t_ns']}]: "
                            f"the input cannot be newer than the message")

@@ -234,7 +234,7 @@ class Runtime:
         if len(self.stats.gen_ms) > 10000:
             del self.stats.gen_ms[:5000]
         traj = out[self.personalizer.angle_index]
-        # Freshness of the newest sample the cycle was detected with (rec.t_end), not of the ring's newest.
+        # rec.t_end: freshness of the newest sample the cycle used, not of the ring's newest
         res = self.safety.apply(traj, self.channel_names, rec.t_end, self.clock(), conf if use_profile else 0.0,
                                 use_profile, rec.duration_s, self.neutral.update(rec.cycle[self.personalizer.angle_index]),
                                 unusable_profile=self._profile_errors.get(walker) if walker else None)
@@ -270,10 +270,9 @@ class Runtime:
     # --------------------------------------------------------------------------------- status
     def _set_status(self, status: Optional[str], reason: Optional[str], only_if=None, periodic: bool = False,
                     then: Optional[Callable[[], None]] = None) -> None:
-        """Set the status (None: keep) and publish it when it changes (or ``periodic``), then run ``then`` (the
-        worker's trajectory send), all under one lock: no trajectory leaves behind a HOLD or before the status
-        that allows it. ``only_if(status, reason)`` guards a watchdog update against a change by the worker.
-        Every change into HOLD is counted in ``stats.holds``."""
+        """Set the status (None: keep), publish it on a change (or ``periodic``), then run ``then`` (the trajectory
+        send), under one lock: no trajectory follows a HOLD on the wire. ``only_if(status, reason)`` guards a
+        watchdog update against the worker's; ``stats.holds`` counts every change into HOLD."""
         with self._lock:
             s = self.stats
             if only_if is not None and not only_if(s.last_status, s.last_reason):
@@ -287,7 +286,7 @@ class Runtime:
                 phase, cycle_s = self.gate.phase(now) if status != "HOLD" else (0.0, 0.0)
                 self.publisher.publish_status(status, reason, walker_id=self.walker, phase=phase, cycle_s=cycle_s,
                                               t_input_ns=wall_ns(self.ring.latest_timestamp(), now, time.time_ns()),
-                                              inline=True)
+                                              counters=self.counters(), inline=True)
             if then is not None:
                 then()
 
@@ -299,8 +298,7 @@ class Runtime:
         period = self.config.runtime.status_period_s
         timeout = self.config.safety.staleness_timeout_s
         next_line = self.clock() + period
-        # HOLD within one IMU period after the staleness limit.
-        while not self._stop.wait(min(0.02, timeout / 4, 1.0 / self.rate_hz)):
+        while not self._stop.wait(min(0.02, timeout / 4, 1.0 / self.rate_hz)):  # HOLD within one IMU period
             age = self.imu_age()
             if age > timeout:  # HOLD, and a staleness reason refreshed with the current age
                 ser = getattr(self.serial, "stats", None)
@@ -316,16 +314,22 @@ class Runtime:
                 self._set_status(None, None, periodic=True)
                 log.info("%s", self.status_line())
 
+    def counters(self) -> Dict[str, int]:
+        """Running counts, faults included (the status line; ``counters`` in every ``gait.status`` message)."""
+        s, c, ser = self.stats, self.safety.counters, getattr(self.serial, "stats", None)
+        out = {"samples": s.samples, "cycles": s.cycles, "published": s.published, "personalized": s.personalized,
+               "holds": s.holds, "nan": s.nonfinite_samples, "drops": s.dropped_samples, "stale": self.gate.stale_samples,
+               "gaps": self.gate.gaps, "rejected_cycles": c.implausible_cycle, "clipped_holds": c.clipped_hold,
+               "profile_errors": len(self._profile_errors)}
+        if ser is not None:
+            out.update(serial_frames=ser.frames, bad=ser.bad_frames, reconnects=ser.reconnects, open_failures=ser.open_failures)
+        return out
+
     def status_line(self) -> str:
         s = self.stats
-        ser = self.serial.stats if self.serial is not None else None
         gen = np.percentile(s.gen_ms, 50) if s.gen_ms else float("nan")
-        return (f"status={s.last_status} walker={self.walker} conf={self.confidence:.2f} samples={s.samples} "
-                f"cycles={s.cycles} published={s.published} personalized={s.personalized} holds={s.holds} "
-                f"nan={s.nonfinite_samples} drops={s.dropped_samples} stale={self.gate.stale_samples} "
-                f"gaps={self.gate.gaps} rejected_cycles={self.safety.counters.implausible_cycle} gen_p50={gen:.1f}ms"
-                + (f" serial_frames={ser.frames} bad={ser.bad_frames} reconnects={ser.reconnects}"
-                   f" open_failures={getattr(ser, 'open_failures', 0)}" if ser else ""))
+        return (f"status={s.last_status} walker={self.walker} conf={self.confidence:.2f} "
+                + " ".join(f"{k}={v}" for k, v in self.counters().items()) + f" gen_p50={gen:.1f}ms")
 
     # --------------------------------------------------------------------------------- ROS API
     def reference(self) -> Optional[Reference]:

@@ -242,7 +242,7 @@ class ZmqPublisher(ThreadOwner):
     def publish_status(
         self, status: str, reason: str = "", *, walker_id: Optional[str] = None, personalized: bool = False,
         phase: float = 0.0, cycle_s: float = 0.0, t_ns: Optional[int] = None, t_input_ns: int = 0,
-        inline: bool = False,
+        counters: Optional[dict] = None, inline: bool = False,
     ) -> bool:
         """Queue a status message; ``inline``: send it from the caller's thread now, so that it precedes a
         trajectory the caller sends next (a status leaving HOLD before the first trajectory it allows)."""
@@ -250,7 +250,7 @@ class ZmqPublisher(ThreadOwner):
             raise ValueError(f"status must be one of {M.STATUSES}, got {status!r}")
         fields = dict(
             t_ns=M.now_ns() if t_ns is None else t_ns, t_input_ns=t_input_ns, status=status, reason=reason,
-            walker_id=walker_id, personalized=personalized, phase=phase, cycle_s=cycle_s,
+            walker_id=walker_id, personalized=personalized, phase=phase, cycle_s=cycle_s, counters=counters or {},
         )
         if inline:
             return self._send_inline(M.TOPIC_STATUS, fields, None)
