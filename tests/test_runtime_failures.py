@@ -22,8 +22,10 @@ from metagait_edge.runtime.safety import NO_PROFILE, PROFILE_UNUSABLE  # noqa: E
 
 @pytest.mark.slow
 def test_missing_serial_port_is_a_warning_counted_and_on_the_wire(tmp_path, caplog, capsys):
+    import zmq
+
     from metagait_edge.cli import main
-    from metagait_edge.commands.listen import listen
+    from metagait_edge.runtime import messages as M
 
     port = str(tmp_path / "ttyDOESNOTEXIST")
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
@@ -31,13 +33,22 @@ def test_missing_serial_port_is_a_warning_counted_and_on_the_wire(tmp_path, capl
     cfg.write_text(f"sources:\n  - kind: serial\n    port: {port}\nsinks:\n  zmq:\n    endpoints: [\"{endpoint}\"]\n"
                    f"calibration:\n  directory: {tmp_path / 'walkers'}\nruntime:\n  status_period_s: 0.2\n"
                    f"  freeze_gc: false\n")
-    got = {}
-    lines = []
-    sub = threading.Thread(target=lambda: got.update(s=listen(endpoint, ["gait.status"], timeout=4.0, out=lines.append)))
+    statuses, stop = [], threading.Event()
+
+    def subscriber():  # every status message, validated, until the run has ended (however slow its start-up)
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"gait.status")
+        sock.connect(endpoint)
+        while not stop.is_set():
+            if sock.poll(50):
+                statuses.append(M.decode(sock.recv_multipart()).header)
+        sock.close(0)
+
+    sub = threading.Thread(target=subscriber)
     sub.start()
-    time.sleep(0.3)
     with caplog.at_level(logging.WARNING):
         rc = main(["run", "--config", str(cfg), "--duration", "2.5"])
+    stop.set()
     sub.join()
     out = capsys.readouterr()
     assert rc == 1 and port in out.err  # the run never had input: not a success
@@ -45,8 +56,9 @@ def test_missing_serial_port_is_a_warning_counted_and_on_the_wire(tmp_path, capl
     assert warnings and len(warnings) <= 2  # named once per distinct error, not once per retry
     failures = int(out.out.split("open_failures=")[1].split()[0])
     assert failures >= 2  # retried, and counted
-    holds = [ln for ln in lines if "status=HOLD" in ln]
-    assert holds and all(port in ln for ln in holds[-2:]), lines[-3:]  # a subscriber sees why
+    holds = [h for h in statuses if h["status"] == "HOLD"]
+    assert holds and all(port in h["reason"] for h in holds[-2:]), statuses[-2:]  # a subscriber sees why
+    assert holds[-1]["counters"]["open_failures"] >= 2  # and the count
 
 
 def _runtime(tmp_path, walker):
