@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -83,3 +86,27 @@ def test_training_learns_phase_on_synthetic_walkers_with_masks():
     rmse = _circular_rmse(out["phase"].T[ok], truth[ok])
     assert rmse < 15.0  # chance (uniform phase) is ~29 %
 
+
+
+@pytest.mark.slow
+def test_shipped_weights_load_and_score_a_real_walker():
+    from tests.conftest import shared_hugadb_archive
+
+    if shared_hugadb_archive() is None:
+        pytest.skip("real HuGaDB archive not found under $METAGAIT_DATA/hugadb")
+    from metagait_edge.data.hugadb import HuGaDB
+    from metagait_edge.phase.folds import phase_folds
+    from metagait_edge.phase.model import RESOURCE_DIR, load_phase_net
+
+    meta = json.loads((RESOURCE_DIR / "fold0.json").read_text())
+    assert meta["extra"]["split"] == phase_folds()[0]
+    test_walker = phase_folds()[0]["test"][0]
+    db = HuGaDB.open()
+    fid = next(f for f in db.file_ids if f.startswith(f"HuGaDB_v1_walking_{test_walker:02d}_"))
+    rec = prepare_recording(db.load(fid))
+    out = decode(predict_recording(load_phase_net(RESOURCE_DIR / "fold0"), rec.x))
+    ok = np.isfinite(rec.truth.phase)
+    rmse = _circular_rmse(out["phase"].T[ok], rec.truth.phase[ok])
+    assert rmse < 6.0  # the baseline scores about 6 % in walking
+    assert (out["mode_prob"].argmax(1)[rec.mode == 0] == 0).mean() > 0.8
+    assert os.path.getsize(RESOURCE_DIR / "fold0.safetensors") < 500_000

@@ -50,8 +50,12 @@ def main() -> int:
         path = save_checkpoint(f"{args.out}/{name}", model, PhaseNetConfig(),
                                extra={"split": split, "train_config": dataclasses.asdict(cfg), "history": history,
                                       "command": " ".join(["training/train_phase.py"] + sys.argv[1:])})
-        best = min(history, key=lambda h: h.get("val_phase_loss", 0.0))
-        summary.append(f"{name}: {path} ({len(train)} train files, best epoch {best['epoch']}, {best})")
+        if val:
+            best = min(history, key=lambda h: h["val_phase_loss"] + cfg.mode_weight * h["val_mode_loss"])
+            summary.append(f"{name}: {path} ({len(train)} train files, kept epoch {best['epoch']}: {best})")
+        else:
+            summary.append(f"{name}: {path} ({len(train)} train files, no validation walkers, kept the last epoch: "
+                           f"{history[-1]})")
     print(f"trained {len(jobs)} model(s) in {time.time() - t0:.0f} s")
     for line in summary:
         print("  " + line)
