@@ -16,7 +16,7 @@ import threading
 import time
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Imu
@@ -42,10 +42,12 @@ class CalibrationNode(Node):
         self.pub_profile = self.create_publisher(String, PROFILE_TOPIC, LATCHED_QOS)
         self.assembler = msgs.FrameAssembler()
         self.group = ReentrantCallbackGroup()
+        # IMU callbacks one at a time (the frame assembler is not thread-safe), beside the long-running action.
+        self.imu_group = MutuallyExclusiveCallbackGroup()
         self.busy = threading.Lock()
         for sensor in ros.SENSORS:
             self.create_subscription(Imu, ros.imu_topic(sensor), self._on_imu, SENSOR_QOS,
-                                     callback_group=self.group)
+                                     callback_group=self.imu_group)
         self.server = ActionServer(
             self, Calibrate, ros.CALIBRATE_ACTION, execute_callback=self._execute,
             goal_callback=self._on_goal, cancel_callback=lambda goal: CancelResponse.ACCEPT,

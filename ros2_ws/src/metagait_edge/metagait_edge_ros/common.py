@@ -201,12 +201,12 @@ def spin_node(name: str, make_node: Callable[[], Node], make_executor: Callable[
             release = getattr(node, "release", None)
             if release is not None:
                 release()
-            node.get_logger().info("shut down: ports, sockets and threads released")
-        else:
-            rclpy.logging.get_logger(name).info("shut down: ports, sockets and threads released (before it was up)")
             if executor is not None:
                 executor.shutdown()
             node.destroy_node()
+        # Logged after destroy_node: the node's /rosout publisher is gone with its (shut down) context.
+        rclpy.logging.get_logger(name).info("shut down: ports, sockets and threads released"
+                                            + ("" if node is not None else " (before it was up)"))
         rclpy.try_shutdown()
         _ignore_signals()  # try_shutdown restores the handlers rclpy found
 

