@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pty
-import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-import tty
 from pathlib import Path
 
 import numpy as np
@@ -40,37 +38,11 @@ except ImportError as exc:  # pragma: no cover - the message says what to do
 
 import zmq
 
-from metagait_edge.imu.protocol import encode_frame
 from metagait_edge.runtime.messages import decode
+from metagait_edge.runtime.virtual_walker import PtySerialLink
 from metagait_edge.ros.bag import read_hugadb_rows, resolve_hugadb_file
 
 WALK = "HuGaDB_v1_walking_08_02"
-
-
-class PtyBoard(threading.Thread):
-    """Writes frames to a pseudo-terminal at ``rate_hz`` and keeps the wall-clock time each one was written."""
-
-    def __init__(self, rows: np.ndarray, rate_hz: float) -> None:
-        super().__init__(daemon=True)
-        self.master, slave = pty.openpty()
-        tty.setraw(slave)
-        self.path = os.ttyname(slave)
-        os.close(slave)
-        self.frames = [encode_frame(i % 65536, int(i * 1e6 / rate_hz), r) for i, r in enumerate(rows)]
-        self.period = 1.0 / rate_hz
-        self.written_ns: list[int] = []
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        k, t0 = 0, time.monotonic()
-        while not self.stop_event.is_set():
-            try:
-                os.write(self.master, self.frames[k % len(self.frames)])
-                self.written_ns.append(time.time_ns())
-            except OSError:  # the port is not open yet
-                pass
-            k += 1
-            self.stop_event.wait(max(0.0, t0 + k * self.period - time.monotonic()))
 
 
 def stamp_ns(msg) -> int:
@@ -87,11 +59,12 @@ def main(argv=None) -> int:
     if os.environ.get("RMW_IMPLEMENTATION") is None:
         print("bench_ros2: RMW_IMPLEMENTATION unset; source ros2_ws/ros2-env.sh first", file=sys.stderr)
 
-    board = PtyBoard(read_hugadb_rows(resolve_hugadb_file(args.walk)).rows, 58.8)
-    board.start()
+    board = PtySerialLink(read_hugadb_rows(resolve_hugadb_file(args.walk)).rows, 58.8,
+                          tempfile.mkdtemp(prefix="bench-ros2-")).start()
+    stop = threading.Event()
     endpoint = f"tcp://127.0.0.1:{args.port}"
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench_ros2_launch.log", "w")
-    launch = subprocess.Popen(["ros2", "launch", "metagait_edge", "gait.launch.py", f"serial_port:={board.path}",
+    launch = subprocess.Popen(["ros2", "launch", "metagait_edge", "gait.launch.py", f"serial_port:={os.path.realpath(board.path)}",
                                f"zmq_endpoint:={endpoint}"], stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     rclpy.init()
@@ -117,7 +90,7 @@ def main(argv=None) -> int:
     def zmq_reader() -> None:
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
-        while not board.stop_event.is_set():
+        while not stop.is_set():
             if poller.poll(100):
                 frames = sub.recv_multipart()
                 now = time.time_ns()
@@ -147,11 +120,14 @@ def main(argv=None) -> int:
     finally:
         launch.send_signal(signal.SIGINT)
         code = launch.wait(60)
-        board.stop_event.set()
+        stop.set()
+        board.stop()
         node.destroy_node()
         rclpy.try_shutdown()
 
-    written = np.asarray(board.written_ns, np.int64)
+    if board.written > len(board.write_times_ns):
+        raise SystemExit("bench_ros2: the run wrote more frames than the link keeps write times for; use fewer --seconds")
+    written = board.write_times_ns[: board.written]  # CLOCK_REALTIME of frame k, k = 0, 1, ...
     ros_ms, zmq_ms = [], []
     for arrival, stamp, data in ros_new[start:]:
         i = int(np.searchsorted(written, stamp, side="right")) - 1

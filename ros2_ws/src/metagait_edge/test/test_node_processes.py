@@ -7,11 +7,7 @@ Bad parameters must leave a node unconfigured with a log line that names the par
 from __future__ import annotations
 
 import os
-import pty
 import signal
-import threading
-import time
-import tty
 from pathlib import Path
 
 import pytest
@@ -65,38 +61,6 @@ def test_bad_parameter_leaves_the_node_unconfigured_and_says_why(bad_nodes, prob
     assert launched.wait_output(r"configure failed: .*" + pattern, 10.0), launched.output()[-3000:]
 
 
-class PtyImuBoard:
-    """A virtual IMU board: HuGaDB rows as binary frames (docs/imu_protocol.md) on a pseudo-terminal."""
-
-    def __init__(self, rows, rate_hz: float) -> None:
-        from metagait_edge.imu.protocol import encode_frame
-
-        self.master, slave = pty.openpty()
-        tty.setraw(slave)
-        self.path = os.ttyname(slave)
-        os.close(slave)  # the node opens it by path, as a real device
-        self.frames = [encode_frame(i % 65536, int(i * 1e6 / rate_hz), r) for i, r in enumerate(rows)]
-        self.period = 1.0 / rate_hz
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        k, t0 = 0, time.monotonic()
-        while not self._stop.is_set():
-            try:
-                os.write(self.master, self.frames[k % len(self.frames)])
-            except OSError:  # nobody has the port open: the bytes have nowhere to go
-                pass
-            k += 1
-            self._stop.wait(max(0.0, t0 + k * self.period - time.monotonic()))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        os.close(self.master)
-
-
 def open_fds(pid: int) -> set[str]:
     out = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -107,11 +71,13 @@ def open_fds(pid: int) -> set[str]:
     return out
 
 
-def test_serial_imu_node_publishes_and_releases_the_port(probe):
+def test_serial_imu_node_publishes_and_releases_the_port(probe, tmp_path):
     from metagait_edge.ros.bag import read_hugadb_rows, resolve_hugadb_file
+    from metagait_edge.runtime.virtual_walker import PtySerialLink
 
-    board = PtyImuBoard(read_hugadb_rows(resolve_hugadb_file(WALK)).rows[:3000], 58.8)
-    node = ros_run("imu_node", "serial_imu", {"serial_port": board.path})
+    board = PtySerialLink(read_hugadb_rows(resolve_hugadb_file(WALK)).rows[:3000], 58.8, tmp_path).start()
+    device = os.path.realpath(board.path)  # the pseudo-terminal, as /proc/<pid>/fd shows it
+    node = ros_run("imu_node", "serial_imu", {"serial_port": str(board.path)})
     try:
         assert lifecycle_state(probe, "serial_imu", timeout=60.0) == "unconfigured"
         got: list = []
@@ -120,16 +86,16 @@ def test_serial_imu_node_publishes_and_releases_the_port(probe):
         assert change_state(probe, "serial_imu", "activate")
         assert spin_until(probe, lambda: len(got) >= 60, 15.0), node.output()[-2000:]
         assert got[-1].header.frame_id == "rs"
-        assert board.path in open_fds(node.proc.pid)
+        assert device in open_fds(node.proc.pid)
         assert change_state(probe, "serial_imu", "deactivate")
         assert change_state(probe, "serial_imu", "cleanup")
-        assert board.path not in open_fds(node.proc.pid)
+        assert device not in open_fds(node.proc.pid)
         got.clear()
         assert change_state(probe, "serial_imu", "configure") and change_state(probe, "serial_imu", "activate")
         assert spin_until(probe, lambda: len(got) >= 20, 15.0)
         probe.destroy_subscription(sub)
     finally:
         code = node.stop(signal.SIGTERM)
-        board.close()
+        board.stop()
     assert code == 0, node.output()[-3000:]
     assert "Traceback" not in node.output(), node.output()[-3000:]
