@@ -27,6 +27,7 @@ from metagait_edge.runtime.calibration import (
     ANGLE_CHANNELS, CalibrationOutcome, CycleRecord, Personalizer, calibrate, load_personalizer,
 )
 from metagait_edge.runtime.config import EdgeConfig
+from metagait_edge.runtime.identity import IdentityVote
 from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
 from metagait_edge.runtime.input_gate import (
@@ -97,6 +98,7 @@ class Runtime:
         if self.walker:
             self._load_profile(self.walker)
         self._latest_out = None
+        self._identity_vote = IdentityVote()
         self.reference_listeners: List[Callable[[], None]] = []  # called on the worker thread per new trajectory
         self._last_traj = None
         self.serial = None
@@ -139,14 +141,14 @@ class Runtime:
             self._profile_errors[walker] = str(exc)
             log.warning("the profile of %s is unusable, the generic model runs instead: %s", walker, exc)
 
+    def observe_identity(self, walker_id: Optional[str], confidence: float) -> None:
+        """One identity answer (None: unknown walker); the profile switches as ``IdentityVote`` decides."""
+        switch, walker = self._identity_vote.decide(walker_id, self.walker)
+        if switch:
+            self.set_identity(walker, confidence if walker else 0.0)
+
     def _on_identity(self, result) -> None:
-        # Hysteresis: switch to a walker only when two consecutive queries agree (one odd window must not flip
-        # the personalized model); an unknown walker (rejected by the gallery) drops to the generic model at once.
-        self._votes = (getattr(self, "_votes", []) + [result.walker_id])[-2:]
-        if result.walker_id is None:
-            self.set_identity(None, 0.0)
-        elif result.walker_id == self.walker or len(self._votes) == 2 and self._votes[0] == self._votes[1]:
-            self.set_identity(result.walker_id, result.confidence)
+        self.observe_identity(result.walker_id, result.confidence)
         if self.publisher is not None:
             active = result.walker_id in self._profiles if result.walker_id else False
             self.publisher.publish_identity(result.walker_id, result.distance, result.confidence, personalized=active)
@@ -354,10 +356,7 @@ class Runtime:
         return bool(self.walker) and self.walker in self._profiles
 
     def use_walker(self, walker: Optional[str], confidence: float = 1.0) -> bool:
-        """Run ``walker``'s profile from now on, re-read from the store (e.g. after a new calibration).
-
-        True when a usable profile was loaded; otherwise the walker runs on the generic model (logged).
-        """
+        """Run ``walker``'s profile, re-read from the store (after a new calibration); False: generic model."""
         if walker:
             self._profiles.pop(walker, None)
             self._load_profile(walker)

@@ -10,7 +10,9 @@ reference) it publishes ``STATUS_STALE`` with no samples and no JointTrajectory,
 ``gait/status`` (immediately on every change, else at ``status_rate_hz``).
 
 A calibration by ``calibration_node`` reaches this node through ``calibration/profile``: the profile is
-re-read and that walker's personalized model runs from the next cycle on.
+re-read and that walker's personalized model runs from the next cycle on. With ``walker`` empty, the camera's
+``walker_identity`` chooses whose profile runs (two agreeing answers switch, an unknown walker gets the
+generic model at once), as in the runtime without ROS.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from metagait_edge import ros
 from metagait_edge.ros import msgs
-from metagait_edge_interfaces.msg import GaitStatus, GaitTrajectory
+from metagait_edge_interfaces.msg import GaitStatus, GaitTrajectory, WalkerIdentity
 from metagait_edge_ros.common import (
     DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params,
     read_gait_params, refuse_invalid_transitions, spin_node,
@@ -76,7 +78,8 @@ class TrajectoryNode(LifecycleNode):
         self.pub_status = self.create_lifecycle_publisher(GaitStatus, ros.STATUS_TOPIC, DEFAULT_QOS)
         self.subscriptions_ = [
             self.create_subscription(Imu, ros.imu_topic(s), self._on_imu, SENSOR_QOS) for s in ros.SENSORS
-        ] + [self.create_subscription(String, PROFILE_TOPIC, self._on_profile, LATCHED_QOS)]
+        ] + [self.create_subscription(String, PROFILE_TOPIC, self._on_profile, LATCHED_QOS),
+             self.create_subscription(WalkerIdentity, ros.IDENTITY_TOPIC, self._on_identity, DEFAULT_QOS)]
         self.get_logger().info(f"configured: backend {params.backend}, walker {params.walker or '(generic)'}, "
                                f"ZeroMQ {params.zmq_output or 'off'}")
         return TransitionCallbackReturn.SUCCESS
@@ -169,6 +172,13 @@ class TrajectoryNode(LifecycleNode):
             self.get_logger().info(f"profile of {walker!r} updated; this node runs {self.params.walker!r}: unchanged")
             return
         self._use_walker(walker)
+
+    def _on_identity(self, message: WalkerIdentity) -> None:
+        """camera_node's answer chooses the profile, as in the runtime without ROS, unless ``walker`` is set."""
+        if self.runtime is None or self.params.walker:
+            return
+        self.runtime.observe_identity(message.walker_id if message.known and message.walker_id else None,
+                                      float(message.score))
 
     # ------------------------------------------------------------------ outputs
     def _stamp_ns(self, host_monotonic_s: float) -> int:

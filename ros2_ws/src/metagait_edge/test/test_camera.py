@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 from conftest import WALK, assert_nodes_ended_cleanly_after_sigterm, launch_gait, spin_until, wait_state
 from metagait_edge import ros
 from metagait_edge_interfaces.action import Calibrate
-from metagait_edge_interfaces.msg import WalkerIdentity
+from metagait_edge_interfaces.msg import GaitTrajectory, WalkerIdentity
 from metagait_edge_ros.common import DEFAULT_QOS, SENSOR_QOS
 
 WALKER = 8  # HuGaDB walker of WALK
@@ -58,19 +58,28 @@ def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery,
     launched = launch_gait(tmp, "camera", {"serial_port": f"hugadb:{WALK}", "use_camera": "true", "camera": str(video)},
                            {"gallery_path": str(gallery), "silhouette_window": 30, "camera_rate_hz": 30.0,
                             "zmq_endpoint": ""})
-    silhouettes, identities = [], []
+    silhouettes, identities, trajectories = [], [], []
     sub_s = probe.create_subscription(Image, ros.SILHOUETTE_TOPIC, silhouettes.append, SENSOR_QOS)
     sub_i = probe.create_subscription(WalkerIdentity, ros.IDENTITY_TOPIC, identities.append, DEFAULT_QOS)
+    sub_t = probe.create_subscription(GaitTrajectory, ros.TRAJECTORY_TOPIC, trajectories.append, DEFAULT_QOS)
     try:
         assert wait_state(probe, "camera_node", "active", 90.0) == "active", launched.output()[-4000:]
         calibrate = ActionClient(probe, Calibrate, "/calibrate")
         assert calibrate.wait_for_server(timeout_sec=90.0)  # every node is up before the SIGTERM below
         calibrate.destroy()
-        assert spin_until(probe, lambda: len(identities) >= 1 and len(silhouettes) >= 30, 60.0), (
+        assert spin_until(probe, lambda: len(identities) >= 3 and len(silhouettes) >= 30, 90.0), (
             len(silhouettes), len(identities), launched.output()[-3000:])
+        # the trajectory node runs whom the camera recognised (no profile stored: the generic model, flagged)
+        answers = {(i.walker_id if i.known else "") for i in identities[-2:]}
+        assert len(answers) == 1, identities[-2:]  # one walker looping in one video: a stable answer
+        who = answers.pop()
+        assert spin_until(probe, lambda: any(t.walker_id == who and t.status != GaitTrajectory.STATUS_STALE
+                                             for t in trajectories[-20:]), 20.0), (who, identities[-2:])
+        assert all(not t.personalized for t in trajectories if t.walker_id == who)
     finally:
         probe.destroy_subscription(sub_s)
         probe.destroy_subscription(sub_i)
+        probe.destroy_subscription(sub_t)
         launched.stop(signal.SIGTERM)
     assert all((s.encoding, s.height, s.width) == ("mono8", 64, 64) for s in silhouettes)
     filled = [float((np.frombuffer(bytes(s.data), np.uint8) > 127).mean()) for s in silhouettes]
