@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from rclpy.action import ActionClient
+from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from conftest import WALK, assert_nodes_ended_cleanly_after_sigterm, launch_gait, spin_until, wait_state
@@ -69,6 +70,11 @@ def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery,
         calibrate.destroy()
         assert spin_until(probe, lambda: len(identities) >= 3 and len(silhouettes) >= 30, 90.0), (
             len(silhouettes), len(identities), launched.output()[-3000:])
+        # QoS as docs/ros2.md states it: silhouettes as sensor data, identities reliable
+        for topic, want in ((f"/{ros.SILHOUETTE_TOPIC}", ReliabilityPolicy.BEST_EFFORT),
+                            (f"/{ros.IDENTITY_TOPIC}", ReliabilityPolicy.RELIABLE)):
+            pubs = probe.get_publishers_info_by_topic(topic)
+            assert pubs and all(p.qos_profile.reliability == want for p in pubs), (topic, pubs)
         # the trajectory node runs whom the camera recognised (no profile stored: the generic model, flagged)
         answers = {(i.walker_id if i.known else "") for i in identities[-2:]}
         assert len(answers) == 1, identities[-2:]  # one walker looping in one video: a stable answer

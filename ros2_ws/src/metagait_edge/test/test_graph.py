@@ -22,7 +22,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
-from rclpy.qos import ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 from sensor_msgs.msg import Imu
 from trajectory_msgs.msg import JointTrajectory
 
@@ -121,6 +121,10 @@ def test_topics_types_qos_and_rates(graph, probe):
                            f"/{ros.STATUS_TOPIC}": "metagait_edge_interfaces/msg/GaitStatus"})
     for topic, type_name in expected_types.items():
         assert types.get(topic) == [type_name], (topic, types.get(topic))
+    # calibration/profile is latched (reliable, transient local) so that a restarted trajectory node catches up
+    profile = probe.get_publishers_info_by_topic("/calibration/profile")
+    assert profile and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+                           and p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in profile), profile
     # QoS as documented: IMU best effort (sensor data), outputs reliable.
     for topic in expected_types:
         pubs = probe.get_publishers_info_by_topic(topic)
