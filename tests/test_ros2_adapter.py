@@ -91,12 +91,3 @@ def test_reference_maps_to_trajectory_status_and_hold_has_no_samples(adapter):
     hold = runtime_adapter.hold_output(ref.channel_names, 9, "ana", "base")
     message = msgs.trajectory_message(hold)
     assert hold.status == msgs.STATUS_STALE and len(message.data) == 0 and message.num_channels == 6
-
-
-def test_trajectory_status_maps_to_runtime_zmq_statuses(adapter):
-    runtime_adapter, _ = adapter
-    from metagait_edge.ros import msgs
-    from metagait_edge.runtime.messages import STATUSES
-
-    assert set(runtime_adapter.ZMQ_STATUS) == {msgs.STATUS_OK, msgs.STATUS_CLAMPED, msgs.STATUS_FALLBACK, msgs.STATUS_STALE}
-    assert set(runtime_adapter.ZMQ_STATUS.values()) <= set(STATUSES)

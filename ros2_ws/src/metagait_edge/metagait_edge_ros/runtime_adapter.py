@@ -5,17 +5,18 @@ What the nodes need from the library, as a small interface:
 - :func:`open_imu_source` -- an IMU stream that calls ``on_frame(ImuFrame, host_monotonic_s)`` per
   sample: ``metagait_edge.runtime.serial_source.SerialSource`` for a port, a rosbag2 replay
   (``metagait_edge.ros.bag``) for ``bag:<folder>``, or the synthetic demo session.
-- :class:`GaitRuntime` -- takes IMU frames, yields bounded trajectories, runs few-shot calibration. It is
-  built by the runtime orchestrator (``metagait_edge.runtime.orchestrator.build_runtime``); until that
-  module exists in the installed library :func:`load_runtime` raises a clear error naming it.
-- :func:`load_recognizer` -- silhouettes to :class:`~metagait_edge.ros.msgs.IdentityOutput`, likewise
-  from the library's gallery (``metagait_edge.ros.recognition.build_recognizer``).
-- :func:`open_zmq_output` -- the runtime's ZeroMQ publisher (``metagait_edge.runtime.zmq_output.ZmqPublisher``).
+- :class:`GaitRuntime` -- takes IMU frames, holds the current bounded reference, runs few-shot calibration
+  (``metagait_edge.runtime.orchestrator.build_runtime``); :func:`trajectory_output` / :func:`hold_output`
+  turn its reference (or its HOLD) into the ROS ``GaitTrajectory`` record: the one place where the
+  runtime's status words become ROS status codes.
+- :func:`load_recognizer` -- silhouettes to :class:`~metagait_edge.ros.msgs.IdentityOutput`
+  (``metagait_edge.ros.recognition.build_recognizer``).
+- :func:`open_zmq_output` -- the runtime's ZeroMQ publisher (``metagait_edge.runtime.zmq_output.ZmqPublisher``)
+  for the same reference, in the runtime's own words.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from typing import Any, Callable, Protocol
@@ -120,23 +121,14 @@ class Recognizer(Protocol):
     def identify(self, silhouettes: np.ndarray, stamp_ns: int) -> msgs.IdentityOutput: ...
 
 
-def _library_attr(module: str, attr: str, what: str) -> Any:
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise RuntimeError(
-            f"{what} needs {module}.{attr}, which the installed metagait_edge library does not provide "
-            f"({exc}); install the metagait_edge library of this checkout (pip install -e .)"
-        ) from exc
-
-
 def load_runtime(params: GaitParams) -> GaitRuntime:
     """The library's runtime, started; ValueError naming the parameter when ``model_path`` is unusable."""
     if params.model_path and not os.path.exists(params.model_path):
         raise ValueError(f"model_path: {params.model_path!r} does not exist")
     if params.engine_path and not os.path.isdir(params.engine_path):
         raise ValueError(f"engine_path: {params.engine_path!r} is not a folder")
-    build = _library_attr("metagait_edge.runtime.orchestrator", "build_runtime", "the gait runtime")
+    from metagait_edge.runtime.orchestrator import build_runtime as build
+
     try:
         return build(backend=params.backend, model_path=params.model_path or None,
                      engine_path=params.engine_path or None, calibration_dir=params.calibration_dir or None,
@@ -148,8 +140,9 @@ def load_runtime(params: GaitParams) -> GaitRuntime:
 def load_recognizer(params: GaitParams) -> Recognizer:
     if not os.path.isfile(params.gallery_path):
         raise ValueError(f"gallery_path: {params.gallery_path!r} does not exist")
-    build = _library_attr("metagait_edge.ros.recognition", "build_recognizer", "walker identification")
-    return build(gallery_path=params.gallery_path, threshold=params.identity_threshold)
+    from metagait_edge.ros.recognition import build_recognizer
+
+    return build_recognizer(gallery_path=params.gallery_path, threshold=params.identity_threshold)
 
 
 def trajectory_output(ref: Any, stamp_ns: int, frame_id: str) -> msgs.TrajectoryOutput:
@@ -168,14 +161,8 @@ def hold_output(channel_names: list[str], stamp_ns: int, walker: str, frame_id: 
                                  False, 0.0, 0.0, msgs.STATUS_STALE, frame_id)
 
 
-# GaitTrajectory.status -> the runtime's ZeroMQ status words (metagait_edge.runtime.messages.STATUSES).
-ZMQ_STATUS = {msgs.STATUS_OK: "OK", msgs.STATUS_CLAMPED: "DEGRADED", msgs.STATUS_FALLBACK: "DEGRADED",
-              msgs.STATUS_STALE: "HOLD"}
-ZMQ_REASON = {msgs.STATUS_CLAMPED: "clamped", msgs.STATUS_FALLBACK: "fallback", msgs.STATUS_STALE: "stale input"}
-
-
 class ZmqTrajectoryOutput:
-    """The runtime's ZeroMQ publisher (``metagait_edge.runtime.zmq_output.ZmqPublisher``) for ROS outputs."""
+    """The runtime's ZeroMQ publisher (``metagait_edge.runtime.zmq_output.ZmqPublisher``) for the ROS graph."""
 
     def __init__(self, endpoint: str) -> None:
         from metagait_edge.runtime.zmq_output import ZmqOutputConfig, ZmqPublisher
@@ -185,16 +172,21 @@ class ZmqTrajectoryOutput:
         except Exception as exc:  # zmq.ZMQError (address in use, bad endpoint) and config errors
             raise ValueError(f"zmq_endpoint: cannot bind {endpoint!r}: {exc}") from exc
 
-    def publish(self, out: msgs.TrajectoryOutput, reason: str = "") -> bool:
-        if ZMQ_STATUS[out.status] == "HOLD":
-            # HOLD means "no valid reference": the protocol sends it as a status, never with trajectory values.
-            return self.publisher.publish_status("HOLD", reason or ZMQ_REASON[out.status],
-                                                 walker_id=out.walker_id or None)
+    def publish_reference(self, ref: Any) -> bool:
+        """A runtime ``Reference`` as ``gait.trajectory``, with the runtime's own status and reason, and the
+        time of the newest IMU sample it rests on (``t_input_ns``)."""
+        from metagait_edge.runtime.input_gate import wall_ns
+
+        now_ns = time.time_ns()
         return self.publisher.publish_trajectory(
-            out.trajectory, out.channel_names, walker_id=out.walker_id or None, personalized=out.personalized,
-            phase=out.phase, cycle_s=out.cycle_duration, status=ZMQ_STATUS[out.status],
-            reason=reason or ZMQ_REASON.get(out.status, ""),
+            ref.trajectory, ref.channel_names, walker_id=ref.walker or None, personalized=ref.personalized,
+            phase=ref.phase, cycle_s=ref.cycle_s, status=ref.status, reason=ref.reason, t_ns=now_ns,
+            t_input_ns=wall_ns(ref.input_time_s, time.monotonic(), now_ns),
         )
+
+    def publish_hold(self, reason: str, walker: str) -> bool:
+        # HOLD means "no valid reference": the protocol sends it as a status, never with trajectory values.
+        return self.publisher.publish_status("HOLD", reason, walker_id=walker or None)
 
     def close(self) -> None:
         self.publisher.stop()

@@ -200,7 +200,7 @@ class TrajectoryNode(LifecycleNode):
             out = hold_output(self.runtime.channel_names, stamp, self.runtime.walker or "", frame_id)
             self.pub_traj.publish(msgs.trajectory_message(out, self.factory))
             if self.zmq is not None:
-                self.zmq.publish(out, self.runtime.stats.last_reason)
+                self.zmq.publish_hold(self.runtime.stats.last_reason, out.walker_id)
             self._publish_status_if_changed()
             return
         out = trajectory_output(ref, self._stamp_ns(ref.input_time_s), frame_id)
@@ -210,7 +210,7 @@ class TrajectoryNode(LifecycleNode):
             self.pub_joint.publish(msgs.joint_trajectory_message(out, self.factory, names))
         self.last_serial = ref.serial
         if self.zmq is not None:
-            self.zmq.publish(out, ref.reason)
+            self.zmq.publish_reference(ref)
         self._publish_status_if_changed()
 
     def _state(self) -> tuple[int, str]:
