@@ -100,6 +100,10 @@ def test_shipped_weights_load_and_score_a_real_walker():
 
     meta = json.loads((RESOURCE_DIR / "fold0.json").read_text())
     assert meta["extra"]["split"] == phase_folds()[0]
+    from metagait_edge.phase.run import weights_provenance
+
+    prov = weights_provenance(RESOURCE_DIR / "fold0")
+    assert prov["command"].startswith("training/train_phase.py") and 0 <= prov["kept_epoch"] < prov["epochs"]
     test_walker = phase_folds()[0]["test"][0]
     db = HuGaDB.open()
     fid = next(f for f in db.file_ids if f.startswith(f"HuGaDB_v1_walking_{test_walker:02d}_"))

@@ -64,3 +64,12 @@ def test_smooth_modes_is_causal_and_delays_switches():
     assert smooth_modes(p, 1.0).tolist() == [0] * 10 + [1] * 10
     sm = smooth_modes(p, 0.3)
     assert sm[:10].tolist() == [0] * 10 and sm[10] == 0 and sm[-1] == 1
+
+
+def test_latency_probe_times_every_sample_from_physical_values():
+    from metagait_edge.phase.model import PhaseNet, PhaseNetConfig
+    from metagait_edge.phase.run import latency_ms
+
+    rows = np.random.default_rng(0).normal(size=(80, 36)).astype(np.float32)
+    wall, cpu = latency_ms(PhaseNet(PhaseNetConfig(window=32)), rows, {"rs": False}, 120)
+    assert wall.shape == cpu.shape == (120,) and (wall > 0).all() and (cpu >= 0).all()

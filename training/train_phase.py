@@ -51,7 +51,7 @@ def main() -> int:
                                extra={"split": split, "train_config": dataclasses.asdict(cfg), "history": history,
                                       "command": " ".join(["training/train_phase.py"] + sys.argv[1:])})
         if val:
-            best = min(history, key=lambda h: h["val_phase_loss"] + cfg.mode_weight * h["val_mode_loss"])
+            best = min(history, key=lambda h: h["val_phase_loss"])
             summary.append(f"{name}: {path} ({len(train)} train files, kept epoch {best['epoch']}: {best})")
         else:
             summary.append(f"{name}: {path} ({len(train)} train files, no validation walkers, kept the last epoch: "

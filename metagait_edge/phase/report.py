@@ -99,13 +99,35 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
               f"{_f(d['p90_strides'])} strides; {d['missed']} never switched before the next change "
               "(a stride is the recording's median ground-truth stride).", "",
               "## Latency", "",
-              f"Per-sample inference (`StreamingPhaseEstimator.push`: shift the window, run the network, decode) on one "
-              f"thread, torch CPU: wall clock p50 {s['latency_ms_p50']:.3f} ms, p99 {s['latency_ms_p99']:.3f} ms "
+              f"Per sample, from one decoded IMU sample (36 values in g and deg/s) to phase, confidence and mode "
+              f"(`features` of the row, then `StreamingPhaseEstimator.push`: shift the window, the network in numpy, "
+              f"decode) on one thread: wall clock p50 {s['latency_ms_p50']:.3f} ms, p99 {s['latency_ms_p99']:.3f} ms "
               f"(`latency_ms_p99` in the JSON); the thread's CPU time p50 {s['latency_cpu_ms_p50']:.3f} ms, p99 "
               f"{s['latency_cpu_ms_p99']:.3f} ms. The VM's 2 cores are shared with other engineers' jobs, so the "
               "wall-clock tail includes time the core spent on them.", ""]
+    if s.get("weights"):
+        lines += ["## Weights", "", "| fold | train / validation / test walkers | made by | at | kept epoch (of) |",
+                  "|---|---|---|---|---|"]
+        for k, w in s["weights"].items():
+            sp = w.get("split", {})
+            walkers = " / ".join(",".join(str(x) for x in sp.get(part, [])) for part in ("train", "val", "test"))
+            lines.append(f"| {k} | {walkers} | `{w['command']}` | {w['created'][:16]}, commit {w['git_commit'][:10]} | "
+                         f"{w['kept_epoch']} ({w['epochs']}) |")
+        lines.append("")
     if plot:
         lines += ["## Estimate vs truth across a transition", "", f"![phase across a transition]({plot})", ""]
+    lines += ["## Notes", "",
+              "- The switch delay counts the first sample that says the new mode; a flickering output can switch early "
+              "and back, so accuracy and recall are the primary mode figures. Sitting rows predicted as `transition` and "
+              "walking rows predicted as stairs (or back) are most of the errors (confusion above).",
+              "- Stairs are the weakest phase modes: they have a sixth of walking's training rows, and the shank zero "
+              "crossing that defines 0 % moves within the stride on stairs, so the ground truth itself is less regular there.",
+              "- Masked gyroscopes: the rows 'both shank gyros valid' / 'a shank gyro masked' split walking by the file's "
+              "shank gyroscope validity; the network sees masked gyroscopes as zeros with a 0 flag (never the x10 signal).",
+              "- Each fold keeps the epoch with the lowest validation phase loss; the validation mode cross-entropy "
+              "rises after a few epochs (over-confidence on new walkers), so it does not choose the epoch.",
+              "- Ground-truth resolution: ICs are interpolated to 0.33 ms RMS (docs/data.md); one sample is 17 ms, "
+              "1.8 % of a walking stride.", ""]
     lines += ["## Against the issue's goals", "",
               f"- walking <= 1.5 %: learned {_f(ph['learned']['walking'])} %.",
               "- every mode <= 3 %: learned " + ", ".join(f"{g} {_f(ph['learned'][g])} %" for g in list(GAIT_MODES) + ["transitions"]) + ".",

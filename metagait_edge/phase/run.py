@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from metagait_edge.phase.dataset import MODES, PhaseRecording, load_recordings
+from metagait_edge.phase.dataset import MODES, PhaseRecording, features, load_recordings
 from metagait_edge.phase.evaluate import Scores, baseline_phase, transition_points
 from metagait_edge.phase.folds import phase_folds
 from metagait_edge.phase.model import RESOURCE_DIR, PhaseNet, StreamingPhaseEstimator, decode, load_phase_net, predict_recording
@@ -47,20 +47,22 @@ def tune_mode_alpha(model: PhaseNet, recs: Sequence[PhaseRecording], alphas: Seq
     return {"accuracy": acc, "best": max(acc, key=acc.get)}
 
 
-def latency_ms(model: PhaseNet, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample ``StreamingPhaseEstimator.push`` times (ms) on one thread over ``n`` real rows:
-    (wall clock, the thread's CPU time). On a shared machine the wall clock also counts the time other
-    processes held the core; the CPU time is the compute one core spends per sample."""
+def latency_ms(model: PhaseNet, physical: np.ndarray, valid: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample times (ms) on one thread from one decoded IMU sample (36 values in g, deg/s) to phase,
+    confidence and mode (``features`` of the row, then ``StreamingPhaseEstimator.push``), over ``n`` real
+    samples: (wall clock, the thread's CPU time). On a shared machine the wall clock also counts the time
+    other processes held the core; the CPU time is the compute one core spends per sample."""
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         est = StreamingPhaseEstimator(model)
+        rows = np.asarray(physical, dtype=np.float32)
         for r in rows[:50]:
-            est.push(r)  # warm-up
+            est.push(features(r[None], valid)[0])  # warm-up
         wall, cpu = [], []
         for r in rows[np.arange(n) % len(rows)]:
             t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-            est.push(r)
+            est.push(features(r[None], valid)[0])
             cpu.append(time.thread_time_ns() - c0)
             wall.append(time.perf_counter_ns() - t0)
         return 1e-6 * np.asarray(wall), 1e-6 * np.asarray(cpu)
@@ -80,8 +82,10 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
     trace: dict = {}
     n_files, subjects, alphas = 0, [], {}
     model = None
+    weights = {}
     for k in folds:
         model = load_phase_net(Path(weights_dir) / f"fold{k}")
+        weights[k] = weights_provenance(Path(weights_dir) / f"fold{k}")
         test = splits[k]["test"]
         alpha = mode_alpha
         if alpha is None:
@@ -104,8 +108,8 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
             n_files += 1
             _keep_trace(trace, rec, learned, base, pred)
     summary = scores.summary()
-    rows = recs[0].x if recs else np.zeros((1, model.config.in_channels), np.float32)
-    wall, cpu = latency_ms(model, rows, 1000 if quick else 5000)
+    rec0 = db.load(recs[0].file_id)
+    wall, cpu = latency_ms(model, rec0.physical(), recs[0].valid, 1000 if quick else 5000)
     summary["latency_ms_p50"] = float(np.percentile(wall, 50))
     summary["latency_ms_p99"] = float(np.percentile(wall, 99))
     summary["latency_cpu_ms_p50"] = float(np.percentile(cpu, 50))
@@ -114,8 +118,23 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
     summary["subjects"] = sorted(subjects)
     summary["quick"] = quick
     summary["mode_alpha"] = mode_alpha if mode_alpha is not None else {k: v["best"] for k, v in alphas.items()}
+    summary["weights"] = weights
     summary["mode_alpha_validation"] = {k: v["accuracy"] for k, v in alphas.items()}
     return summary, trace
+
+
+def weights_provenance(path: str | Path) -> dict:
+    """What the weights' sidecar says about how they were made: command, date, commit, kept epoch."""
+    import json
+
+    meta = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
+    extra = meta.get("extra", {})
+    hist = extra.get("history", [])
+    scored = [h for h in hist if "val_phase_loss" in h]
+    kept = min(scored, key=lambda h: h["val_phase_loss"]) if scored else (hist[-1] if hist else {})
+    return {"command": extra.get("command", ""), "created": meta.get("created", ""),
+            "git_commit": meta.get("git_commit", ""), "epochs": len(hist), "kept_epoch": kept.get("epoch"),
+            "val_phase_loss": kept.get("val_phase_loss"), "split": extra.get("split", {})}
 
 
 def _keep_trace(trace: dict, rec: PhaseRecording, learned: np.ndarray, base: np.ndarray, pred: np.ndarray) -> None:

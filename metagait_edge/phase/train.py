@@ -4,7 +4,7 @@ Samples are causal windows ending at every row that has a mode label or a ground
 squared error of the (cos, sin) outputs against the true phase's, per leg where it is defined, plus the
 mode cross-entropy. Augmentation: on ``mask_prob`` of the windows each gyroscope is also masked with
 probability ``mask_sensor_prob`` (zeroed, flag 0), so the network learns to live with the masks that
-HuGaDB's corrupted gyroscopes (and failing sensors) impose. The epoch with the lowest validation loss is kept.
+HuGaDB's corrupted gyroscopes (and failing sensors) impose. The epoch with the lowest validation phase loss is kept.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def batch_loss(model: PhaseNet, xb: np.ndarray, ph: np.ndarray, md: np.ndarray, 
 def train_phase_net(train: Sequence[PhaseRecording], val: Sequence[PhaseRecording],
                     config: PhaseTrainConfig = PhaseTrainConfig(), net: PhaseNetConfig = PhaseNetConfig(),
                     progress: bool = True, desc: str = "train phase") -> tuple[PhaseNet, list[dict]]:
-    """Train on ``train`` recordings, keep the epoch with the best loss on ``val`` (the last if none)."""
+    """Train on ``train`` recordings, keep the epoch with the best phase loss on ``val`` (the last if none)."""
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)
@@ -150,7 +150,9 @@ def train_phase_net(train: Sequence[PhaseRecording], val: Sequence[PhaseRecordin
                         vl[2] += len(e)
                 row["val_phase_loss"] = vl[0] / vl[2]
                 row["val_mode_loss"] = vl[1] / vl[2]
-                score = row["val_phase_loss"] + config.mode_weight * row["val_mode_loss"]
+                # Phase is the primary output; the mode cross-entropy on new walkers rises after a few epochs
+                # (over-confidence) while the phase keeps improving, so it does not choose the epoch.
+                score = row["val_phase_loss"]
             else:
                 score = -epoch  # no validation walkers: keep the last epoch
             if score < best:
