@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - the message says what to do
 
 import zmq
 
-from metagait_edge.runtime.messages import decode
+from metagait_edge.runtime.zmq_schema import decode
 from metagait_edge.runtime.virtual_walker import PtySerialLink
 from metagait_edge.ros.bag import read_hugadb_rows, resolve_hugadb_file
 

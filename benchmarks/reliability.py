@@ -565,7 +565,7 @@ def run_sigstop(args) -> dict:
 
     import zmq
 
-    from metagait_edge.runtime import messages as M
+    from metagait_edge.runtime import zmq_schema as M
     from metagait_edge.runtime.safety import SafetyConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="metagait-sigstop-"))

@@ -25,7 +25,7 @@ def test_missing_serial_port_is_a_warning_counted_and_on_the_wire(tmp_path, capl
     import zmq
 
     from metagait_edge.cli import main
-    from metagait_edge.runtime import messages as M
+    from metagait_edge.runtime import zmq_schema as M
 
     port = str(tmp_path / "ttyDOESNOTEXIST")
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"

@@ -13,7 +13,7 @@ import zmq
 
 from metagait_edge.cli import main
 from metagait_edge.commands.listen import listen
-from metagait_edge.runtime import messages as M
+from metagait_edge.runtime import zmq_schema as M
 from metagait_edge.runtime.zmq_output import ZmqOutputConfig, ZmqPublisher, generate_keys
 
 CH = ["hip_r", "knee_r", "ankle_r"]

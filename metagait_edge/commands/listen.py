@@ -111,7 +111,7 @@ def listen(
 
     import zmq
 
-    from metagait_edge.runtime import messages as M
+    from metagait_edge.runtime import zmq_schema as M
     from metagait_edge.runtime.zmq_output import load_keypair
 
     topic_list = [t.encode() for t in topics] if topics else list(M.TOPICS)

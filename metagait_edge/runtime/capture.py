@@ -1,5 +1,5 @@
 """The receiving end of the ZeroMQ output in its own process, as a controller would run it: every message
-is decoded and validated (``runtime.messages``) and the trajectories are saved with their receive times.
+is decoded and validated (``runtime.zmq_schema``) and the trajectories are saved with their receive times.
 The demo and the end-to-end benchmark measure the pipeline with it.
 """
 
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from metagait_edge.runtime import messages as M
+from metagait_edge.runtime import zmq_schema as M
 
 
 def capture_messages(endpoint: str, out_path: str, ready, stop, realtime_priority: int = 0) -> None:

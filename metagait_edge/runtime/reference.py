@@ -17,7 +17,7 @@ class Reference:
     personalized: bool
     phase: float  # estimated gait phase in [0, 1) at input_time_s
     cycle_s: float  # duration of the cycle the trajectory spans
-    status: str  # "OK" or "DEGRADED" (runtime.messages.STATUSES)
+    status: str  # "OK" or "DEGRADED" (runtime.zmq_schema.STATUSES)
     reason: str  # why DEGRADED; "" when OK
     clamped: bool  # the safety envelope clamped or rate-limited at least one point
     serial: int  # running number of the trajectory: a new value means a newly computed cycle

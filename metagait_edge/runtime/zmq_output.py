@@ -1,4 +1,4 @@
-"""ZeroMQ PUB output of trajectories, identities and status (schema: ``runtime.messages``).
+"""ZeroMQ PUB output of trajectories, identities and status (schema: ``runtime.zmq_schema``).
 
 The control path never waits on a subscriber: every send uses ``zmq.NOBLOCK`` under a small send
 high-water mark, so a slow or absent subscriber only loses messages (visible to it as ``seq`` gaps),
@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from metagait_edge.runtime.worker import ThreadOwner
-from metagait_edge.runtime import messages as M
+from metagait_edge.runtime import zmq_schema as M
 
 log = logging.getLogger(__name__)
 

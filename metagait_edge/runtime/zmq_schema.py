@@ -1,4 +1,4 @@
-"""The ZeroMQ message schema (docs/zmq_protocol.md), shared by the publisher and every subscriber.
+"""The ZeroMQ message schema (docs/zmq_protocol.md), shared by the publisher and every subscriber (the ROS messages are ``ros.msgs``).
 
 A message is three frames: ``[topic, header, payload]``.
 
