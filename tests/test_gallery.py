@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from metagait_edge.gallery import (
+from metagait_edge.recognition.gallery import (
     Gallery,
     GalleryError,
     equal_error_rate,

@@ -303,7 +303,7 @@ def _separable_batch(num_classes=4, per_class=2, frames=6, seed=0):
 
 @pytest.mark.slow  # ~2 s alone, more on a busy CI machine
 def test_tiny_training_run_lowers_the_loss():
-    from metagait_edge.losses import LossAggregator
+    from metagait_edge.recognition.losses import LossAggregator
 
     model = MetaGait(tiny_config(num_classes=4))
     criterion = LossAggregator()

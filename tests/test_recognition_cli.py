@@ -97,7 +97,7 @@ def test_eval_recognition_writes_a_document_only_where_asked(tmp_path, monkeypat
     """Without --markdown only the printout (and --json): the tracked docs/results/recognition.md stays as it is."""
     import numpy as np
 
-    import metagait_edge.evaluation.recognition as ER
+    import metagait_edge.recognition.metrics as ER
     from metagait_edge.recognition import evaluate as E
 
     summary = {"NM": 90.0, "BG": 80.0, "CL": 70.0, "mAP": 60.0}

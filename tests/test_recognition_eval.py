@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from metagait_edge.evaluation.recognition import (
+from metagait_edge.recognition.metrics import (
     CASIA_B_VIEWS,
     average_precision,
     cross_view_evaluate,

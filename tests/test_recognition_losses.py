@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metagait_edge.config import ConfigError, from_dict
-from metagait_edge.losses import (
+from metagait_edge.recognition.losses import (
     LossAggregator,
     LossConfig,
     LossTermConfig,

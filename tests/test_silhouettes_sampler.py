@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from metagait_edge.data import silhouettes as S
-from metagait_edge.data.sampler import (
+from metagait_edge.recognition.sampler import (
     PKBatchSampler, SilhouetteDataset, clip_indices, collate_silhouettes, eval_loader, train_loader,
 )
 

@@ -33,7 +33,7 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
     import numpy as np
     import torch
 
-    from metagait_edge.gallery import Gallery
+    from metagait_edge.recognition.gallery import Gallery
     from metagait_edge.runtime.camera import Recognizer, SilhouetteExtractor, load_recognition_model, silhouettes_from_frames
     from metagait_edge.runtime.capture import capture_messages, free_tcp_port
     from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig, RuntimeConfig, SinksConfig, SourceConfig

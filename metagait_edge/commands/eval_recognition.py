@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from metagait_edge.atomic import atomic_write_text
     from metagait_edge.config import load_config
-    from metagait_edge.evaluation.recognition import format_result
+    from metagait_edge.recognition.metrics import format_result
     from metagait_edge.recognition import shipped_checkpoint_dir
     from metagait_edge.recognition import evaluate as E
     from metagait_edge.recognition.data import SyntheticDataConfig

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from metagait_edge.config import ConfigError, from_dict, load_config
-from metagait_edge.losses import LossConfig
+from metagait_edge.recognition.losses import LossConfig
 from metagait_edge.models.metagait import MetaGaitConfig
 from metagait_edge.recognition.data import FRAME_HEIGHT, FRAME_WIDTH, DataConfig
 

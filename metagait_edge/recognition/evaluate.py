@@ -3,8 +3,8 @@
 * ``extract_embeddings``: every sequence of an index through the model at full length (sequences of equal
   length are batched together, so nothing is padded and the result equals batch-1 inference).
 * ``evaluate_index``: CASIA-B protocol (gallery nm-01..04; probes NM = nm-05/06, BG, CL; identical view
-  excluded) with ``metagait_edge.evaluation.recognition.evaluate_casia_b``.
-* ``open_set``: the gallery (``metagait_edge.gallery.Gallery``) enrolls the first half of a set of
+  excluded) with ``metagait_edge.recognition.metrics.evaluate_casia_b``.
+* ``open_set``: the gallery (``metagait_edge.recognition.gallery.Gallery``) enrolls the first half of a set of
   identities with their nm-01..04 sequences; probes are the other sequences (nm-05/06, bg, cl) of the
   enrolled identities (genuine: distance to their own walker) and of the other half (impostors: distance
   to the nearest walker). The acceptance threshold is fitted on the *validation* identities for a target
@@ -98,7 +98,7 @@ def extract_embeddings(model, index, factor: Optional[int] = None, device: str =
 
 
 def evaluate_embeddings(emb: Embeddings, metric: str = "euclidean", dataset: str = "synthetic"):
-    from metagait_edge.evaluation.recognition import evaluate_casia_b
+    from metagait_edge.recognition.metrics import evaluate_casia_b
 
     result = evaluate_casia_b(emb.embeddings, emb.ids, emb.types, emb.views, metric=metric)
     result.dataset = dataset
@@ -145,7 +145,7 @@ def _split_half(ids: list[str]) -> tuple[list[str], list[str]]:
 
 def open_set_distances(emb: Embeddings, metric: str = "cosine"):
     """Genuine / impostor distances and identification hits for one identity set (see module docstring)."""
-    from metagait_edge.gallery import Gallery
+    from metagait_edge.recognition.gallery import Gallery
 
     enrolled, unknown = _split_half(sorted(set(emb.ids.tolist())))
     gallery = Gallery(metric=metric, mode="mean")
@@ -171,7 +171,7 @@ def open_set_distances(emb: Embeddings, metric: str = "cosine"):
 
 def open_set(val: Embeddings, test: Embeddings, target_far: float = 0.05, metric: str = "cosine") -> OpenSetResult:
     """Threshold fitted on ``val`` identities for ``target_far``, FAR / FRR measured on ``test`` identities."""
-    from metagait_edge.gallery import equal_error_rate, far_frr_curve, fit_threshold
+    from metagait_edge.recognition.gallery import equal_error_rate, far_frr_curve, fit_threshold
 
     vg, vi, _, _, _ = open_set_distances(val, metric)
     threshold = fit_threshold(vg, vi, target_far)

@@ -16,7 +16,7 @@ def _fmt(v) -> str:
 def write_report(path, evals: dict, configs: dict, ckpt_dir: Path, dataset: str, quick: bool,
                  profiles: dict | None = None, seconds: float | None = None) -> None:
     from metagait_edge.checkpoint import short_commit, sidecar_path
-    from metagait_edge.evaluation.recognition import format_result
+    from metagait_edge.recognition.metrics import format_result
     from metagait_edge.recognition.evaluate import ablation_table
 
     mode = "quick" if quick else "full"
@@ -58,7 +58,7 @@ def write_report(path, evals: dict, configs: dict, ckpt_dir: Path, dataset: str,
         lines += [
             f"## Open set: unknown walkers ({mode} test set)",
             "",
-            "Gallery (`metagait_edge.gallery.Gallery`, cosine distance, one mean template per walker) enrolls the "
+            "Gallery (`metagait_edge.recognition.gallery.Gallery`, cosine distance, one mean template per walker) enrolls the "
             "first half of an identity set with nm-01..04 (all views); probes are nm-05/06, bg, cl sequences of "
             "the enrolled walkers (genuine: distance to their own walker) and of the other half (impostors: "
             "distance to the nearest walker). The threshold is fitted on the **validation identities** for a "

@@ -102,8 +102,8 @@ def train(cfg: RecognitionConfig, out_dir: str | Path | None = None, *, progress
 
     from metagait_edge import distributed as D
     from metagait_edge.checkpoint import git_commit, save_checkpoint
-    from metagait_edge.data.sampler import set_epoch, train_loader
-    from metagait_edge.losses import LossAggregator
+    from metagait_edge.recognition.sampler import set_epoch, train_loader
+    from metagait_edge.recognition.losses import LossAggregator
 
     git_commit()  # pin the code revision the checkpoint will record before the long run starts
     tc = cfg.train

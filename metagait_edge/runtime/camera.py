@@ -287,7 +287,7 @@ class Recognizer:
     """Silhouettes (uint8 [T, 64, 64]) -> ``IdentityResult`` through the model and the ``Gallery``."""
 
     def __init__(self, model, gallery=None) -> None:
-        from metagait_edge.gallery import Gallery
+        from metagait_edge.recognition.gallery import Gallery
 
         self.model = model
         self.gallery = gallery if gallery is not None else Gallery()
@@ -349,7 +349,7 @@ class Recognizer:
 def build_recognizer(gallery_path: str | Path | None = None, threshold: Optional[float] = None,
                      model_path: str | Path | None = None) -> Recognizer:
     """A ``Recognizer`` on the shipped (or given) model and a gallery file (empty gallery when none)."""
-    from metagait_edge.gallery import Gallery
+    from metagait_edge.recognition.gallery import Gallery
 
     gallery = Gallery.load(gallery_path) if gallery_path else Gallery()
     if threshold is not None:

@@ -38,7 +38,7 @@ def _frames(path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def video_and_gallery(tmp_path_factory):
-    from metagait_edge.gallery import Gallery
+    from metagait_edge.recognition.gallery import Gallery
     from metagait_edge.runtime.camera import Recognizer, SilhouetteExtractor, load_recognition_model, silhouettes_from_frames
     from metagait_edge.runtime.virtual_walker import load_walker, render_walker_video, synthetic_walker
 

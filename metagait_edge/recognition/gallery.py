@@ -2,7 +2,7 @@
 
 Embeddings are the recognition model's ``embeddings`` output, [P, D] per sequence (P strips). Every
 enrolled sequence is stored L2-normalized per strip; the distance between two sequences is the evaluator's
-(``metagait_edge.evaluation.recognition.distance_matrix``): the per-strip metric averaged over strips.
+(``metagait_edge.recognition.metrics.distance_matrix``): the per-strip metric averaged over strips.
 
 * ``mode="mean"``: a walker's template is the per-strip renormalized mean of their sequences.
 * ``mode="all"``: every sequence is kept; a walker's distance is the minimum over their sequences.
@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from metagait_edge.atomic import atomic_write_with
-from metagait_edge.evaluation.recognition import distance_matrix
+from metagait_edge.recognition.metrics import distance_matrix
 
 FORMAT = "metagait-edge-gallery"
 VERSION = 1
