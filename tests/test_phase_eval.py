@@ -35,7 +35,8 @@ def test_scores_perfect_and_shifted_estimates():
     pred = rec.mode.copy()
     pred[800:810] = 0  # switches 10 samples late
     s.add_modes(rec, pred)
-    out = s.summary()
+    s.add_phase("learned, all gyros masked", rec, np.mod(np.nan_to_num(truth) + 10.0, 100))
+    out = s.summary(("learned", "baseline", "learned, all gyros masked"))
     assert out["phase_rmse_pct"]["learned"]["walking"] == pytest.approx(0.0, abs=1e-9)
     assert out["phase_rmse_pct"]["baseline"]["stairs_up"] == pytest.approx(5.0, abs=1e-6)
     assert out["phase_rmse_pct"]["learned"]["transitions"] == pytest.approx(0.0, abs=1e-9)
@@ -55,6 +56,7 @@ def test_scores_perfect_and_shifted_estimates():
                  "latency_ms_p99": 0.5, "latency_cpu_ms_p50": 0.2, "latency_cpu_ms_p99": 0.4}, "cmd", "vm", "today", "x.png")
     assert "| walking | 0.00 | 5.00 |" in md and "![phase across a transition](x.png)" in md
     assert "alpha per fold 0: 0.2" in md
+    assert "| learned, all gyros masked | 10.00 | n/a |" in md
 
 
 def test_smooth_modes_is_causal_and_delays_switches():

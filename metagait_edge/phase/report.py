@@ -64,6 +64,13 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
     for g in GROUPS:
         lines.append(f"| {g} | {_f(ph['learned'][g])} | {_f(ph['baseline'][g])} | "
                      f"{_f(100 * cov['baseline'][g], 1)} % | {n['learned'][g]} |")
+    masked = [k for k in ph if k.startswith("learned, ")]
+    if masked:
+        lines += ["", "Robustness to masked gyroscopes: the learned estimator on the same held-out files with more "
+                  "gyroscopes masked on purpose (zeroed, flag 0), phase RMSE %:", "",
+                  "| estimator | " + " | ".join(GROUPS[:5]) + " |", "|---" * 6 + "|"]
+        for k in ["learned"] + masked:
+            lines.append(f"| {k} | " + " | ".join(_f(ph[k][g]) for g in GROUPS[:5]) + " |")
     per = s["walking_rmse_per_walker"]
     if per.get("learned"):
         import numpy as np

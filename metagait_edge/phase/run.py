@@ -14,10 +14,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from metagait_edge.phase.dataset import MODES, PhaseRecording, features, load_recordings
+from metagait_edge.phase.dataset import MODES, PhaseRecording, features, load_recordings, mask_gyros
 from metagait_edge.phase.evaluate import Scores, baseline_phase, transition_points
 from metagait_edge.phase.folds import phase_folds
 from metagait_edge.phase.model import RESOURCE_DIR, PhaseNet, StreamingPhaseEstimator, decode, load_phase_net, predict_recording
+from metagait_edge.sensors import SENSORS
 
 
 def smooth_modes(prob: np.ndarray, alpha: float) -> np.ndarray:
@@ -30,6 +31,8 @@ def smooth_modes(prob: np.ndarray, alpha: float) -> np.ndarray:
     return sm.argmax(1)
 
 
+# Extra masks for the robustness rows: the learned estimator on the same files with these gyroscopes masked.
+MASKED = {"learned, shank gyros masked": ("rs", "ls"), "learned, all gyros masked": SENSORS}
 ALPHAS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03)
 
 
@@ -103,11 +106,13 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
             base = baseline_phase(rec)
             scores.add_phase("learned", rec, learned)
             scores.add_phase("baseline", rec, base)
+            for name, sensors in MASKED.items():  # the same walkers with more gyroscopes masked on purpose
+                scores.add_phase(name, rec, decode(predict_recording(model, mask_gyros(rec.x, sensors)))["phase"].T)
             pred = smooth_modes(out["mode_prob"], alpha)
             scores.add_modes(rec, pred)
             n_files += 1
             _keep_trace(trace, rec, learned, base, pred)
-    summary = scores.summary()
+    summary = scores.summary(("learned", "baseline") + tuple(MASKED))
     rec0 = db.load(recs[0].file_id)
     wall, cpu = latency_ms(model, rec0.physical(), recs[0].valid, 1000 if quick else 5000)
     summary["latency_ms_p50"] = float(np.percentile(wall, 50))
