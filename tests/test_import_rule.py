@@ -245,3 +245,14 @@ def test_relative_imports_resolve_from_a_sub_package_module(line, target):
     node = ast.parse(line).body[0]
     got = _imported(node, ["metagait_edge", "ros", "bag"], is_package=False)
     assert got[0][:len(target)] == target
+
+
+def test_public_class_names_are_not_defined_twice():
+    """A name means one thing across the library (issue 19: Task, Recording, TrainConfig meant two each)."""
+    homes: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                homes.setdefault(node.name, []).append(str(path.relative_to(PACKAGE.parent)))
+    twice = {name: paths for name, paths in homes.items() if len(paths) > 1}
+    assert not twice, f"public classes defined in more than one module: {twice}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from metagait_edge.phase.dataset import prepare_recording
-from metagait_edge.phase.evaluate import Scores, circular_error, transition_points, wrap_events
+from metagait_edge.phase.evaluate import PhaseScores, circular_error, transition_points, wrap_events
 from metagait_edge.phase.report import machine_summary, render
 from metagait_edge.phase.run import smooth_modes
 from tests.test_phase_ground_truth import synthetic_recording
@@ -28,7 +28,7 @@ def test_scores_perfect_and_shifted_estimates():
     act[800:] = 3
     rec = prepare_recording(synthetic_recording(act=act))
     assert transition_points(rec.mode) == [(800, 0, 2)]
-    s = Scores()
+    s = PhaseScores()
     truth = rec.truth.phase
     s.add_phase("learned", rec, np.nan_to_num(truth))
     s.add_phase("baseline", rec, np.mod(np.nan_to_num(truth) + 5.0, 100))

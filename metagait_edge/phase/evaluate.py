@@ -82,7 +82,7 @@ def mode_changes(mode: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 @dataclass
-class Scores:
+class PhaseScores:
     """Accumulates squared errors per (estimator, group), timing errors, mode counts and delays."""
 
     sq: dict = field(default_factory=lambda: defaultdict(float))

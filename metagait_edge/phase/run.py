@@ -2,7 +2,7 @@
 
 ``evaluate_phase(quick=...)`` loads HuGaDB, runs each fold's shipped ``PhaseNet`` (``resources/phase``)
 and the time-since-heel-strike baseline causally over every file of the fold's test walkers, and returns
-``Scores.summary()`` plus the per-sample inference latency on one core. ``--quick`` scores every fourth file.
+``PhaseScores.summary()`` plus the per-sample inference latency on one core. ``--quick`` scores every fourth file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from metagait_edge.phase.dataset import MODES, PhaseRecording, features, load_recordings, mask_gyros
-from metagait_edge.phase.evaluate import Scores, baseline_phase, transition_points
+from metagait_edge.phase.evaluate import PhaseScores, baseline_phase, transition_points
 from metagait_edge.phase.folds import phase_folds
 from metagait_edge.phase.model import RESOURCE_DIR, PhaseNet, StreamingPhaseEstimator, decode, load_phase_net, predict_recording
 from metagait_edge.sensors import SENSORS
@@ -81,7 +81,7 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
     from tqdm import tqdm
 
     splits = phase_folds()
-    scores = Scores()
+    scores = PhaseScores()
     trace: dict = {}
     n_files, subjects, alphas = 0, [], {}
     model = None
