@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECKPOINTS = PERSONALIZATION_CHECKPOINTS
 
 
+
+def shown_path(path) -> str:
+    """``path`` as a report prints it: relative to the checkout when it lies inside it (the shipped checkpoint),
+    so that a committed report does not depend on where the project was cloned."""
+    checkout = Path(__file__).resolve().parents[2]
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(checkout))
+    except ValueError:
+        return str(path)
+
 def fold_dir(root: Path, seed: int, fold: int) -> Path:
     return Path(root) / f"seed{seed}" / f"fold{fold}"
 
@@ -131,7 +141,7 @@ def evaluate(config: PersonalizationConfig, root: Path, quick: bool, seeds: Opti
     max_tasks = 4 if quick else None
     protocol = {
         "dataset": "HuGaDB v1", "n_folds": config.split.n_folds, "seeds": sorted({s for s, _ in runs}),
-        "folds": sorted({f for _, f in runs}), "checkpoints": str(root), "shots": list(config.protocol.shots),
+        "folds": sorted({f for _, f in runs}), "checkpoints": shown_path(root), "shots": list(config.protocol.shots),
         "gap": config.protocol.gap, "max_queries": config.protocol.max_queries, "conditions": list(config.protocol.conditions),
         "keep_fraction": config.masking.keep_fraction, "drop_sensors": config.masking.drop_sensors,
         "masking": masking, "p_sensors": masking_for(config.masking, masking).p_sensors, "settle": settle,
