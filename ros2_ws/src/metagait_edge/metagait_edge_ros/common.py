@@ -170,11 +170,11 @@ def spin_node(name: str, make_node: Callable[[], Node], make_executor: Callable[
     by a signal, also while the node is still being built (importing torch takes seconds): both end the
     process with status 0 after ``node.release()`` gave back ports, sockets and threads.
     """
-    # SIGINT (launch's shutdown, Ctrl-C) and SIGTERM (systemd, launch escalating) end the process the same
-    # way, also while the node is still being built. SIGINT is set explicitly: a process started from a
-    # non-interactive shell with `&` inherits it ignored. rclpy's own handler, installed by init, runs first
+    # SIGINT (launch's shutdown, Ctrl-C) and SIGTERM (systemd, launch escalating, parent death) end the process
+    # the same way, also while the node is still being built. SIGINT is set explicitly: a process started from
+    # a non-interactive shell with `&` inherits it ignored. rclpy's own handler, installed by init, runs first
     # and then chains to these.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     _end_with_parent()
     rclpy.init(args=args)
@@ -232,6 +232,11 @@ def _end_with_parent() -> None:
 
 
 def _interrupt(signum, frame) -> None:
+    # The first SIGINT or SIGTERM starts the shutdown; any later one (Ctrl-C reaches the whole process group,
+    # launch sends its own, the parent-death SIGTERM follows) is ignored from here on. Otherwise a second
+    # KeyboardInterrupt could escape the shutdown, and Python ends a process that dies of an unhandled
+    # KeyboardInterrupt with SIGINT (status -2).
+    _ignore_signals()
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -7,6 +7,7 @@ is what let `ros2 launch` crash unnoticed before, so a run with skips fails.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -184,6 +185,39 @@ def launch_gait(tmp: Path, name: str, args: dict[str, str], params: dict | None 
         argv.append(f"params_file:={path}")
     argv += [f"{k}:={v}" for k, v in args.items()]
     return Launched(argv, name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subreaper():
+    """Make this test process the reaper of orphaned descendants (Linux PR_SET_CHILD_SUBREAPER): when a test
+    kills `ros2 launch`, its nodes become children of this process, so their exit status can be read."""
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    yield
+
+
+def wait_exit_codes(pids: dict[str, int], timeout: float) -> dict[str, int | None]:
+    """Exit status of each (adopted) node process, None if it is still running after ``timeout``."""
+    codes: dict[str, int | None] = {name: None for name in pids}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(c is None for c in codes.values()):
+        for name, pid in pids.items():
+            if codes[name] is None:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    codes[name] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    return codes
+
+
+def assert_nodes_ended_cleanly_after_sigterm(launched: Launched, expected_nodes: set[str]) -> None:
+    """SIGTERM to ros2 launch: upstream launch dies without stopping its processes ("can result in orphaned
+    processes"); each node gets SIGTERM from the kernel when its parent dies (PR_SET_PDEATHSIG) and must
+    end with status 0 within seconds (read here as their adoptive parent), with no traceback anywhere."""
+    pids = launched.node_pids()
+    assert expected_nodes <= set(pids), pids
+    codes = wait_exit_codes(pids, 20.0)
+    assert all(code == 0 for code in codes.values()), codes
+    assert "Traceback" not in launched.output(), launched.output()[-4000:]
 
 
 def assert_clean_exit(launched: Launched, expected_nodes: set[str]) -> None:
