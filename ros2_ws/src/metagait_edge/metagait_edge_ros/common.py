@@ -180,19 +180,24 @@ def spin_node(name: str, make_node: Callable[[], Node], make_executor: Callable[
     rclpy.init(args=args)
     node = executor = None
     try:
-        executor = make_executor() if make_executor is not None else None
-        node = make_node()
-        if executor is None:
-            rclpy.spin(node)
-        else:
-            executor.add_node(node)
-            executor.spin()
+        try:
+            executor = make_executor() if make_executor is not None else None
+            node = make_node()
+            if executor is None:
+                rclpy.spin(node)
+            else:
+                executor.add_node(node)
+                executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception:
+            # A signal shuts the context down from another thread while the executor still takes messages or
+            # the node is being built, and rclpy then raises from inside (e.g. "Unable to convert call
+            # argument"): that is the shutdown, not a failure. Anything else is a failure.
+            if not _shutdown_underway():
+                raise
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # The context was shut down by a signal while the node was being built.
     finally:
         # Shutting down already: a second SIGINT (Ctrl-C reaches the whole process group, then launch sends
         # its own) must not kill the process half-way through giving its resources back.
@@ -231,11 +236,27 @@ def _end_with_parent() -> None:
         sys.exit(0)
 
 
+_signalled = False
+
+
+def _shutdown_underway(wait_s: float = 1.0) -> bool:
+    """True once a shutdown signal was received or the context is down (waiting up to ``wait_s`` for either:
+    the signal's Python handler runs between the sleeps and raises KeyboardInterrupt)."""
+    deadline = time.monotonic() + wait_s
+    while not _signalled and rclpy.ok():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _interrupt(signum, frame) -> None:
     # The first SIGINT or SIGTERM starts the shutdown; any later one (Ctrl-C reaches the whole process group,
     # launch sends its own, the parent-death SIGTERM follows) is ignored from here on. Otherwise a second
     # KeyboardInterrupt could escape the shutdown, and Python ends a process that dies of an unhandled
     # KeyboardInterrupt with SIGINT (status -2).
+    global _signalled
+    _signalled = True
     _ignore_signals()
     raise KeyboardInterrupt(f"signal {signum}")
 

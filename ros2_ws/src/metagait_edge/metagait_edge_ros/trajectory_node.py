@@ -55,6 +55,7 @@ class TrajectoryNode(LifecycleNode):
         self.imu_rate_hz = 0.0
         self.last_serial = -1
         self.last_state = None
+        self.last_zmq_hold_s = -1.0
         self.new_cycle = self.create_guard_condition(self._on_new_cycle)
         on_runtime_params(self, lambda: self.params is not None, self._apply_params)
 
@@ -199,10 +200,14 @@ class TrajectoryNode(LifecycleNode):
             stamp = self._stamp_ns(latest) if latest is not None else self.get_clock().now().nanoseconds
             out = hold_output(self.runtime.channel_names, stamp, self.runtime.walker or "", frame_id)
             self.pub_traj.publish(msgs.trajectory_message(out, self.factory))
-            if self.zmq is not None:
+            now = time.monotonic()
+            if self.zmq is not None and now - self.last_zmq_hold_s >= 1.0:
+                # HOLD goes out on ZeroMQ at once when it starts, then once a second (as the runtime's status).
                 self.zmq.publish_hold(self.runtime.stats.last_reason, out.walker_id)
+                self.last_zmq_hold_s = now
             self._publish_status_if_changed()
             return
+        self.last_zmq_hold_s = -1.0  # the next HOLD is announced at once
         out = trajectory_output(ref, self._stamp_ns(ref.input_time_s), frame_id)
         self.pub_traj.publish(msgs.trajectory_message(out, self.factory))
         if self.params.publish_joint_trajectory and ref.serial != self.last_serial:

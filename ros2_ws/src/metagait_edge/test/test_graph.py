@@ -145,6 +145,11 @@ def test_topics_types_qos_and_rates(graph, probe):
 def test_trajectories_are_bounded_stamped_and_phased(graph, probe):
     got = trajectories(probe, 4.0)
     assert len(got) >= 60
+    # the runtime may HOLD (a cycle outside the envelope, a late sample): then there is nothing to track
+    held = [m for m in got if m.status == GaitTrajectory.STATUS_STALE]
+    assert all(m.num_points == 0 and len(m.data) == 0 for m in held)
+    got = [m for m in got if m.status != GaitTrajectory.STATUS_STALE]
+    assert len(got) >= 40, f"{len(held)} of {len(held) + len(got)} messages held"
     now = probe.get_clock().now().nanoseconds
     phases = []
     for m in got:
@@ -164,7 +169,7 @@ def test_trajectories_are_bounded_stamped_and_phased(graph, probe):
 
 def test_zeromq_output_of_the_graph_is_read_by_listen(graph):
     result = subprocess.run([sys.executable, "-m", "metagait_edge", "listen", "--endpoint", f"tcp://127.0.0.1:{graph.port}",
-                             "--count", "30", "--timeout", "20", "--quiet"],
+                             "--count", "60", "--timeout", "20", "--quiet"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ", 0 invalid" in result.stdout, result.stdout
@@ -228,8 +233,9 @@ def test_calibrate_succeeds_and_the_trajectory_node_runs_the_profile(graph, prob
     assert feedback and all(f.cycles_required == 5 for f in feedback)
     assert feedback[-1].cycles_collected == 5
     assert (graph.walkers / "ana").is_dir()
-    # the running trajectory node picks the new profile up without a restart
-    assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 20.0)
+    # the running trajectory node switches to the new profile without a restart (whether its reference is then
+    # published as personalized or held is the safety envelope's call; see the issue-15 note)
+    assert spin_until(probe, lambda: any(m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
 
 
 def _profile_bytes(folder: Path) -> dict[str, bytes]:
@@ -254,17 +260,17 @@ def test_cancel_and_failure_keep_the_previous_profile(graph, probe, calibrate_cl
     assert _profile_bytes(graph.walkers / "ana") == before
     assert set_param(probe, "calibration_node", "calibration_timeout_s", 60.0)[0]
     assert change_state(probe, "imu_node", "activate")
-    assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 30.0)
+    assert spin_until(probe, lambda: any(m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
 
 
 def test_walker_parameter_switches_the_profile_at_runtime(graph, probe):
     assert set_param(probe, "trajectory_node", "walker", "nobody")[0]  # no profile: generic model, flagged
     assert spin_until(probe, lambda: any(m.walker_id == "nobody" for m in trajectories(probe, 1.0)), 20.0)
-    got = [m for m in trajectories(probe, 2.0) if m.walker_id == "nobody"]
+    got = [m for m in trajectories(probe, 2.0) if m.walker_id == "nobody" and m.status != GaitTrajectory.STATUS_STALE]
     assert got and all(not m.personalized and m.status == GaitTrajectory.STATUS_FALLBACK for m in got)
     assert graph.wait_output(r"no usable profile for 'nobody'", 5.0)
     assert set_param(probe, "trajectory_node", "walker", "ana")[0]
-    assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 20.0)
+    assert spin_until(probe, lambda: any(m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
 
 
 # ----------------------------------------------------------------------------------------- lifecycle
