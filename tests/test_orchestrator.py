@@ -20,7 +20,7 @@ class Collect:
     """A publisher stand-in that records calls (the orchestrator, not the ZeroMQ layer, is under test)."""
 
     def __init__(self):
-        self.traj, self.status, self.identity = [], [], []
+        self.traj, self.status, self.identity, self.phase = [], [], [], []
 
     def publish_trajectory(self, traj, channels, **kw):
         assert np.isfinite(traj).all()
@@ -33,6 +33,10 @@ class Collect:
 
     def publish_identity(self, *a, **kw):
         self.identity.append(a)
+        return True
+
+    def publish_phase(self, estimate, **kw):
+        self.phase.append((estimate, kw))
         return True
 
     def stop(self):

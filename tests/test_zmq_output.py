@@ -103,8 +103,11 @@ def _publisher(**kw):
         pub.stop()
 
 
-def test_publisher_sends_all_three_topics_with_per_topic_sequence():
+def test_publisher_sends_all_four_topics_with_per_topic_sequence():
+    from metagait_edge.runtime.phase_stream import PhaseEstimate
+
     ctx = zmq.Context.instance()
+    est = PhaseEstimate(0.0, (0.25, 0.75), 1.1, "stairs_up", 2, 0.9, "OK", "", "phasenet")
     with _publisher() as pub:
         sub = _sub(ctx, pub.bound_endpoints[0])
         try:
@@ -112,8 +115,9 @@ def test_publisher_sends_all_three_topics_with_per_topic_sequence():
                 pub.publish_trajectory(_traj(), CH, walker_id="w01", personalized=True, phase=0.5, cycle_s=1.05)
                 pub.publish_identity("w01", 0.31, 0.92, embedding=np.ones(8))
                 pub.publish_status("DEGRADED", "identity confidence low")
+                pub.publish_phase(est, walker_id="w01", t_input_ns=time.time_ns() - 1000)
 
-            got = _recv_while_publishing(pub, sub, publish, lambda g: len({m.topic for m in g}) == 3 and len(g) >= 9)
+            got = _recv_while_publishing(pub, sub, publish, lambda g: len({m.topic for m in g}) == 4 and len(g) >= 12)
         finally:
             sub.close(0)
     by_topic = {t: [m for m in got if m.topic == t] for t in M.TOPICS}
@@ -123,6 +127,10 @@ def test_publisher_sends_all_three_topics_with_per_topic_sequence():
     ident = by_topic[M.TOPIC_IDENTITY][-1]
     assert ident.header["distance"] == pytest.approx(0.31) and ident.payload.shape == (8,)
     assert by_topic[M.TOPIC_STATUS][-1].header["reason"] == "identity confidence low"
+    ph = by_topic[M.TOPIC_PHASE][-1]
+    assert ph.payload.tolist() == pytest.approx([0.25, 0.75, 1.1, 2, 0.9])
+    assert (ph.header["mode"], ph.header["source"], ph.header["phase"]) == ("stairs_up", "phasenet", 0.25)
+    assert ph.header["cycle_s"] == pytest.approx(1 / 1.1) and ph.header["channels"] == list(M.PHASE_CHANNELS)
     for t in M.TOPICS:
         seqs = [m.header["seq"] for m in by_topic[t]]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))

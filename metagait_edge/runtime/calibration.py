@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from metagait_edge.phase.dataset import GAIT_MODES
 from metagait_edge.runtime.config import CalibrationConfig
 from metagait_edge.runtime.personalizer import (  # noqa: F401  (re-exported: the runtime's public names)
     ANGLE_CHANNELS, SHIPPED_PERSONALIZATION, Personalizer, load_personalizer,
@@ -39,6 +40,7 @@ class CycleRecord:
     max_gap_s: float  # largest spacing between consecutive raw samples inside the cycle
     t_end: float  # host monotonic time of the closing IC
     index: int  # running cycle number
+    mode: str = "walking"  # locomotion mode at the closing IC (phase_stream); "unknown" without a mode estimate
 
 
 def check_cycle(rec: CycleRecord, config: CalibrationConfig, channels: Sequence[str]) -> Optional[str]:
@@ -64,6 +66,13 @@ def consistent_subset(cycles_norm: np.ndarray, max_distance: float) -> np.ndarra
     med = np.median(cycles_norm, axis=0)
     d = np.sqrt(np.mean((cycles_norm - med[None]) ** 2, axis=(1, 2)))
     return d <= max_distance
+
+
+def calibration_mode(cycles: Sequence[CycleRecord]) -> str:
+    """The locomotion mode a profile is calibrated in: the most common estimated mode of its cycles
+    ("walking" when no mode was estimated: the runtime before mode recognition, and old profiles, assume it)."""
+    modes = [r.mode for r in cycles if r.mode in GAIT_MODES]
+    return max(GAIT_MODES, key=modes.count) if modes else "walking"
 
 
 @dataclass
@@ -189,7 +198,7 @@ def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Que
     profile = Profile(walker, weights, template.numpy(), valid[:shots].all(axis=0), meta={
         "shots": shots, "loss_before": before, "loss_after": after, "rmse_deg_before": rmse_b,
         "rmse_deg_after": rmse_a, "base_model": personalizer.source, "channels": personalizer.channels,
-        "cycle_s": [r.duration_s for r in accepted[:need]],
+        "cycle_s": [r.duration_s for r in accepted[:need]], "mode": calibration_mode(accepted[:need]),
     })
     try:
         store.save(profile)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from metagait_edge.runtime.phase_stream import PhaseStreamConfig
 from metagait_edge.runtime.safety import SafetyConfig
 from metagait_edge.runtime.zmq_output import ZmqOutputConfig
 
@@ -144,6 +145,7 @@ class EdgeConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    phase: PhaseStreamConfig = field(default_factory=PhaseStreamConfig)  # gait.phase and the per-mode reference
 
     def __post_init__(self) -> None:
         imu = [s for s in self.sources if s.kind in IMU_KINDS]

@@ -30,20 +30,20 @@ from metagait_edge.runtime.config import EdgeConfig
 from metagait_edge.runtime.identity import IdentityVote
 from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
-from metagait_edge.runtime.input_gate import (
-    RESTART, RESUMED_REASON, STALE, InputGate, is_input_reason, stale_reason, wall_ns,
-)
+from metagait_edge.runtime.input_gate import RESTART, STALE, InputGate, wall_ns
+from metagait_edge.runtime.phase_stream import UNKNOWN_MODE, PhaseEstimate, PhaseStream, gyro_valid_for, mode_reference
 from metagait_edge.runtime.realtime import set_realtime_priority
 from metagait_edge.runtime.records import PublishedRecord, RuntimeStats, start_recording_writer
 from metagait_edge.runtime.ringbuffer import RingBuffer
 from metagait_edge.runtime.safety import NeutralPosture, SafetyEnvelope, SafetyStatus
+from metagait_edge.runtime.status import StatusReporter
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Runtime", "build_runtime"]
 
 
-class Runtime:
+class Runtime(StatusReporter):
     """See the module docstring. ``start()`` / ``stop()``; ``push_imu``, ``step``, ``calibrate`` for the ROS nodes."""
 
     def __init__(self, config: Optional[EdgeConfig] = None, personalizer: Optional[Personalizer] = None,
@@ -73,6 +73,11 @@ class Runtime:
         self._scale = imu_protocol.channel_scale(np.float32)
         self.features = OnlineFeatures(self.rate_hz)
         self.detector = CausalGaitDetector(self.rate_hz)
+        pc = self.config.phase  # gait.phase per sample; a replayed HuGaDB file gets eval-phase's gyro masks
+        self.phase = PhaseStream(pc, self.rate_hz, gyro_valid_for(pc, src.path if src and src.kind == "replay" else None)
+                                 ) if pc.enabled else None
+        self.phase_listeners: List[Callable[[PhaseEstimate], None]] = []  # called on the worker thread per sample
+        self.phase_latency_s: Deque[float] = deque(maxlen=4096)  # IMU sample pushed -> its gait.phase sent
         hist = int(self.config.runtime.history_s * self.rate_hz)
         self._hist = np.zeros((hist, 42), np.float32)
         self._hist_t = np.zeros(hist, np.float64)
@@ -180,8 +185,11 @@ class Runtime:
         if verdict == RESTART:
             self.detector.reset()
             self.features.reset()
+            self.phase.reset() if self.phase is not None else None
             self._prev_ic = self._prev_cycle = None
         self.stats.samples += 1
+        if self.phase is not None:  # first: a cycle's generation below must not delay this sample's phase
+            self._publish_phase(x, t, ring_seq)
         feats = self.features.push(x)
         k = self.detector.t + 1
         h = len(self._hist)
@@ -202,7 +210,7 @@ class Runtime:
         rows, ts = self._hist[idx], self._hist_t[idx]
         cycle = resample_cycles(rows, np.array([0]), np.array([len(rows) - 1]))[0]
         rec = CycleRecord(cycle, np.isfinite(cycle).all(axis=1), float(ts[-1] - ts[0]),
-                          float(np.diff(ts).max()) if len(ts) > 1 else 0.0, t, self._cycle_index)
+                          float(np.diff(ts).max()) if len(ts) > 1 else 0.0, t, self._cycle_index, self._mode())
         self.stats.cycles += 1
         self.gate.on_cycle(float(ts[-1]), rec.duration_s)  # the next cycle starts at this IC
         with self._calib_lock:
@@ -215,6 +223,21 @@ class Runtime:
         self._generate(rec, ring_seq, picked_s)
         self._prev_cycle = rec
 
+    def _publish_phase(self, x: np.ndarray, t: float, ring_seq: int) -> None:
+        est = self.phase.push(x, t)
+        if self.publisher is not None:
+            self.publisher.publish_phase(est, walker_id=self.walker, t_input_ns=wall_ns(t, self.clock(), time.time_ns()))
+            self.phase_latency_s.append(time.monotonic() - self._arrival_s[ring_seq % self.ring.capacity])
+        for notify in self.phase_listeners:
+            notify(est)
+        why = self.phase.nongait_reason(t)  # standing, sitting: no periodic reference until a gait cycle again
+        if why is not None and self.stats.last_status != "HOLD":
+            self._set_status("HOLD", why)
+
+    def _mode(self) -> str:
+        est = self.phase.latest if self.phase is not None else None
+        return est.mode if est is not None else UNKNOWN_MODE
+
     def _recent_template(self) -> Optional[np.ndarray]:
         return np.mean(np.stack(self._recent), axis=0).astype(np.float32) if self._recent else None
 
@@ -222,7 +245,12 @@ class Runtime:
         walker, conf = self.walker, self.confidence
         entry = self._profiles.get(walker) if walker else None
         gate = self.config.safety.confidence_threshold
-        use_profile = entry is not None and conf >= gate
+        allowed, hold, note = mode_reference(self._mode(), entry[0].meta.get("mode", "walking") if entry else None,
+                                             self.config.phase.other_mode_policy)
+        if hold is not None:
+            self._set_status("HOLD", hold)
+            return
+        use_profile = entry is not None and conf >= gate and allowed
         t0 = time.perf_counter()
         if use_profile:
             prof, model = entry
@@ -240,8 +268,10 @@ class Runtime:
         res = self.safety.apply(traj, self.channel_names, rec.t_end, self.clock(), conf if use_profile else 0.0,
                                 use_profile, rec.duration_s, self.neutral.update(rec.cycle[self.personalizer.angle_index]),
                                 unusable_profile=self._profile_errors.get(walker) if walker else None)
+        if note and res.status is SafetyStatus.DEGRADED:  # the profile set aside for another mode: say so
+            res = res._replace(reason=note)
         now = self.clock()
-        phase, _ = self.gate.phase(now)  # the estimate at t_ns: the IC was detected a little late
+        phase, _ = self._phase_now(now)  # the estimate at t_ns: the IC was detected a little late
         t_ns = time.time_ns()
         t_input_ns = wall_ns(rec.t_end, now, t_ns)  # the newest IMU sample this reference rests on
         if res.status is SafetyStatus.HOLD:
@@ -269,70 +299,6 @@ class Runtime:
         if self._recording is not None:
             self._recording.put_nowait(("trajectory", t_ns, res.status.value, res.trajectory)) if not self._recording.full() else None
 
-    # --------------------------------------------------------------------------------- status
-    def _set_status(self, status: Optional[str], reason: Optional[str], only_if=None, periodic: bool = False,
-                    then: Optional[Callable[[], None]] = None) -> None:
-        """Set the status (None: keep), publish it on a change (or ``periodic``), then run ``then`` (the trajectory
-        send), under one lock: no trajectory follows a HOLD on the wire. ``only_if(status, reason)`` guards a
-        watchdog update against the worker's; ``stats.holds`` counts every change into HOLD."""
-        with self._lock:
-            s = self.stats
-            if only_if is not None and not only_if(s.last_status, s.last_reason):
-                return
-            status, reason = status or s.last_status, s.last_reason if reason is None else reason
-            changed = status != s.last_status
-            s.last_status, s.last_reason = status, reason
-            s.holds += changed and status == "HOLD"
-            if (changed or periodic) and self.publisher is not None:
-                now = self.clock()
-                phase, cycle_s = self.gate.phase(now) if status != "HOLD" else (0.0, 0.0)
-                self.publisher.publish_status(status, reason, walker_id=self.walker, phase=phase, cycle_s=cycle_s,
-                                              t_input_ns=wall_ns(self.ring.latest_timestamp(), now, time.time_ns()),
-                                              counters=self.counters(), inline=True)
-            if then is not None:
-                then()
-
-    def imu_age(self) -> float:
-        last = self.ring.latest_timestamp()
-        return math.inf if last is None else self.clock() - last
-
-    def _watchdog(self) -> None:
-        period = self.config.runtime.status_period_s
-        timeout = self.config.safety.staleness_timeout_s
-        next_line = self.clock() + period
-        while not self._stop.wait(min(0.02, timeout / 4, 1.0 / self.rate_hz)):  # HOLD within one IMU period
-            age = self.imu_age()
-            if age > timeout:  # HOLD, and a staleness reason refreshed with the current age
-                ser = getattr(self.serial, "stats", None)
-                error = ser.last_error if ser is not None and not ser.connected else ""  # e.g. the port is missing
-                self._set_status("HOLD", stale_reason(age, timeout, error),
-                                 only_if=lambda st, why: st != "HOLD" or is_input_reason(why))
-            else:  # fresh input again: the HOLD stays until the worker has a fresh, complete cycle
-                self._set_status("HOLD", RESUMED_REASON,
-                                 only_if=lambda st, why: st == "HOLD" and is_input_reason(why))
-            now = self.clock()
-            if now >= next_line:
-                next_line = now + period
-                self._set_status(None, None, periodic=True)
-                log.info("%s", self.status_line())
-
-    def counters(self) -> Dict[str, int]:
-        """Running counts, faults included (the status line; ``counters`` in every ``gait.status`` message)."""
-        s, c, ser = self.stats, self.safety.counters, getattr(self.serial, "stats", None)
-        out = {"samples": s.samples, "cycles": s.cycles, "published": s.published, "personalized": s.personalized,
-               "holds": s.holds, "nan": s.nonfinite_samples, "drops": s.dropped_samples, "stale": self.gate.stale_samples,
-               "gaps": self.gate.gaps, "rejected_cycles": c.implausible_cycle, "clipped_holds": c.clipped_hold,
-               "profile_errors": len(self._profile_errors)}
-        if ser is not None:
-            out.update(serial_frames=ser.frames, bad=ser.bad_frames, reconnects=ser.reconnects, open_failures=ser.open_failures)
-        return out
-
-    def status_line(self) -> str:
-        s = self.stats
-        gen = np.percentile(s.gen_ms, 50) if s.gen_ms else float("nan")
-        return (f"status={s.last_status} walker={self.walker} conf={self.confidence:.2f} "
-                + " ".join(f"{k}={v}" for k, v in self.counters().items()) + f" gen_p50={gen:.1f}ms")
-
     # --------------------------------------------------------------------------------- ROS API
     def reference(self) -> Optional[Reference]:
         """The reference a pull-style consumer (the ROS trajectory node) may follow now, or None.
@@ -344,11 +310,10 @@ class Runtime:
         if latest is None or self.stats.last_status == "HOLD" or self.imu_age() > self.config.safety.staleness_timeout_s:
             return None
         res, _, cycle_s, walker, _ = latest
-        phase = self.detector.phase
+        t_in = float(self._hist_t[self.detector.t % len(self._hist)])
         return Reference(res.trajectory, list(self.channel_names), walker or "", bool(res.personalized),
-                         0.0 if not math.isfinite(phase) else min(phase / 100.0, 0.999), float(cycle_s),
-                         res.status.value, res.reason, bool(res.clamped_points or res.rate_limited_points),
-                         self.stats.published, float(self._hist_t[self.detector.t % len(self._hist)]))
+                         self._phase_now(t_in)[0], float(cycle_s), res.status.value, res.reason,
+                         bool(res.clamped_points or res.rate_limited_points), self.stats.published, t_in)
 
     @property
     def has_profile(self) -> bool:

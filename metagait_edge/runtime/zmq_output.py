@@ -39,7 +39,7 @@ class ZmqOutputConfig:
     sndhwm: int = 10
     queue_size: int = 32
     linger_ms: int = 0
-    inline_trajectories: bool = True  # send trajectories from the producer's thread (see the module doc)
+    inline_trajectories: bool = True  # send trajectories and gait.phase from the producer's thread (module doc)
     curve_server_secret_key: Optional[Path] = None  # e.g. keys/server.key_secret; enables CURVE
     curve_allowed_clients_dir: Optional[Path] = None  # public keys of allowed clients; None: any client with the server key
 
@@ -226,6 +226,23 @@ class ZmqPublisher(ThreadOwner):
         if self.config.inline_trajectories:
             return self._send_inline(M.TOPIC_TRAJECTORY, fields, traj)
         return self._enqueue(M.TOPIC_TRAJECTORY, fields, traj)
+
+    def publish_phase(self, estimate, *, walker_id: Optional[str], t_input_ns: int, t_ns: Optional[int] = None) -> bool:
+        """One ``gait.phase`` message from a ``phase_stream.PhaseEstimate`` (per IMU sample); sent from the
+        caller's thread under the same rule as trajectories (``inline_trajectories``)."""
+        below_one = np.nextafter(np.float32(1.0), np.float32(0.0))
+        values = np.array([*estimate.phase, estimate.rate_hz, estimate.mode_index, estimate.confidence], np.float32)
+        values[:2] = np.minimum(values[:2], below_one)  # a phase just below 1 must not round up to 1 in float32
+        rate = float(values[2])
+        fields = dict(
+            t_ns=M.now_ns() if t_ns is None else t_ns, t_input_ns=t_input_ns, walker_id=walker_id,
+            phase=float(values[0]), cycle_s=1.0 / rate if rate > 0 else 0.0, shape=values.shape,
+            channels=list(M.PHASE_CHANNELS), status=estimate.status, reason=estimate.reason,
+            confidence=float(values[4]), mode=estimate.mode, source=estimate.source,
+        )
+        if self.config.inline_trajectories:
+            return self._send_inline(M.TOPIC_PHASE, fields, values)
+        return self._enqueue(M.TOPIC_PHASE, fields, values)
 
     def publish_identity(
         self, walker_id: Optional[str], distance: float, confidence: float, *, embedding: Optional[np.ndarray] = None,

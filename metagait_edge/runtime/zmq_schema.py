@@ -17,13 +17,16 @@ from typing import Any, Mapping, Optional, Sequence
 import msgpack
 import numpy as np
 
+from metagait_edge.phase.dataset import MODES
+from metagait_edge.runtime.phase_stream import PHASE_CHANNELS, SOURCE_BASELINE, SOURCE_NETWORK, UNKNOWN_MODE
 from metagait_edge.runtime.safety import SafetyStatus
 
 SCHEMA_VERSION = 1
 TOPIC_TRAJECTORY = b"gait.trajectory"
 TOPIC_IDENTITY = b"gait.identity"
 TOPIC_STATUS = b"gait.status"
-TOPICS = (TOPIC_TRAJECTORY, TOPIC_IDENTITY, TOPIC_STATUS)
+TOPIC_PHASE = b"gait.phase"
+TOPICS = (TOPIC_TRAJECTORY, TOPIC_IDENTITY, TOPIC_STATUS, TOPIC_PHASE)
 STATUSES = tuple(s.value for s in SafetyStatus)  # the safety envelope's words: OK, DEGRADED, HOLD
 DTYPE = "float32"
 N_POINTS = 101
@@ -48,6 +51,13 @@ HEADER_FIELDS: dict[str, tuple] = {
     "confidence": (float, int),  # identity confidence in [0, 1]
     "counters": (dict,),  # status: the runtime's running counts (faults included), name -> int >= 0; {} otherwise
 }
+
+# Header fields of one topic only (``gait.phase``): name -> accepted types.
+PHASE_FIELDS: dict[str, tuple] = {
+    "mode": (str,),  # locomotion mode (phase.dataset.MODES) or "unknown"
+    "source": (str,),  # "phasenet" (the shipped network) or "baseline" (time since heel strike)
+}
+PHASE_MODES = MODES + (UNKNOWN_MODE,)
 
 
 class MessageError(ValueError):
@@ -82,7 +92,11 @@ def make_header(
     distance: float = float("nan"),
     confidence: float = 0.0,
     counters: Optional[Mapping[str, int]] = None,
+    mode: Optional[str] = None,
+    source: Optional[str] = None,
 ) -> dict:
+    """The header of one message; ``mode`` and ``source`` only on ``gait.phase`` (``PHASE_FIELDS``)."""
+    extra = {} if mode is None else {"mode": str(mode), "source": str(source or "")}
     return {
         "v": SCHEMA_VERSION,
         "seq": int(seq),
@@ -101,6 +115,7 @@ def make_header(
         "distance": float(distance),
         "confidence": float(confidence),
         "counters": {str(k): int(v) for k, v in (counters or {}).items()},
+        **extra,
     }
 
 
@@ -182,6 +197,37 @@ def validate(topic: bytes, header: Any, payload: bytes) -> None:
     values = np.frombuffer(payload, dtype="<f4")
     if values.size and not np.isfinite(values).all():
         raise MessageError(f"{where}: payload contains NaN or Inf")
+    if topic == TOPIC_PHASE:
+        _validate_phase(where, header, values)
+
+
+def _validate_phase(where: str, header: dict, values: np.ndarray) -> None:
+    """``gait.phase``: its own header fields, the payload's layout and ranges, HOLD carries no phase."""
+    for key, types in PHASE_FIELDS.items():
+        if not isinstance(header.get(key), types):
+            raise MessageError(f"{where}: field {key!r} missing or of type {type(header.get(key)).__name__}")
+    if header["mode"] not in PHASE_MODES:
+        raise MessageError(f"{where}: mode {header['mode']!r} is not one of {PHASE_MODES}")
+    if header["source"] not in (SOURCE_NETWORK, SOURCE_BASELINE):
+        raise MessageError(f"{where}: source {header['source']!r} is not {SOURCE_NETWORK!r} or {SOURCE_BASELINE!r}")
+    if header["shape"] != [len(PHASE_CHANNELS)] or header["channels"] != list(PHASE_CHANNELS):
+        raise MessageError(f"{where}: shape {header['shape']} / channels {header['channels']} are not "
+                           f"[{len(PHASE_CHANNELS)}] / {list(PHASE_CHANNELS)}")
+    if header["t_input_ns"] == 0:
+        raise MessageError(f"{where}: a phase must name the time of its IMU sample (t_input_ns)")
+    phase_r, phase_l, rate, mode_index, confidence = (float(v) for v in values)
+    if not (0.0 <= phase_r < 1.0 and 0.0 <= phase_l < 1.0):
+        raise MessageError(f"{where}: phase {phase_r}, {phase_l} outside [0, 1)")
+    if not 0.0 <= rate <= 10.0:
+        raise MessageError(f"{where}: phase_rate {rate} outside [0, 10] cycles/s")
+    if mode_index != (-1 if header["mode"] == UNKNOWN_MODE else MODES.index(header["mode"])):
+        raise MessageError(f"{where}: mode_index {mode_index} does not name mode {header['mode']!r}")
+    if not 0.0 <= confidence <= 1.0 or abs(confidence - header["confidence"]) > 1e-6:
+        raise MessageError(f"{where}: confidence {confidence} outside [0, 1] or unlike the header's")
+    if abs(phase_r - header["phase"]) > 1e-6:
+        raise MessageError(f"{where}: header phase {header['phase']} is not the payload's phase_r {phase_r}")
+    if header["status"] == "HOLD" and (phase_r, phase_l, rate) != (0.0, 0.0, 0.0):
+        raise MessageError(f"{where}: a HOLD phase must carry phase 0 and rate 0")
 
 
 def trajectory_header(
