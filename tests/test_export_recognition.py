@@ -14,7 +14,7 @@ from metagait_edge.models.metagait import MetaGait, MetaGaitConfig  # noqa: E402
 
 def tiny_config(**overrides) -> MetaGaitConfig:
     base = dict(channels=(4, 8, 8), input_height=16, input_width=12, local_parts=4, strip_bins=(1, 2, 4),
-                num_classes=5, mta_descriptor_channels=4, mta_gate_hidden=4, mhn_hidden=8, mtp_hidden=4)
+                num_classes=5, mta_descriptor_channels=4, mta_gate_hidden=4, mhn_hidden=8)
     base.update(overrides)
     return MetaGaitConfig(**base)
 

@@ -23,7 +23,7 @@ from metagait_edge.models.metagait import MetaGait, MetaGaitConfig
 
 def tiny_config(**overrides) -> MetaGaitConfig:
     base = dict(channels=(4, 8, 8), input_height=16, input_width=12, local_parts=4, strip_bins=(1, 2, 4),
-                num_classes=5, mta_descriptor_channels=4, mta_gate_hidden=4, mhn_hidden=8, mtp_hidden=4)
+                num_classes=5, mta_descriptor_channels=4, mta_gate_hidden=4, mhn_hidden=8)
     base.update(overrides)
     return MetaGaitConfig(**base)
 
@@ -120,25 +120,80 @@ def test_mta_dims_ablation_changes_generated_parameters():
         MetaTripleAttention(8, kernels=(2,))
 
 
-def test_mtp_mixes_max_mean_gem_with_normalized_weights():
-    mtp = MetaTemporalPooling(8, hidden=4, mhn_hidden=8)
+def test_mtp_follows_eq7_frame_weights_in_0_1_then_max_plus_weighted_mean():
+    mtp = MetaTemporalPooling(8, kernel=3, mhn_hidden=8)
     x = torch.rand(3, 8, 5, 4, 2) + 0.1
     y, w = mtp(x)
-    assert y.shape == (3, 8, 4, 2) and w.shape == (3, 3)
-    torch.testing.assert_close(w.sum(1), torch.ones(3))
-    # A convex mix of max, mean and GeM of positive values lies between the temporal min and max.
-    assert (y <= x.max(2)[0] + 1e-5).all() and (y >= x.min(2)[0] - 1e-5).all()
+    assert y.shape == (3, 8, 4, 2) and w.shape == (3, 5)  # one weight per frame
+    assert ((w > 0) & (w < 1)).all()
+    # Eq. 7 by hand: the descriptor is pooled over channels and space, the weights multiply the frames.
+    ref_w = mtp.frame_weights(x)
+    weighted = x * ref_w[:, None, :, None, None]
+    ref = weighted.max(2)[0] + weighted.sum(2) / ref_w.sum(1)[:, None, None, None]
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(w, ref_w)
     y.sum().backward()
-    assert mtp.gem_p.grad is not None and mtp.hyper.mlp[0].weight.grad is not None
+    assert mtp.hyper.mlp[0].weight.grad is not None
+
+
+def test_mtp_weight_of_a_frame_follows_its_space_and_channel_pooled_descriptor():
+    mtp = MetaTemporalPooling(8, kernel=1, dynamic=False)
+    with torch.no_grad():
+        mtp.hyper.base["weighting__w"].copy_(torch.tensor([[1.0], [0.0]]))  # weight = sigmoid(frame mean + b)
+    x = torch.rand(1, 8, 4, 3, 2)
+    x[:, :, 2] += 2.0  # frame 2 is brighter everywhere
+    _, w = mtp(x)
+    assert int(w[0].argmax()) == 2
+    torch.testing.assert_close(w[0], torch.sigmoid(x.mean(dim=(1, 3, 4))[0] + mtp.hyper.base["weighting__b"]))
 
 
 def test_mtp_weights_depend_on_the_sample_only_through_the_input():
-    mtp = MetaTemporalPooling(8, hidden=4, mhn_hidden=8)
+    mtp = MetaTemporalPooling(8, mhn_hidden=8)
     a, b = torch.rand(1, 8, 5, 4, 2), torch.rand(1, 8, 5, 4, 2) * 3
     _, w = mtp(torch.cat([a, b]))
     assert not torch.allclose(w[0], w[1])
     _, wa = mtp(a)
     torch.testing.assert_close(wa[0], w[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_temporal_mta_global_stream_sees_every_frame(dynamic):
+    # Local kernels of size 1 only: any influence across 7 frames comes from the global stream.
+    torch.manual_seed(0)
+    mta = MetaTripleAttention(8, dims=("temporal",), kernels=(1,), descriptor_channels=4, dynamic=dynamic)
+    x = torch.rand(1, 8, 9, 4, 3)
+    far = x.clone()
+    far[:, :, 8] += torch.rand(1, 8, 4, 3) * 3  # change only the last frame
+    y, _ = mta(x)
+    y_far, _ = mta(far)
+    # Frame 0's features are unchanged, so only its attention weight can change its output.
+    assert not torch.allclose(y[:, :, 0], y_far[:, :, 0], atol=1e-7)
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_spatial_mta_global_stream_sees_every_pixel(dynamic):
+    torch.manual_seed(0)
+    mta = MetaTripleAttention(8, dims=("spatial",), kernels=(1, 3), descriptor_channels=4, dynamic=dynamic)
+    x = torch.rand(1, 8, 3, 8, 6)
+    far = x.clone()
+    far[:, :, :, 7, 5] += 3.0  # bottom-right pixel, 7 rows and 5 columns from the top-left one
+    y, _ = mta(x)
+    y_far, _ = mta(far)
+    assert not torch.allclose(y[..., 0, 0], y_far[..., 0, 0], atol=1e-7)
+
+
+def test_mta_without_global_context_would_stay_local():
+    # The same check with the global stream's context switched off (and the stream gates made constant:
+    # they read the channel mean of the whole map) leaves a far pixel without influence, so the test
+    # above measures the global stream's receptive field.
+    mta = MetaTripleAttention(8, dims=("spatial",), kernels=(1,), descriptor_channels=4, dynamic=False)
+    with torch.no_grad():
+        mta.hyper.base["spatial__global__w_ctx"].zero_()
+        mta.hyper.base["spatial__gate__w1"].zero_()
+    x = torch.rand(1, 8, 3, 8, 6)
+    far = x.clone()
+    far[:, :, :, 7, 5] += 3.0
+    torch.testing.assert_close(mta(x)[0][..., 0, 0], mta(far)[0][..., 0, 0])
 
 
 # --- backbone pieces -------------------------------------------------------------------------------
@@ -177,13 +232,23 @@ def test_hpp_separate_fc_and_bnneck_shapes():
 
 # --- whole model -----------------------------------------------------------------------------------
 
+def test_forward_at_128x88():
+    cfg = MetaGaitConfig.large_input(channels=(4, 8, 8), local_parts=8, num_classes=3, mta_descriptor_channels=4,
+                                     mta_gate_hidden=4, mhn_hidden=4)
+    model = MetaGait(cfg)
+    out = model(torch.rand(2, 3, 128, 88))
+    assert out["embeddings"].shape == (2, 128, 8) and out["logits"].shape == (2, 128, 3)
+    with pytest.raises(ValueError, match="128x88"):
+        model(torch.rand(1, 3, 64, 44))
+
+
 def test_model_outputs_and_inference_mode():
     model = MetaGait(tiny_config())
     out = model(clips())
     assert out["embeddings"].shape == (2, 7, 8)
     assert out["bn_embeddings"].shape == (2, 7, 8)
     assert out["logits"].shape == (2, 7, 5)
-    assert out["mtp_weights"].shape == (2, 3)
+    assert out["mtp_weights"].shape == (2, 2)  # one weight per frame after LTA: 6 frames / 3
     assert out["mta_gates"].shape == (2, 3, 3, 4)
     model.eval()
     full = model(clips(1))
@@ -232,12 +297,13 @@ def test_model_mhn_makes_generated_weights_depend_on_the_sample():
         x = torch.stack([torch.rand(6, 16, 12), torch.rand(6, 16, 12).round()])
         with torch.no_grad():
             model(x)
-    for key in ("channel.global.w1", "spatial.local5.w", "temporal.gate.w2"):
+    for key in ("channel.global.w1", "spatial.local5.w", "temporal.gate.w2", "temporal.global.score",
+                "spatial.global.w_ctx"):
         dyn = captured["mta-dynamic"][key]
         assert not torch.allclose(dyn[0], dyn[1]), key
         torch.testing.assert_close(captured["mta-static"][key][0], captured["mta-static"][key][1])
-    assert not torch.allclose(captured["mtp-dynamic"]["weighting.w1"][0], captured["mtp-dynamic"]["weighting.w1"][1])
-    torch.testing.assert_close(captured["mtp-static"]["weighting.w1"][0], captured["mtp-static"]["weighting.w1"][1])
+    assert not torch.allclose(captured["mtp-dynamic"]["weighting.w"][0], captured["mtp-dynamic"]["weighting.w"][1])
+    torch.testing.assert_close(captured["mtp-static"]["weighting.w"][0], captured["mtp-static"]["weighting.w"][1])
 
 
 def test_ablation_switches_change_the_graph():

@@ -28,7 +28,7 @@ def tiny_dict(**train) -> dict:
         "variant": "metagait",
         "model": {"channels": [4, 8, 8], "input_height": 32, "input_width": 22, "local_parts": 4,
                   "strip_bins": [4], "num_classes": 4, "mta_descriptor_channels": 4, "mta_gate_hidden": 4,
-                  "mhn_hidden": 4, "mtp_hidden": 4},
+                  "mhn_hidden": 4},
         "data": {"dataset": "synthetic",
                  "synthetic": {"seed": 3, "train_ids": 4, "val_ids": 0, "test_ids": 0, "full_test_ids": 0,
                                "views": [90], "types": ["nm-01", "nm-02"], "min_frames": 12, "max_frames": 12,
@@ -96,6 +96,21 @@ def test_prepare_input_average_pools_to_the_model_size():
     assert y.shape == (2, 3, 32, 22)
     assert float(y[0, 0, 0, 0]) == 1.0 and float(y.sum()) == pytest.approx(2 * 3)
     assert prepare_input(x, 1) is x
+
+
+def test_128x88_input_is_a_typed_config_and_upsamples_the_silhouettes():
+    big = tiny_dict()
+    big["model"].update({"input_height": 128, "input_width": 88, "strip_bins": [128]})
+    cfg = config_from_dict(big)
+    assert downsample_factor(cfg.model) == 0.5
+    x = torch.zeros(1, 2, 64, 44)
+    x[:, :, 10:20, 5:15] = 1.0
+    y = prepare_input(x, 0.5)
+    assert y.shape == (1, 2, 128, 88)
+    assert float(y.mean()) == pytest.approx(float(x.mean()), rel=0.02)
+    assert float(y[0, 0, 30, 20]) == 1.0 and float(y[0, 0, 100, 80]) == 0.0
+    with pytest.raises(ValueError, match="integer >= 1 or 0.5"):
+        prepare_input(x, 0.25)
 
 
 def test_synthetic_cache_is_keyed_by_rendering_settings(cache):

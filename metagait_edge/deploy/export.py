@@ -84,7 +84,7 @@ def edge_metagait_config(**overrides):
     from metagait_edge.models.metagait import MetaGaitConfig
 
     base = dict(channels=(8, 16, 32), input_height=32, input_width=22, local_parts=8, strip_bins=(16,),
-                mta_descriptor_channels=8, mta_gate_hidden=8, mhn_hidden=16, mtp_hidden=8)
+                mta_descriptor_channels=8, mta_gate_hidden=8, mhn_hidden=16)
     base.update(overrides)
     return MetaGaitConfig(**base)
 

@@ -17,12 +17,22 @@ Design choices that go beyond the paper's text (the paper gives no layer-exact r
   variant) and the MHN's output is a per-sample offset. The MHN's output layer starts small, so training
   starts near the static model, but not at zero, so weights depend on the sample from the first step.
 * MHN input is the per-channel mean and standard deviation over (T, H, W) of the block's input features.
-* Temporal and spatial attention must work for any sequence length, so their "global" stream is an MLP
-  over the (projected) channel descriptor of every position (reduction ``r``), and their "local" streams
-  are convolutions over neighbouring positions (kernels 1, 3, 5). The channel attention's global stream is
-  the usual squeeze-excitation MLP over the channel vector and its local streams are 1-D convolutions
-  along the channel axis.
+* MTA, multi-scale streams from local to global (Eq. 4, "receptive field adaptively ranging from 1 to
+  global"). Each dimension has local streams (kernels 1, 3, 5 over neighbouring positions) and one *global*
+  stream whose receptive field is the whole dimension. For the temporal and spatial dimensions the sequence
+  length and the feature map size vary, so a fully connected layer over all positions is impossible; the
+  global stream is a global-context block instead: a per-sample score on every position's (projected)
+  descriptor, a softmax over *all* frames (temporal) or *all* pixels (spatial), the descriptors pooled
+  with those weights into one context vector, and an MLP on [position descriptor, context] per position.
+  A change of any frame (pixel) therefore changes the global stream of every other frame (pixel). The
+  channel attention's global stream is the squeeze-excitation MLP over the whole channel vector and its
+  local streams are 1-D convolutions along the channel axis. All stream and gate weights are generated.
 * The three attentions are computed in parallel from the same input and multiplied onto the features.
+* MTP (Eq. 7): the temporal descriptor of frame t is the feature map pooled over channels *and* space
+  (mean and max, so a frame gets two numbers); a per-sample 1-D convolution over time (kernel
+  ``mtp_kernel``, weights from the MHN) and a sigmoid give one weight in (0, 1) per frame; the weighted
+  features are aggregated by temporal max plus weighted mean: ``max_t(w_t X_t) + sum_t w_t X_t / sum_t w_t``.
+  The earlier version (channel descriptor -> softmax over {max, mean, GeM}) is gone.
 """
 
 from __future__ import annotations
@@ -207,10 +217,37 @@ def _mlp_specs(prefix: str, d_in: int, d_hidden: int, d_out: int, out_bias: floa
     ]
 
 
+def _global_context_specs(prefix: str, d: int, d_hidden: int) -> list[ParamSpec]:
+    """Generated weights of :func:`global_context_logits` on ``d``-channel position descriptors."""
+    return [
+        ParamSpec(f"{prefix}.score", (d,), d),
+        ParamSpec(f"{prefix}.w_pos", (d_hidden, d), 2 * d),
+        ParamSpec(f"{prefix}.w_ctx", (d_hidden, d), 2 * d),
+        ParamSpec(f"{prefix}.b1", (d_hidden,)),
+        ParamSpec(f"{prefix}.w2", (1, d_hidden), d_hidden),
+        ParamSpec(f"{prefix}.b2", (1,), 0, OPEN_BIAS),
+    ]
+
+
+def global_context_logits(desc: torch.Tensor, params: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    """Attention logits [B, N] of N positions whose receptive field is all N positions.
+
+    desc [B, N, d]: softmax over the N positions of a per-sample score pools the descriptors into one
+    context vector; each position's logit is an MLP of [its descriptor, the context].
+    """
+    score = torch.einsum("bnd,bd->bn", desc, params[f"{prefix}.score"])
+    context = torch.einsum("bn,bnd->bd", torch.softmax(score, dim=1), desc)  # [B, d]
+    hidden = batched_linear(desc, params[f"{prefix}.w_pos"], params[f"{prefix}.b1"])
+    hidden = hidden + torch.einsum("bd,bhd->bh", context, params[f"{prefix}.w_ctx"]).unsqueeze(1)
+    out = batched_linear(F.leaky_relu(hidden, 0.1), params[f"{prefix}.w2"], params[f"{prefix}.b2"])
+    return out.squeeze(2)
+
+
 class MetaTripleAttention(nn.Module):
     """Meta Triple Attention on the spatial, channel and temporal dimensions of [B, C, T, H, W] features.
 
-    For each enabled dimension: a global MLP stream (reduction ``reduction``) and local convolution streams
+    For each enabled dimension: a global stream that sees the whole dimension (reduction ``reduction``; see
+    the module docstring) and local convolution streams
     (one per kernel in ``kernels``) produce attention logits; a soft aggregation gate (MLP + sigmoid on the
     channel mean) weights the streams; the weighted sum goes through a sigmoid and multiplies the features.
     All stream and gate weights come from a :class:`MetaHyperNetwork` (``dynamic=True``) or are static.
@@ -254,7 +291,7 @@ class MetaTripleAttention(nn.Module):
         for dim in ("temporal", "spatial"):
             if dim not in dims:
                 continue
-            specs += _mlp_specs(f"{dim}.global", cd, max(cd // reduction, 1), 1, out_bias=OPEN_BIAS)
+            specs += _global_context_specs(f"{dim}.global", cd, max(cd // reduction, 1))
             for k in self.kernels:
                 shape = (cd, k) if dim == "temporal" else (cd, k, k)
                 fan_in = cd * k if dim == "temporal" else cd * k * k
@@ -295,7 +332,7 @@ class MetaTripleAttention(nn.Module):
                 out = out * att.reshape(-1, self.channels, 1, 1, 1)
             elif dim == "temporal":
                 d = self.temporal_proj(x.mean(dim=(3, 4)).transpose(1, 2))  # [B, T, cd]
-                streams = [batched_mlp(d, p, "temporal.global").squeeze(2)]
+                streams = [global_context_logits(d, p, "temporal.global")]
                 dt = d.transpose(1, 2)
                 for k in self.kernels:
                     streams.append(batched_conv1d(dt, p[f"temporal.local{k}.w"], p[f"temporal.local{k}.b"],
@@ -306,7 +343,7 @@ class MetaTripleAttention(nn.Module):
                 d = self.spatial_proj(x.mean(dim=2))  # [B, cd, H, W]
                 h, w = d.shape[-2], d.shape[-1]
                 flat = d.flatten(2).transpose(1, 2)  # [B, HW, cd]
-                streams = [batched_mlp(flat, p, "spatial.global").reshape(-1, h, w)]
+                streams = [global_context_logits(flat, p, "spatial.global").reshape(-1, h, w)]
                 for k in self.kernels:
                     streams.append(batched_conv2d(d, p[f"spatial.local{k}.w"], p[f"spatial.local{k}.b"],
                                                   getattr(self, f"eye2d_{k}")))
@@ -320,31 +357,38 @@ def gem(x: torch.Tensor, p: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.
     return x.clamp(min=eps).pow(p).mean(dim=dim).pow(1.0 / p)
 
 
-MTP_METHODS = ("max", "mean", "gem")
-
-
 class MetaTemporalPooling(nn.Module):
-    """Meta Temporal Pooling: temporal max, mean and GeM mixed by per-sample weights.
+    """Meta Temporal Pooling (Eq. 7): per-frame weights in (0, 1) from a space- and channel-pooled
+    temporal descriptor, then temporal max plus weighted mean of the weighted features.
 
-    [B, C, T, H, W] -> ([B, C, H, W], weights [B, 3] in the order of ``MTP_METHODS``). The weighting network
-    (channel mean -> MLP -> softmax) takes its weights from a :class:`MetaHyperNetwork` (``dynamic``) or
-    from static parameters.
+    [B, C, T, H, W] -> ([B, C, H, W], frame weights [B, T]). The weighting is a 1-D convolution over time
+    (kernel ``kernel``) on the per-frame (mean, max) descriptor followed by a sigmoid; its kernel and bias
+    come from a :class:`MetaHyperNetwork` (``dynamic``) or are static parameters.
     """
 
-    def __init__(self, channels: int, hidden: int = 16, mhn_hidden: int = 16, dynamic: bool = True,
-                 gem_p_init: float = 3.0) -> None:
+    def __init__(self, channels: int, kernel: int = 3, mhn_hidden: int = 16, dynamic: bool = True) -> None:
         super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"MTP kernel must be an odd positive integer, got {kernel}")
         self.channels = channels
+        self.kernel = kernel
         self.dynamic = dynamic
-        self.gem_p = nn.Parameter(torch.tensor(float(gem_p_init)))
-        self.hyper = MetaHyperNetwork(2 * channels, _mlp_specs("weighting", channels, hidden, len(MTP_METHODS)),
-                                      hidden=mhn_hidden, dynamic=dynamic)
+        # Bias starts at OPEN_BIAS - 1: weights start near 0.88, so training begins close to max + mean.
+        specs = [ParamSpec("weighting.w", (2, kernel), 2 * kernel),
+                 ParamSpec("weighting.b", (1,), 0, OPEN_BIAS - 1.0)]
+        self.hyper = MetaHyperNetwork(2 * channels, specs, hidden=mhn_hidden, dynamic=dynamic)
+        self.register_buffer("eye1d", identity_kernel_1d(kernel), persistent=False)
+
+    def frame_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, T, H, W] -> [B, T] in (0, 1)."""
+        p = self.hyper(gap_statistics(x))
+        descriptor = torch.stack([x.mean(dim=(1, 3, 4)), x.amax(dim=(1, 3, 4))], dim=1)  # [B, 2, T]
+        return torch.sigmoid(batched_conv1d(descriptor, p["weighting.w"], p["weighting.b"], self.eye1d))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not torch.jit.is_tracing() and (x.dim() != 5 or x.shape[1] != self.channels):
             raise ValueError(f"MetaTemporalPooling expects [B, {self.channels}, T, H, W], got {tuple(x.shape)}")
-        p = self.hyper(gap_statistics(x))
-        logits = batched_mlp(x.mean(dim=(2, 3, 4)).unsqueeze(1), p, "weighting").squeeze(1)
-        weights = torch.softmax(logits, dim=1)
-        pooled = torch.stack([x.max(dim=2)[0], x.mean(dim=2), gem(x, self.gem_p, dim=2)], dim=1)
-        return torch.einsum("bk,bkchw->bchw", weights, pooled), weights
+        w = self.frame_weights(x)
+        weighted = x * w.reshape(w.shape[0], 1, w.shape[1], 1, 1)
+        mean = weighted.sum(dim=2) / w.sum(dim=1).reshape(-1, 1, 1, 1)
+        return weighted.max(dim=2)[0] + mean, w

@@ -1,7 +1,9 @@
 """MetaGait recognition model: GaitGL backbone + Meta Triple Attention + Meta Temporal Pooling.
 
 Input: silhouettes as a float tensor [B, T, H, W] with values in 0..1 (T = 30 for training clips, whole
-sequences at test time, T >= 3 because of the temporal stride of LTA).
+sequences at test time, T >= 3 because of the temporal stride of LTA; evaluation repeats the frames of a
+shorter sequence, see ``recognition.evaluate``). H x W is 64 x 44 (the papers' CASIA-B size), 128 x 88
+(OpenGait's larger input) or a CPU-sized fraction of 64 x 44.
 
 Pipeline (channel widths ``c0, c1, c2`` from ``MetaGaitConfig.channels``)::
 
@@ -11,7 +13,7 @@ Pipeline (channel widths ``c0, c1, c2`` from ``MetaGaitConfig.channels``)::
     pool   spatial max pool 2x2                        [B, c1, T/3,  H/2, W/2]
     gl1    GLConv c1 -> c2 (sum)                       [B, c2, T/3,  H/2, W/2]  (+ MTA)
     gl2    GLConv c2 -> c2 (stacked along H)           [B, c2, T/3,  H,   W/2]  (+ MTA)
-    temporal pooling: MTP (max / mean / GeM mixed) or temporal max (baseline)
+    temporal pooling: MTP (Eq. 7: sigmoid frame weights, max + weighted mean) or temporal max (baseline)
     strip GeM pooling (horizontal pyramid bins) -> SeparateFC -> embeddings [B, P, D]
     BNNeck -> bn_embeddings -> per-strip classifier -> logits [B, P, num_classes]
 
@@ -50,6 +52,8 @@ class MetaGaitConfig:
     ``mtp``: "dynamic", "static", or "max" (GaitGL's temporal max pooling, the baseline).
     ``num_classes`` = 0 builds no classifier (no ``logits`` output).
     ``embed_dim`` = 0 means the last backbone width.
+    ``input_height`` x ``input_width``: 64 x 44 or 128 x 88 at the papers' sizes (any even size whose
+    height splits into ``local_parts``).
     """
 
     channels: tuple[int, int, int] = (32, 64, 128)
@@ -70,8 +74,7 @@ class MetaGaitConfig:
     mta_gate_hidden: int = 16
     mhn_hidden: int = 16
     mtp: Literal["dynamic", "static", "max"] = "dynamic"
-    mtp_hidden: int = 16
-    mtp_gem_p: float = 3.0
+    mtp_kernel: int = 3
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -99,6 +102,8 @@ class MetaGaitConfig:
             raise ValueError(f"mta_dims {self.mta_dims} must be a non-empty subset of {list(ATTENTION_DIMS)}")
         if any(k < 1 or k % 2 == 0 for k in self.mta_kernels) or not self.mta_kernels:
             raise ValueError(f"mta_kernels must be odd positive integers, got {self.mta_kernels}")
+        if self.mtp_kernel < 1 or self.mtp_kernel % 2 == 0:
+            raise ValueError(f"mtp_kernel must be an odd positive integer, got {self.mtp_kernel}")
         if self.mta not in ("dynamic", "static", "none"):
             raise ValueError(f"mta must be dynamic, static or none, got {self.mta!r}")
         if self.mtp not in ("dynamic", "static", "max"):
@@ -128,6 +133,11 @@ class MetaGaitConfig:
     def ou_mvlp(cls, **overrides) -> "MetaGaitConfig":
         """Doubled widths for OU-MVLP (5153 training subjects)."""
         return cls(**{"channels": (64, 128, 256), "num_classes": 5153, **overrides})
+
+    @classmethod
+    def large_input(cls, **overrides) -> "MetaGaitConfig":
+        """OpenGait's 128 x 88 input (the 64 x 44 CASIA-B widths; strips follow the doubled height)."""
+        return cls(**{"input_height": 128, "input_width": 88, "strip_bins": (128,), **overrides})
 
     @classmethod
     def cpu(cls, **overrides) -> "MetaGaitConfig":
@@ -160,8 +170,8 @@ class MetaGait(nn.Module):
                 )
         self.mtp = None
         if cfg.mtp != "max":
-            self.mtp = MetaTemporalPooling(c2, hidden=cfg.mtp_hidden, mhn_hidden=cfg.mhn_hidden,
-                                           dynamic=cfg.mtp == "dynamic", gem_p_init=cfg.mtp_gem_p)
+            self.mtp = MetaTemporalPooling(c2, kernel=cfg.mtp_kernel, mhn_hidden=cfg.mhn_hidden,
+                                           dynamic=cfg.mtp == "dynamic")
         self.hpp = GeMHPP(cfg.strip_bins, p=cfg.strip_gem_p)
         parts, dim = cfg.num_parts, cfg.embedding_dim
         self.fc = SeparateFC(parts, c2, dim)

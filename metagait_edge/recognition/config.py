@@ -2,7 +2,7 @@
 
 ``load_recognition_config(path)`` reads ``training/configs/recognition_*.yaml``; unknown keys are an
 error naming the dotted key (``metagait_edge.config``). Cross-field checks (classifier size against the
-number of training identities, input size against the 64 x 44 silhouettes, P against the identities)
+number of training identities, input size against the 64 x 44 silhouettes or 128 x 88, P against the identities)
 raise ``ConfigError`` naming the keys involved.
 """
 
@@ -88,12 +88,21 @@ class RecognitionConfig:
         validate(self)
 
 
-def downsample_factor(model: MetaGaitConfig) -> int:
-    """How much the 64 x 44 silhouettes are average-pooled to reach the model's input size."""
+# OpenGait's 128 x 88 input: the 64 x 44 silhouettes this project stores are upsampled 2x to reach it.
+UPSAMPLED_SIZE = (2 * FRAME_HEIGHT, 2 * FRAME_WIDTH)
+
+
+def downsample_factor(model: MetaGaitConfig) -> float:
+    """How much the 64 x 44 silhouettes are average-pooled to reach the model's input size.
+
+    An integer k >= 1 for 64x44 / k; 0.5 for 128 x 88 (bilinear 2x upsampling, see ``train.prepare_input``).
+    """
     h, w = model.input_height, model.input_width
+    if (h, w) == UPSAMPLED_SIZE:
+        return 0.5
     if h < 1 or FRAME_HEIGHT % h or FRAME_HEIGHT // h * w != FRAME_WIDTH:
-        raise ConfigError(f"model.input_height x model.input_width = {h}x{w} must be 64x44 divided by an integer "
-                          f"factor (64x44, 32x22, 16x11)")
+        raise ConfigError(f"model.input_height x model.input_width = {h}x{w} must be 128x88 or 64x44 divided by an "
+                          f"integer factor (64x44, 32x22, 16x11)")
     return FRAME_HEIGHT // h
 
 

@@ -53,7 +53,7 @@ def load_frames(index) -> list[np.ndarray]:
     return [load_sequence(r) for r in index]
 
 
-def extract_embeddings(model, index, factor: Optional[int] = None, device: str = "cpu", max_batch: int = 32,
+def extract_embeddings(model, index, factor: Optional[float] = None, device: str = "cpu", max_batch: int = 32,
                        progress: bool = False, desc: str = "embed",
                        frames: Optional[list[np.ndarray]] = None) -> Embeddings:
     """Whole-sequence ``embeddings`` of every sequence in ``index`` (model in eval mode, no gradients).
@@ -364,4 +364,4 @@ def profile_model(model, frames: int = 30, height: int = 64, width: int = 44, re
     inference = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("classifier.", "bnneck.")))
     return {"parameters": int(params), "inference_parameters": int(inference), "macs": int(counter.get_total_flops() // 2),
             "latency_ms": 1e3 * float(np.median(times)), "input": f"1x{frames}x{height}x{width}",
-            "model_input": f"1x{frames}x{height // factor}x{width // factor}", "threads": threads}
+            "model_input": f"1x{frames}x{int(height / factor)}x{int(width / factor)}", "threads": threads}

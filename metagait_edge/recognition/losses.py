@@ -5,7 +5,7 @@ config such as::
 
     terms:
       - {kind: triplet, output: embeddings, margin: 0.2}
-      - {kind: cross_entropy, output: logits, label_smoothing: 0.1}
+      - {kind: cross_entropy, output: logits}
 
 combines them without the training loop knowing the model. ``LossAggregator(outputs, labels)`` returns
 ``(total_loss, logs)`` with ``logs`` a flat dict of Python floats for logging.
@@ -131,7 +131,8 @@ class LossTermConfig:
 def _default_terms() -> list[LossTermConfig]:
     return [
         LossTermConfig(kind="triplet", output="embeddings", margin=0.2),
-        LossTermConfig(kind="cross_entropy", output="logits", label_smoothing=0.1),
+        # Plain cross-entropy, as the paper trains (label_smoothing 0); a config may still set it per term.
+        LossTermConfig(kind="cross_entropy", output="logits"),
     ]
 
 

@@ -32,15 +32,27 @@ from metagait_edge.config import dump_yaml, to_dict
 from metagait_edge.recognition.config import RecognitionConfig, downsample_factor
 from metagait_edge.recognition.data import fingerprint, training_index
 
-INPUT_NORMALIZATION = {"input": "silhouette uint8 / 255, 64x44 (10 px cut per side), average-pooled by factor"}
+INPUT_NORMALIZATION = {"input": "silhouette uint8 / 255, 64x44 (10 px cut per side), average-pooled by factor "
+                                "(bilinear 2x upsampling for 128x88)"}
 
 
-def prepare_input(sil: torch.Tensor, factor: int) -> torch.Tensor:
-    """[B, T, 64, 44] silhouettes in 0..1 -> the model's input size (average pooling by ``factor``)."""
+def prepare_input(sil: torch.Tensor, factor: float) -> torch.Tensor:
+    """[B, T, 64, 44] silhouettes in 0..1 -> the model's input size.
+
+    ``factor`` (``config.downsample_factor``): an integer k average-pools k x k; 0.5 upsamples 2x
+    (bilinear) to 128 x 88, because the silhouette files hold 64 x 64 frames.
+    """
     if factor == 1:
         return sil
     b, t, h, w = sil.shape
-    return F.avg_pool2d(sil.reshape(b * t, 1, h, w), factor).reshape(b, t, h // factor, w // factor)
+    flat = sil.reshape(b * t, 1, h, w)
+    if factor == 0.5:
+        up = F.interpolate(flat, scale_factor=2, mode="bilinear", align_corners=False)
+        return up.reshape(b, t, 2 * h, 2 * w)
+    if factor < 1 or factor != int(factor):
+        raise ValueError(f"input factor must be an integer >= 1 or 0.5, got {factor}")
+    k = int(factor)
+    return F.avg_pool2d(flat, k).reshape(b, t, h // k, w // k)
 
 
 def build_model(cfg: RecognitionConfig):
