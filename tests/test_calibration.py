@@ -111,3 +111,29 @@ def test_profile_store_round_trip_and_errors(tmp_path):
     wfile.write_bytes(wfile.read_bytes()[:-3] + b"xyz")
     with pytest.raises(ProfileError, match="SHA-256"):
         store.load("ann")
+
+
+def test_profile_load_survives_a_save_running_between_its_reads(tmp_path, monkeypatch):
+    """Another process commits a new profile after we read profile.json and before we open the weights it
+    named (the old weights are deleted by then): the load reads the new commit instead of failing, while a
+    profile that is broken on its own still fails at once."""
+    from metagait_edge.runtime import profiles as profiles_module
+
+    store = ProfileStore(tmp_path)
+    old = Profile("ann", {"w": np.zeros(3, np.float32)}, np.zeros((2, 101), np.float32), np.array([True, True]))
+    store.save(old)
+    real_sha = profiles_module.file_sha256
+    saved = []
+
+    def sha_while_someone_saves(path):
+        if not saved:  # first look at the old weights: a concurrent save commits and deletes them now
+            saved.append(path)
+            store.save(Profile("ann", {"w": np.ones(3, np.float32)}, old.template, old.valid))
+            return "gone"
+        return real_sha(path)
+
+    monkeypatch.setattr(profiles_module, "file_sha256", sha_while_someone_saves)
+    assert store.load("ann").weights["w"].tolist() == [1.0, 1.0, 1.0] and saved
+    monkeypatch.setattr(profiles_module, "file_sha256", lambda path: "corrupt")  # nothing changes: broken
+    with pytest.raises(ProfileError, match="SHA-256"):
+        store.load("ann")

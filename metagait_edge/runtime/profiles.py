@@ -117,25 +117,39 @@ class ProfileStore:
                 pass
         return folder / "profile.json"
 
-    def load(self, walker: str) -> Profile:
+    def load(self, walker: str, attempts: int = 3) -> Profile:
+        """The walker's committed profile. A save running at the same time (another process calibrating, a
+        continual update) can replace ``profile.json`` and delete the weights it named between our two reads:
+        when the weights are missing or mismatched *and* ``profile.json`` changed meanwhile, read again."""
         from safetensors.numpy import load_file
 
         folder = self.folder(walker)
         jpath = folder / "profile.json"
-        if not jpath.is_file():
-            raise ProfileError(f"walker {walker!r} has no profile ({jpath} does not exist); run `metagait-edge calibrate`")
-        try:
-            meta = json.loads(jpath.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProfileError(f"{jpath}: invalid JSON: {exc}") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise ProfileError(f"{jpath}: not a version-{VERSION} walker profile")
-        wpath = folder / str(meta.get("weights", ""))
-        if not wpath.is_file():
-            raise ProfileError(f"{jpath}: weights file {wpath.name} is missing")
-        if file_sha256(wpath) != meta.get("weights_sha256"):
-            raise ProfileError(f"{wpath}: content does not match the SHA-256 in {jpath.name}")
-        tensors = load_file(str(wpath))
+        for attempt in range(attempts):
+            if not jpath.is_file():
+                raise ProfileError(f"walker {walker!r} has no profile ({jpath} does not exist); run `metagait-edge calibrate`")
+            text = jpath.read_bytes()
+            try:
+                meta = json.loads(text.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ProfileError(f"{jpath}: invalid JSON: {exc}") from None
+            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+                raise ProfileError(f"{jpath}: not a version-{VERSION} walker profile")
+            wpath = folder / str(meta.get("weights", ""))
+            problem = None
+            if not wpath.is_file():
+                problem = f"{jpath}: weights file {wpath.name} is missing"
+            elif file_sha256(wpath) != meta.get("weights_sha256"):
+                problem = f"{wpath}: content does not match the SHA-256 in {jpath.name}"
+            else:
+                try:
+                    tensors = load_file(str(wpath))
+                except FileNotFoundError:
+                    problem = f"{jpath}: weights file {wpath.name} is missing"
+            if problem is None:
+                break
+            if attempt + 1 == attempts or not jpath.is_file() or jpath.read_bytes() == text:
+                raise ProfileError(problem)  # not a concurrent save: the profile itself is broken
         if TEMPLATE_KEY not in tensors or "__valid__" not in tensors:
             raise ProfileError(f"{wpath}: lacks the personal template")
         template = tensors.pop(TEMPLATE_KEY)

@@ -233,9 +233,8 @@ def test_calibrate_succeeds_and_the_trajectory_node_runs_the_profile(graph, prob
     assert feedback and all(f.cycles_required == 5 for f in feedback)
     assert feedback[-1].cycles_collected == 5
     assert (graph.walkers / "ana").is_dir()
-    # the running trajectory node switches to the new profile without a restart (whether its reference is then
-    # published as personalized or held is the safety envelope's call; see the issue-15 note)
-    assert spin_until(probe, lambda: any(m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
+    # the running trajectory node runs the new profile without a restart: personalized references for "ana"
+    assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
 
 
 def _profile_bytes(folder: Path) -> dict[str, bytes]:
@@ -260,7 +259,7 @@ def test_cancel_and_failure_keep_the_previous_profile(graph, probe, calibrate_cl
     assert _profile_bytes(graph.walkers / "ana") == before
     assert set_param(probe, "calibration_node", "calibration_timeout_s", 60.0)[0]
     assert change_state(probe, "imu_node", "activate")
-    assert spin_until(probe, lambda: any(m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
+    assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
 
 
 def test_walker_parameter_switches_the_profile_at_runtime(graph, probe):
@@ -270,7 +269,7 @@ def test_walker_parameter_switches_the_profile_at_runtime(graph, probe):
     assert got and all(not m.personalized and m.status == GaitTrajectory.STATUS_FALLBACK for m in got)
     assert graph.wait_output(r"no usable profile for 'nobody'", 5.0)
     assert set_param(probe, "trajectory_node", "walker", "ana")[0]
-    assert spin_until(probe, lambda: any(m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
+    assert spin_until(probe, lambda: any(m.personalized and m.walker_id == "ana" for m in trajectories(probe, 1.0)), 60.0)
 
 
 # ----------------------------------------------------------------------------------------- lifecycle
