@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ship", default=None,
                         help="with --ablation: copy each variant's first-seed checkpoint into this folder "
                              "(e.g. metagait_edge/resources/checkpoints/recognition)")
+    parser.add_argument("--quick", action="store_true",
+                        help="with --ablation: evaluate each run on the quick test set (data.synthetic.test_ids "
+                             "identities) instead of the full one")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
             variants = [v.strip() for v in args.variants.split(",") if v.strip()]
             summary = run_ablation(cfg, variants, _ints(args.seeds, "--seeds"), out_dir=args.out,
-                                   iterations=args.iterations, ship_dir=args.ship, progress=not args.no_progress)
+                                   iterations=args.iterations, ship_dir=args.ship, progress=not args.no_progress,
+                                   quick=args.quick)
             print(summary["table"])
         else:
             from metagait_edge.recognition.train import train

@@ -84,15 +84,18 @@ def _casia_b() -> DatasetSpec:
 def _ou_mvlp() -> DatasetSpec:
     ids = tuple(f"{i:05d}" for i in range(1, 10308))
     views = tuple(f"{v:03d}" for v in list(range(0, 91, 15)) + list(range(180, 271, 15)))
-    # 5,153 training and 5,154 test subjects. The official ID lists come with the dataset: load them
-    # with ``load_partition`` when available; this default takes the first 5,153 ids for training.
+    # OpenGait's split (datasets/OUMVLP/OUMVLP.json), the official one: 5,153 training subjects, the odd
+    # ids 00001, 00003, ..., 10305, and 5,154 test subjects, the even ids 00002, ..., 10306 plus the last
+    # id 10307 (odd, but in OpenGait's TEST_SET). ``load_partition`` reads another split from a JSON file.
+    train = tuple(i for i in ids if int(i) % 2 == 1 and int(i) != 10307)
+    test = tuple(i for i in ids if int(i) % 2 == 0 or int(i) == 10307)
     return DatasetSpec(
         name="OU-MVLP",
         ids=ids,
         types=("00", "01"),
         views=views,
-        train_ids=ids[:5153],
-        test_ids=ids[5153:],
+        train_ids=train,
+        test_ids=test,
         gallery_types=("01",),
         probe_types={"NM": ("00",)},
     )

@@ -35,15 +35,34 @@ GALLERY_TYPES = ("nm-01", "nm-02", "nm-03", "nm-04")
 PROBE_TYPES = ("nm-05", "nm-06", "bg-01", "bg-02", "cl-01", "cl-02")
 
 
+# LTA merges 3 frames with stride 3, so the network needs at least this many frames.
+MIN_FRAMES = 3
+
+
 @dataclass
 class Embeddings:
     embeddings: np.ndarray  # [N, P, D]
     ids: np.ndarray
     types: np.ndarray
     views: np.ndarray
+    padded: tuple[str, ...] = ()  # sequences shorter than MIN_FRAMES, embedded with their frames repeated
 
     def select(self, mask: np.ndarray) -> "Embeddings":
-        return Embeddings(self.embeddings[mask], self.ids[mask], self.types[mask], self.views[mask])
+        return Embeddings(self.embeddings[mask], self.ids[mask], self.types[mask], self.views[mask], self.padded)
+
+
+def repeat_to_min_frames(frames: np.ndarray, name: str, min_frames: int = MIN_FRAMES) -> np.ndarray:
+    """``frames`` [T, ...] with its frames repeated cyclically up to ``min_frames`` when T is shorter.
+
+    A 1- or 2-frame sequence (a walker seen briefly) still gets an embedding instead of aborting a whole
+    evaluation; an empty one has nothing to embed and is an error naming it.
+    """
+    if len(frames) == 0:
+        raise ValueError(f"sequence {name} has no frames")
+    if len(frames) >= min_frames:
+        return frames
+    reps = -(-min_frames // len(frames))
+    return np.concatenate([frames] * reps)[:min_frames]
 
 
 def load_frames(index) -> list[np.ndarray]:
@@ -58,7 +77,9 @@ def extract_embeddings(model, index, factor: Optional[float] = None, device: str
                        frames: Optional[list[np.ndarray]] = None) -> Embeddings:
     """Whole-sequence ``embeddings`` of every sequence in ``index`` (model in eval mode, no gradients).
 
-    ``frames`` (from :func:`load_frames`) skips reading the files again.
+    ``frames`` (from :func:`load_frames`) skips reading the files again. Sequences shorter than
+    ``MIN_FRAMES`` are embedded with their frames repeated (:func:`repeat_to_min_frames`) and listed in
+    ``Embeddings.padded``.
     """
     import torch
     from tqdm import tqdm
@@ -73,6 +94,8 @@ def extract_embeddings(model, index, factor: Optional[float] = None, device: str
     frames = load_frames(records) if frames is None else frames
     if len(frames) != len(records):
         raise ValueError(f"{len(frames)} preloaded sequences for an index of {len(records)}")
+    padded = tuple(r.name for r, f in zip(records, frames) if len(f) < MIN_FRAMES)
+    frames = [repeat_to_min_frames(f, r.name) for r, f in zip(records, frames)]
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, f in enumerate(frames):
         by_len[len(f)].append(i)
@@ -82,8 +105,6 @@ def extract_embeddings(model, index, factor: Optional[float] = None, device: str
     bar = tqdm(total=len(records), desc=desc, unit="seq", disable=not progress)
     with torch.no_grad():
         for length, members in sorted(by_len.items()):
-            if length < 3:
-                raise ValueError(f"sequence {records[members[0]].name} has {length} frame(s); at least 3 are needed")
             for s in range(0, len(members), max_batch):
                 chunk = members[s:s + max_batch]
                 x = torch.from_numpy(np.stack([to_model_input(frames[i]) for i in chunk])).to(device)
@@ -94,21 +115,23 @@ def extract_embeddings(model, index, factor: Optional[float] = None, device: str
     bar.close()
     model.train(was_training)
     return Embeddings(np.stack(out), np.array([r.id for r in records]), np.array([r.type for r in records]),
-                      np.array([r.view for r in records]))
+                      np.array([r.view for r in records]), padded)
 
 
 def evaluate_embeddings(emb: Embeddings, metric: str = "euclidean", dataset: str = "synthetic"):
-    from metagait_edge.recognition.metrics import evaluate_casia_b
+    """The dataset's protocol: OU-MVLP (``dataset == "ou-mvlp"``) or CASIA-B (CASIA-B and the synthetic set)."""
+    from metagait_edge.recognition.metrics import evaluate_casia_b, evaluate_ou_mvlp
 
-    result = evaluate_casia_b(emb.embeddings, emb.ids, emb.types, emb.views, metric=metric)
+    evaluator = evaluate_ou_mvlp if dataset == "ou-mvlp" else evaluate_casia_b
+    result = evaluator(emb.embeddings, emb.ids, emb.types, emb.views, metric=metric)
     result.dataset = dataset
     return result
 
 
 def summary_numbers(result) -> dict[str, float]:
-    """{"NM", "BG", "CL": rank-1 %, "mAP": mean of the three conditions' mAP %}."""
-    out = {c: round(float(result.mean[c]), 2) for c in ("NM", "BG", "CL")}
-    out["mAP"] = round(float(np.mean([result.map[c] for c in ("NM", "BG", "CL")])), 2)
+    """{condition: rank-1 %} (NM, BG, CL on CASIA-B; NM on OU-MVLP) and "mAP": the conditions' mean mAP %."""
+    out = {c: round(float(v), 2) for c, v in result.mean.items()}
+    out["mAP"] = round(float(np.mean([result.map[c] for c in result.mean])), 2)
     return out
 
 
@@ -216,7 +239,7 @@ def evaluate_model(model, cfg: RecognitionConfig, val_index, test_index, progres
                               frames=frames.get("test"))
     result = evaluate_embeddings(test, cfg.eval.metric,
                                  dataset="synthetic" if cfg.data.dataset == "synthetic" else cfg.data.dataset)
-    out = {"result": result, "summary": summary_numbers(result)}
+    out = {"result": result, "summary": summary_numbers(result), "padded_sequences": list(test.padded)}
     if val_index is not None:
         val = extract_embeddings(model, val_index, progress=progress, desc=f"embed val {name}".strip(),
                                  frames=frames.get("val"))
@@ -245,6 +268,9 @@ def ablation_table(runs: list[dict]) -> str:
         rs = by_variant[variant]
         cells = []
         for key in ("NM", "BG", "CL", "mAP"):
+            if any(key not in r["summary"] for r in rs):  # OU-MVLP has no BG / CL
+                cells.append("-")
+                continue
             m, s = _mean_std([r["summary"][key] for r in rs])
             cells.append(f"{m:.1f}" + ("" if math.isnan(s) else f" ± {s:.1f}"))
         eer = [r["open_set"]["eer"] for r in rs if r.get("open_set")]
