@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="PUB endpoint to connect to")
     parser.add_argument(
         "--topics", nargs="+", default=None, metavar="TOPIC",
-        help="topics to subscribe to (default: gait.trajectory gait.identity gait.status)",
+        help="topics to subscribe to (default: gait.trajectory gait.identity gait.status gait.phase)",
     )
     parser.add_argument("--count", type=int, default=None, help="stop after this many messages")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
@@ -170,6 +170,8 @@ def listen(
             out(
                 f"{topic} seq={h['seq']} walker={h['walker_id']} personalized={h['personalized']} "
                 f"status={h['status']} phase={h['phase']:.3f} shape={h['shape']} latency={latency_ms:.3f}ms"
+                + (f" mode={h['mode']} phase_l={msg.payload[1]:.3f} rate={msg.payload[2]:.2f}/s "
+                   f"confidence={h['confidence']:.2f} source={h['source']}" if msg.topic == M.TOPIC_PHASE else "")
                 + (f" reason={h['reason']!r}" if h["reason"] else "")
             )
         summary.elapsed_s = time.monotonic() - start

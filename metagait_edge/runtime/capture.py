@@ -18,7 +18,8 @@ def capture_messages(endpoint: str, out_path: str, ready, stop, realtime_priorit
     """Run in another process: receive and validate every message until ``stop``, save trajectories + receive times.
 
     ``out_path`` (npz): ``t_ns``, ``recv_ns``, ``traj`` [N, 6, 101], ``personalized``, ``invalid`` (undecodable
-    messages), ``identities``, ``statuses``. ``realtime_priority`` > 0: SCHED_FIFO, as an exoskeleton
+    messages), ``identities``, ``statuses``, ``phase`` [M, 5] (gait.phase payloads), ``phase_input_ns``,
+    ``phase_status``. ``realtime_priority`` > 0: SCHED_FIFO, as an exoskeleton
     controller process runs.
     """
     import zmq
@@ -32,6 +33,7 @@ def capture_messages(endpoint: str, out_path: str, ready, stop, realtime_priorit
     sock.connect(endpoint)
     ready.set()
     t_ns, recv_ns, trajs, pers, invalid, identities, statuses = [], [], [], [], 0, [], []
+    phases, phase_input_ns, phase_status = [], [], []
     deadline = None
     while True:
         if stop.is_set() and deadline is None:
@@ -54,13 +56,19 @@ def capture_messages(endpoint: str, out_path: str, ready, stop, realtime_priorit
             pers.append(msg.header["personalized"])
         elif msg.topic == M.TOPIC_IDENTITY:
             identities.append(str(msg.header["walker_id"]))
+        elif msg.topic == M.TOPIC_PHASE:
+            phases.append(msg.payload)
+            phase_input_ns.append(msg.header["t_input_ns"])
+            phase_status.append(msg.header["status"])
         else:
             statuses.append(msg.header["status"])
     sock.close(0)
     ctx.term()
     np.savez(out_path, t_ns=np.asarray(t_ns, np.int64), recv_ns=np.asarray(recv_ns, np.int64),
              traj=np.asarray(trajs, np.float32).reshape(len(trajs), 6, 101), personalized=np.asarray(pers, bool),
-             invalid=invalid, identities=np.asarray(identities), statuses=np.asarray(statuses))
+             invalid=invalid, identities=np.asarray(identities), statuses=np.asarray(statuses),
+             phase=np.asarray(phases, np.float32).reshape(len(phases), len(M.PHASE_CHANNELS)),
+             phase_input_ns=np.asarray(phase_input_ns, np.int64), phase_status=np.asarray(phase_status))
 
 
 def free_tcp_port() -> int:

@@ -221,7 +221,7 @@ def _validate_phase(where: str, header: dict, values: np.ndarray) -> None:
     if not 0.0 <= rate <= 10.0:
         raise MessageError(f"{where}: phase_rate {rate} outside [0, 10] cycles/s")
     if mode_index != (-1 if header["mode"] == UNKNOWN_MODE else MODES.index(header["mode"])):
-        raise MessageError(f"{where}: mode_index {mode_index} does not name mode {header['mode']!r}")
+        raise MessageError(f"{where}: mode_index {mode_index:g} does not name mode {header['mode']!r}")
     if not 0.0 <= confidence <= 1.0 or abs(confidence - header["confidence"]) > 1e-6:
         raise MessageError(f"{where}: confidence {confidence} outside [0, 1] or unlike the header's")
     if abs(phase_r - header["phase"]) > 1e-6:
