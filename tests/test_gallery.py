@@ -168,3 +168,45 @@ def test_bad_input_is_named():
         g.remove("zed")
     g.remove("bob")
     assert g.walkers == ["alice"]
+
+
+def test_two_walkers_within_the_threshold_is_uncertain_and_rejected():
+    g = Gallery(threshold=0.35)
+    g.enroll("alice", ALICE)
+    g.enroll("bob", BOB)
+    between = ALICE + BOB  # 45 degrees from each walker's strips: cosine distance 1 - 1/sqrt(2) = 0.29 to both
+    res = g.identify(between)
+    assert res.walker_id is None and res.nearest_id in ("alice", "bob") and res.reason.startswith("uncertain")
+    g.threshold = 0.25  # now neither is within: unknown, not uncertain
+    assert g.identify(between).reason.startswith("unknown")
+    near_alice = ALICE + _emb([0.0, 0.1, 0.0], [0.0, 0.0, 0.1])
+    assert g.identify(near_alice).walker_id == "alice" and g.identify(near_alice).reason == ""
+
+
+def test_several_templates_per_walker_with_labels_persist(tmp_path):
+    g = Gallery(mode="all", threshold=0.1, model_fingerprint="a" * 64, threshold_source="fitted for FAR 1 %")
+    side, front = ALICE, _emb([0.0, 1.0, 0.0], [0.0, 0.0, 1.0])
+    g.enroll("alice", side, "pass 1 (side view)")
+    assert g.identify(front).walker_id is None  # a view never enrolled
+    g.enroll("alice", front, "pass 2 (front view)")
+    assert g.identify(front).walker_id == "alice" and g.identify(side).walker_id == "alice"
+    path = tmp_path / "g.safetensors"
+    g.save(path)
+    loaded = Gallery.load(path)
+    assert loaded.labels("alice") == ["pass 1 (side view)", "pass 2 (front view)"]
+    assert (loaded.model_fingerprint, loaded.threshold_source) == ("a" * 64, "fitted for FAR 1 %")
+    with pytest.raises(GalleryError, match="2 labels for 1 templates"):
+        g.enroll("bob", BOB, ["one", "two"])
+
+
+def test_a_version_1_gallery_is_refused_with_what_to_do(tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    old = tmp_path / "v1.safetensors"
+    meta = {"format": "metagait-edge-gallery", "version": 1, "metric": "cosine", "mode": "mean", "threshold": None,
+            "walkers": ["alice"]}
+    save_file({"walker_000000": ALICE[None]}, str(old), metadata={"gallery": json.dumps(meta)})
+    with pytest.raises(GalleryError, match="version 1 .* enroll the walkers again"):
+        Gallery.load(old)

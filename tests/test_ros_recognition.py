@@ -26,15 +26,19 @@ def _recognizer(threshold):
 
 
 def test_ros_recognizer_names_the_enrolled_walker_and_fills_the_record():
-    rec = _recognizer(threshold=1e6)  # every distance is within it
+    rec = _recognizer(threshold=None)  # the shipped model's calibrated threshold
+    threshold = rec.recognizer.gallery.threshold
+    assert threshold is not None and threshold > 0
     out = rec.identify(_walker(4, frames=10), stamp_ns=123)
     assert (out.walker_id, out.known, out.best_match) == ("wide", True, "wide")
-    assert out.stamp_ns == 123 and out.num_frames == 10 and out.threshold == 1e6 and 0.99 < out.score <= 1.0
+    assert out.stamp_ns == 123 and out.num_frames == 10 and out.threshold == threshold and 0.5 <= out.score <= 1.0
     assert out.embedding.dtype == np.float32 and out.embedding.size == rec.recognizer.embed(_walker(0)).size > 0
 
 
-@pytest.mark.parametrize("threshold", [1e-9, None])  # beyond the threshold; no calibrated threshold at all
-def test_ros_recognizer_rejects_an_unaccepted_walker_but_names_the_nearest(threshold):
-    out = _recognizer(threshold).identify(_walker(4, frames=10), stamp_ns=5)
+def test_ros_recognizer_rejects_an_unaccepted_walker_but_names_the_nearest():
+    out = _recognizer(threshold=1e-9).identify(_walker(4, frames=10), stamp_ns=5)
     assert (out.walker_id, out.known, out.best_match) == ("", False, "wide")
-    assert out.score < 1.0 and (out.threshold == threshold if threshold else np.isnan(out.threshold))
+    assert out.score == 0.0 and out.threshold == 1e-9
+    # a threshold that takes in both walkers: uncertain, rejected as well
+    out = _recognizer(threshold=1e6).identify(_walker(4, frames=10), stamp_ns=5)
+    assert (out.walker_id, out.known, out.best_match) == ("", False, "wide")

@@ -166,12 +166,13 @@ def _split_half(ids: list[str]) -> tuple[list[str], list[str]]:
     return ids[:half], ids[half:]
 
 
-def open_set_distances(emb: Embeddings, metric: str = "cosine"):
-    """Genuine / impostor distances and identification hits for one identity set (see module docstring)."""
+def open_set_distances(emb: Embeddings, metric: str = "cosine", mode: str = "mean"):
+    """Genuine / impostor distances and identification hits for one identity set (see module docstring);
+    ``mode``: one mean template per walker or every gallery sequence a template (``Gallery`` modes)."""
     from metagait_edge.recognition.gallery import Gallery
 
     enrolled, unknown = _split_half(sorted(set(emb.ids.tolist())))
-    gallery = Gallery(metric=metric, mode="mean")
+    gallery = Gallery(metric=metric, mode=mode)
     for walker in enrolled:
         mask = (emb.ids == walker) & np.isin(emb.types, GALLERY_TYPES)
         if not mask.any():

@@ -5,21 +5,29 @@ enrolled sequence is stored L2-normalized per strip; the distance between two se
 (``metagait_edge.recognition.metrics.distance_matrix``): the per-strip metric averaged over strips.
 
 * ``mode="mean"``: a walker's template is the per-strip renormalized mean of their sequences.
-* ``mode="all"``: every sequence is kept; a walker's distance is the minimum over their sequences.
+* ``mode="all"``: every sequence is a template (views, passes; each with a label saying where it came
+  from); a walker's distance is the minimum over their templates.
 
-Open-set rejection: ``identify`` accepts the nearest walker only if its distance is <= ``threshold``;
-without a threshold (``threshold=None``, the default) nobody is accepted: an uncalibrated gallery cannot
-tell an enrolled walker from a stranger, and a stranger must not get someone else's personalized model.
-``fit_threshold`` / ``Gallery.calibrate`` pick the threshold from genuine / impostor distances for a
-target false accept rate.
-The gallery persists atomically to one safetensors file (all sequences + JSON metadata) and survives
-restarts; a corrupt or foreign file raises :class:`GalleryError` naming the file.
+Open-set rejection: ``identify`` accepts the nearest walker only if its distance is <= ``threshold`` and no
+other walker is within the threshold too (that answer is *uncertain*: rejected); without a threshold
+(``threshold=None``, the default) nobody is accepted: an uncalibrated gallery cannot tell an enrolled walker
+from a stranger, and a stranger must not get someone else's personalized model. ``fit_threshold`` picks the
+threshold from genuine / impostor distances for a target false accept rate; a recognition checkpoint carries
+the one fitted on its validation identities (:class:`OpenSetThreshold`, in its JSON sidecar), which
+:meth:`Gallery.use_model` adopts.
+
+Embeddings of two models are not comparable: a gallery records the fingerprint of the model that made its
+templates and refuses any other model (:meth:`Gallery.use_model`).
+The gallery persists atomically to one safetensors file (all templates + JSON metadata: fingerprint,
+threshold and where it came from, template labels) and survives restarts and crashes mid-write; a corrupt,
+foreign or older file raises :class:`GalleryError` naming the file.
 
 NumPy + safetensors only; no torch import.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,7 +41,7 @@ from metagait_edge.atomic import atomic_write_with
 from metagait_edge.recognition.metrics import distance_matrix
 
 FORMAT = "metagait-edge-gallery"
-VERSION = 1
+VERSION = 2  # 2: model fingerprint, threshold source and template labels
 Metric = Literal["cosine", "euclidean"]
 Mode = Literal["mean", "all"]
 
@@ -55,6 +63,62 @@ class Identification:
     distance: float
     margin: float
     nearest_id: str | None
+    reason: str = ""  # why it was rejected ("" when accepted)
+
+
+@dataclass(frozen=True)
+class OpenSetThreshold:
+    """The open-set rule fitted for one recognition model (stored in its checkpoint sidecar, ``extra.open_set``).
+
+    ``threshold`` applies to ``metric`` distances in a gallery of ``mode``; it was fitted for ``target_far`` on
+    the identities ``fitted_on`` names (never the test identities), where it gave ``val_far`` / ``val_frr``
+    (0-1; ``eer`` threshold-free). ``model_fingerprint`` ties it to the weights it was fitted for.
+    """
+
+    threshold: float
+    metric: str
+    mode: str
+    target_far: float
+    model_fingerprint: str
+    fitted_on: str
+    val_far: float
+    val_frr: float
+    eer: float
+    n_genuine: int
+    n_impostor: int
+    command: str = ""
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold >= 0):
+            raise GalleryError(f"open-set threshold must be a finite number >= 0, got {self.threshold!r}")
+        if self.metric not in ("cosine", "euclidean") or self.mode not in ("mean", "all"):
+            raise GalleryError(f"open-set threshold: metric {self.metric!r} / mode {self.mode!r} unknown")
+        if not self.model_fingerprint:
+            raise GalleryError("open-set threshold: no model fingerprint (which weights was it fitted for?)")
+
+    def describe(self) -> str:
+        return (f"{self.threshold:.6g} ({self.metric}, {self.mode} templates) fitted for FAR {100 * self.target_far:g} % "
+                f"on {self.fitted_on}: FAR {100 * self.val_far:.1f} %, FRR {100 * self.val_frr:.1f} %")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw, where: str) -> "OpenSetThreshold":
+        if not isinstance(raw, dict):
+            raise GalleryError(f"{where}: open-set threshold record must be a mapping, got {type(raw).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        unknown, missing = sorted(set(raw) - names), sorted(required - set(raw))
+        if unknown or missing:
+            raise GalleryError(f"{where}: open-set threshold record: "
+                               + "; ".join(([f"missing {', '.join(missing)}"] if missing else [])
+                                           + ([f"unknown {', '.join(unknown)}"] if unknown else [])))
+        try:
+            return cls(**raw)
+        except GalleryError as exc:
+            raise GalleryError(f"{where}: {exc}") from None
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -113,7 +177,8 @@ def _distances(values, name: str) -> np.ndarray:
 class Gallery:
     """In-memory walker gallery with atomic persistence; see the module docstring."""
 
-    def __init__(self, metric: Metric = "cosine", mode: Mode = "mean", threshold: float | None = None) -> None:
+    def __init__(self, metric: Metric = "cosine", mode: Mode = "mean", threshold: float | None = None,
+                 model_fingerprint: str | None = None, threshold_source: str = "") -> None:
         if metric not in ("cosine", "euclidean"):
             raise GalleryError(f"gallery metric must be 'cosine' or 'euclidean', got {metric!r}")
         if mode not in ("mean", "all"):
@@ -121,7 +186,10 @@ class Gallery:
         self.metric = metric
         self.mode = mode
         self.threshold = None if threshold is None else float(threshold)
+        self.threshold_source = threshold_source or ("" if threshold is None else "set by the caller")
+        self.model_fingerprint = model_fingerprint  # the model that made the templates (None: not known yet)
         self._samples: dict[str, np.ndarray] = {}  # walker -> [N, P, D] per-strip normalized
+        self._labels: dict[str, list[str]] = {}  # walker -> one label per template (pass, view, source)
 
     # ---------------------------------------------------------------------------------------------
 
@@ -143,6 +211,40 @@ class Gallery:
 
     def num_sequences(self, walker_id: str) -> int:
         return int(self._samples[walker_id].shape[0])
+
+    def labels(self, walker_id: str) -> list[str]:
+        """Where each of ``walker_id``'s templates came from, in enrollment order."""
+        return list(self._labels[walker_id])
+
+    def use_model(self, fingerprint: str, calibrated: OpenSetThreshold | None = None, where: str = "gallery") -> None:
+        """Bind the gallery to the model with ``fingerprint`` (the one that makes its embeddings) and, when the
+        gallery has no threshold yet, adopt that model's ``calibrated`` open-set threshold.
+
+        Refuses (:class:`GalleryError`) templates made by another model, templates of an unknown model, and
+        a calibration fitted for other weights or another metric / template mode.
+        """
+        if self.model_fingerprint is None:
+            if len(self):
+                raise GalleryError(f"{where}: the gallery holds templates without a model fingerprint (made by an "
+                                   f"unknown model): enroll the walkers again with this model (metagait-edge enroll)")
+            self.model_fingerprint = fingerprint
+        elif self.model_fingerprint != fingerprint:
+            raise GalleryError(f"{where}: the gallery was enrolled with recognition model {self.model_fingerprint[:16]}, "
+                               f"this model is {fingerprint[:16]}: embeddings of different models cannot be compared; "
+                               f"enroll the walkers again with this model (metagait-edge enroll)")
+        if calibrated is None or self.threshold is not None:
+            return
+        if calibrated.model_fingerprint != fingerprint:
+            raise GalleryError(f"{where}: the model's open-set threshold was fitted for weights "
+                               f"{calibrated.model_fingerprint[:16]}, not these ({fingerprint[:16]}): "
+                               f"rerun metagait-edge calibrate-threshold")
+        if not len(self):
+            self.metric, self.mode = calibrated.metric, calibrated.mode  # type: ignore[assignment]
+        if (self.metric, self.mode) != (calibrated.metric, calibrated.mode):
+            raise GalleryError(f"{where}: the threshold was fitted for {calibrated.metric} distances to {calibrated.mode} "
+                               f"templates, the gallery uses {self.metric} / {self.mode}")
+        self.threshold = float(calibrated.threshold)
+        self.threshold_source = calibrated.describe()
 
     def _check(self, embeddings, what: str, single: bool) -> np.ndarray:
         if hasattr(embeddings, "detach"):
@@ -169,18 +271,24 @@ class Gallery:
             raise GalleryError(f"{what}: embeddings are [P, D] = {arr.shape[1:]}, the gallery holds {shape}")
         return _normalize(arr)
 
-    def enroll(self, walker_id: str, embeddings) -> None:
-        """Add one or more sequences ([P, D] or [N, P, D]) of ``walker_id`` (appends if already enrolled)."""
+    def enroll(self, walker_id: str, embeddings, labels: str | list[str] = "") -> None:
+        """Add one or more templates ([P, D] or [N, P, D]) of ``walker_id`` (appends if already enrolled);
+        ``labels``: one per template, or one for all (where they came from: file, pass, frames)."""
         if not isinstance(walker_id, str) or not walker_id.strip():
             raise GalleryError(f"walker_id must be a non-empty string, got {walker_id!r}")
         arr = self._check(embeddings, f"enroll {walker_id!r}", single=False)
+        names = [labels] * arr.shape[0] if isinstance(labels, str) else [str(x) for x in labels]
+        if len(names) != arr.shape[0]:
+            raise GalleryError(f"enroll {walker_id!r}: {len(names)} labels for {arr.shape[0]} templates")
         old = self._samples.get(walker_id)
         self._samples[walker_id] = arr if old is None else np.concatenate([old, arr])
+        self._labels[walker_id] = self._labels.get(walker_id, []) + names
 
     def remove(self, walker_id: str) -> None:
         if walker_id not in self._samples:
             raise GalleryError(f"walker {walker_id!r} is not enrolled (enrolled: {self.walkers})")
         del self._samples[walker_id]
+        del self._labels[walker_id]
 
     def templates(self) -> tuple[list[str], np.ndarray]:
         """(owner per row, [R, P, D] templates): one per walker (mean mode) or one per sequence (all)."""
@@ -211,19 +319,28 @@ class Gallery:
         return best
 
     def identify(self, embedding) -> Identification:
-        """Nearest walker, accepted only when its distance is <= ``threshold`` (never, when None)."""
+        """Nearest walker, accepted only when its distance is <= ``threshold`` (never, when None) and no other
+        walker's is (two walkers within the threshold: uncertain, rejected)."""
         per_walker = self.distances(embedding)
         if not per_walker:
-            return Identification(None, math.inf, math.inf, None)
+            return Identification(None, math.inf, math.inf, None, "empty gallery")
         ranked = sorted(per_walker.items(), key=lambda kv: kv[1])
         nearest, distance = ranked[0]
         margin = ranked[1][1] - distance if len(ranked) > 1 else math.inf
-        accepted = self.threshold is not None and distance <= self.threshold
-        return Identification(nearest if accepted else None, distance, margin, nearest)
+        if self.threshold is None:
+            reason = "no calibrated threshold"
+        elif distance > self.threshold:
+            reason = f"unknown: nearest {nearest} at {distance:.4g} > threshold {self.threshold:.4g}"
+        elif len(ranked) > 1 and ranked[1][1] <= self.threshold:
+            reason = f"uncertain: {nearest} and {ranked[1][0]} both within threshold {self.threshold:.4g}"
+        else:
+            return Identification(nearest, distance, margin, nearest)
+        return Identification(None, distance, margin, nearest, reason)
 
     def calibrate(self, genuine, impostor, target_far: float) -> float:
         """Set ``threshold`` with :func:`fit_threshold` and return it."""
         self.threshold = fit_threshold(genuine, impostor, target_far)
+        self.threshold_source = f"Gallery.calibrate for FAR {100 * target_far:g} % on {np.size(impostor)} impostor distances"
         return self.threshold
 
     # ---------------------------------------------------------------------------------------------
@@ -235,12 +352,15 @@ class Gallery:
         walkers = self.walkers
         tensors = {f"walker_{i:06d}": np.ascontiguousarray(self._samples[w]) for i, w in enumerate(walkers)}
         meta = {"format": FORMAT, "version": VERSION, "metric": self.metric, "mode": self.mode,
-                "threshold": self.threshold, "walkers": walkers}
+                "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "model_fingerprint": self.model_fingerprint, "walkers": walkers,
+                "labels": [self._labels[w] for w in walkers]}
         atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata={"gallery": json.dumps(meta)}))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Gallery":
-        """Read a gallery written by :meth:`save`; raises :class:`GalleryError` naming a bad file."""
+    def load(cls, path: str | os.PathLike, model_fingerprint: str | None = None) -> "Gallery":
+        """Read a gallery written by :meth:`save`; raises :class:`GalleryError` naming a bad file, and, with
+        ``model_fingerprint``, a gallery enrolled with another model (see :meth:`use_model`)."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
@@ -263,19 +383,24 @@ class Gallery:
                 raise GalleryError(f"gallery file {path}: format {meta.get('format')!r}, expected {FORMAT!r}")
             if meta.get("version") != VERSION:
                 raise GalleryError(f"gallery file {path}: version {meta.get('version')!r} is not supported "
-                                   f"(this code reads version {VERSION})")
-            gallery = cls(metric=meta["metric"], mode=meta["mode"], threshold=meta["threshold"])
-            walkers = meta["walkers"]
+                                   f"(this code reads version {VERSION}; version 1 galleries do not say which model "
+                                   f"made them: enroll the walkers again with metagait-edge enroll)")
+            gallery = cls(metric=meta["metric"], mode=meta["mode"], threshold=meta["threshold"],
+                          model_fingerprint=meta["model_fingerprint"], threshold_source=meta["threshold_source"])
+            walkers, labels = meta["walkers"], meta["labels"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise GalleryError(f"gallery file {path}: unreadable metadata ({exc!r})") from exc
-        if len(walkers) != len(tensors):
-            raise GalleryError(f"gallery file {path}: {len(walkers)} walkers in metadata but {len(tensors)} arrays")
+        if not len(walkers) == len(tensors) == len(labels):
+            raise GalleryError(f"gallery file {path}: {len(walkers)} walkers and {len(labels)} label lists in metadata "
+                               f"but {len(tensors)} arrays")
         for i, walker in enumerate(walkers):
             key = f"walker_{i:06d}"
             if key not in tensors:
                 raise GalleryError(f"gallery file {path}: array {key} for walker {walker!r} is missing")
             try:
-                gallery.enroll(walker, tensors[key])
+                gallery.enroll(walker, tensors[key], labels[i])
             except GalleryError as exc:
                 raise GalleryError(f"gallery file {path}: walker {walker!r}: {exc}") from exc
+        if model_fingerprint is not None:
+            gallery.use_model(model_fingerprint, where=f"gallery file {path}")
         return gallery

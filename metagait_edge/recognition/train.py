@@ -235,21 +235,16 @@ def _save(save_checkpoint, path: Path, model, cfg: RecognitionConfig, fp: str, h
 
 def load_model(path: str | Path, map_location: str = "cpu"):
     """(model in eval mode, RecognitionConfig) from a checkpoint written by :func:`train`."""
-    from metagait_edge.checkpoint import CheckpointError, load_checkpoint
+    from metagait_edge.checkpoint import CheckpointError
     from metagait_edge.config import ConfigError
+    from metagait_edge.recognition.checkpoint import load_recognition_checkpoint
     from metagait_edge.recognition.config import config_from_dict
 
-    ckpt = load_checkpoint(path, expected_model_class="MetaGait", map_location=map_location)
+    model = load_recognition_checkpoint(path, map_location)  # the one strict loader
     try:
-        cfg = config_from_dict(ckpt.config)
+        cfg = config_from_dict(model.checkpoint_config)
     except ConfigError as exc:
-        raise CheckpointError(f"{ckpt.path}: stored config is not a recognition config: {exc}") from exc
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt.state_dict)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{ckpt.path}: weights do not fit the stored config: {exc}") from exc
-    model.eval()
+        raise CheckpointError(f"{model.source}: stored config is not a recognition config: {exc}") from exc
     return model, cfg
 
 

@@ -254,6 +254,7 @@ class IdentityResult:
     confidence: float  # 1 - distance / (2 * threshold), clipped to [0, 1]: 0.5 at the threshold; 0 when unknown
     num_frames: int
     embedding: np.ndarray
+    reason: str = ""  # why the walker was not accepted (unknown, uncertain, no threshold); "" when accepted
 
 
 def load_recognition_model(path: str | Path | None = None, tiny_seed: int = 0):
@@ -287,10 +288,13 @@ class Recognizer:
     """Silhouettes (uint8 [T, 64, 64]) -> ``IdentityResult`` through the model and the ``Gallery``."""
 
     def __init__(self, model, gallery=None) -> None:
+        from metagait_edge.recognition.checkpoint import model_fingerprint
         from metagait_edge.recognition.gallery import Gallery
 
         self.model = model
         self.gallery = gallery if gallery is not None else Gallery()
+        # Templates of another model are not comparable with this one's embeddings: refused here.
+        self.gallery.use_model(getattr(model, "fingerprint", None) or model_fingerprint(model))
         self.backend = "torch"
         self._backend = None
 
@@ -328,36 +332,35 @@ class Recognizer:
         with torch.no_grad():
             return self.model(torch.from_numpy(x))["embeddings"][0].numpy()
 
-    def enroll(self, walker_id: str, silhouettes: np.ndarray) -> np.ndarray:
+    def enroll(self, walker_id: str, silhouettes: np.ndarray, label: str = "") -> np.ndarray:
+        """Add one template of ``walker_id`` (``label``: where the silhouettes came from) to the gallery."""
         emb = self.embed(silhouettes)
-        self.gallery.enroll(walker_id, emb)
+        self.gallery.enroll(walker_id, emb, label)
         return emb
 
     def identify(self, silhouettes: np.ndarray) -> IdentityResult:
         emb = self.embed(silhouettes)
         if len(self.gallery) == 0:
-            return IdentityResult(None, None, math.nan, 0.0, len(silhouettes), emb)
+            return IdentityResult(None, None, math.nan, 0.0, len(silhouettes), emb, reason="empty gallery")
         ident = self.gallery.identify(emb)  # nobody is accepted without a calibrated threshold
         thr = self.gallery.threshold
         if thr is None or not thr > 0 or ident.walker_id is None:
             conf = 0.0
         else:
             conf = float(np.clip(1.0 - ident.distance / (2.0 * thr), 0.0, 1.0))
-        return IdentityResult(ident.walker_id, ident.nearest_id, float(ident.distance), conf, len(silhouettes), emb)
+        return IdentityResult(ident.walker_id, ident.nearest_id, float(ident.distance), conf, len(silhouettes), emb,
+                              reason=ident.reason)
 
 
 def build_recognizer(gallery_path: str | Path | None = None, threshold: Optional[float] = None,
                      model_path: str | Path | None = None) -> Recognizer:
-    """A ``Recognizer`` on the shipped (or given) model and a gallery file (empty gallery when none)."""
-    from metagait_edge.recognition.gallery import Gallery
+    """A ``Recognizer`` on the shipped (or given) model and a gallery file (empty gallery when none), for
+    identification: the gallery must have been enrolled with this model, and the threshold is ``threshold``,
+    else the gallery file's, else the model's calibrated one; none of them: refused (CheckpointError)."""
+    from metagait_edge.recognition.identification import open_gallery
 
-    gallery = Gallery.load(gallery_path) if gallery_path else Gallery()
-    if threshold is not None:
-        gallery.threshold = float(threshold)
-    if len(gallery) and gallery.threshold is None:
-        log.warning("gallery %s has no calibrated threshold (models.identity_threshold or Gallery.calibrate): "
-                    "every walker is treated as unknown and gets the generic model", gallery_path)
-    return Recognizer(load_recognition_model(model_path), gallery)
+    model = load_recognition_model(model_path)
+    return Recognizer(model, open_gallery(model, gallery_path, threshold))
 
 
 def silhouettes_from_frames(frames, extractor: Optional[SilhouetteExtractor] = None) -> np.ndarray:
