@@ -19,6 +19,7 @@ sitting, a sit/stand transition), or low confidence. A HOLD estimate carries pha
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ import numpy as np
 
 from metagait_edge.phase.dataset import GAIT_MODES, MODES, N_INPUTS, features
 from metagait_edge.sensors import SENSORS
+
+log = logging.getLogger(__name__)
 
 SOURCE_NETWORK, SOURCE_BASELINE = "phasenet", "baseline"
 UNKNOWN_MODE = "unknown"  # the baseline recognizes no mode
@@ -118,6 +121,8 @@ class PhaseStream:
         except (OSError, ValueError, ImportError) as exc:  # CheckpointError is a ValueError
             self.window = 1
             self.note = f"no PhaseNet checkpoint ({exc})"
+            log.warning("gait phase: %s; the time-since-heel-strike baseline runs instead (gait.phase source: baseline)",
+                        self.note)
         self.source = SOURCE_NETWORK if self.net is not None else SOURCE_BASELINE
         self._ring = np.zeros((2 * self.window, N_INPUTS), np.float32)  # every row twice: windows are views
         self.set_gyro_valid(gyro_valid or {s: True for s in SENSORS})
