@@ -48,7 +48,7 @@ def test_recognition_names_the_enrolled_walker(tmp_path):
         rec.enroll(name, silhouettes_from_frames(_frames(v.path))[-30:])
     probe = render_walker_video(walkers["small"], tmp_path / "probe.avi", n_frames=60, seed=99)
     pipe = CameraPipeline(FrameSource("video", probe.path), rec, lambda r: None, every=20, window=30)
-    results = [r for r in (pipe.process(f) for f in _frames(probe.path)) if r is not None]
+    results = [r for f in _frames(probe.path) for r in pipe.process(f)]
     # An uncalibrated gallery accepts nobody (issue 16 #9): nearest "small", but unknown, confidence 0.
     assert results and results[-1].walker_id is None and results[-1].nearest_id == "small"
     assert results[-1].confidence == 0.0
@@ -87,6 +87,7 @@ def test_frame_drops_are_counted_and_do_not_stop_the_pipeline(tmp_path):
         pipe.process(None if i % 4 == 3 else f)
     assert pipe.stats.read_failures == len(frames) // 4
     assert pipe.stats.silhouettes > 10 and pipe.stats.queries >= 1
+    assert pipe.buffer.tracks() == [0] and pipe.counters.silhouettes == pipe.stats.silhouettes
 
 
 def test_silhouette_buffer_keeps_newest_per_track():

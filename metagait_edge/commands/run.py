@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="EdgeConfig YAML (example: deploy/edge.yaml)")
     parser.add_argument("--walker", default=None, help="declared walker (overrides runtime.walker)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--silhouette-method", choices=("mog2", "knn", "segmentation"), default=None,
+                        help="camera front end (overrides camera.silhouette_method)")
+    parser.add_argument("--detector", choices=("motion", "hog"), default=None,
+                        help="camera person boxes (overrides camera.detector)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +36,14 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(EdgeConfig, args.config)
     if args.walker is not None:
         config.runtime = dataclasses.replace(config.runtime, walker=args.walker)
+    overrides = {k: v for k, v in (("silhouette_method", args.silhouette_method), ("detector", args.detector))
+                 if v is not None}
+    if overrides:
+        try:
+            config.camera = dataclasses.replace(config.camera, **overrides)
+        except ValueError as exc:
+            print(f"metagait-edge run: {exc}", file=sys.stderr)
+            return 2
     stop = threading.Event()
 
     def on_signal(signum, _frame) -> None:

@@ -1,11 +1,10 @@
-"""Camera input for walker recognition: frame sources, silhouette extraction, silhouette buffers, recognition.
+"""Camera input for walker recognition: frame sources, per-track silhouette buffers, recognition.
 
 Pipeline (one thread, ``CameraPipeline``): a frame source (camera index, video file or folder of frames)
--> ``SilhouetteExtractor`` (default: OpenCV background subtraction, MOG2 or KNN, + morphology + the
-largest connected component; no weights needed; or a person-segmentation model through the same
-interface) -> person crop + the OpenGait pretreatment (``data.pretreatment``: 64x64, cut to 64x44 at the
-model input) -> a per-walker ``SilhouetteBuffer`` -> every ``every`` frames the ``Recognizer`` embeds the
-newest ``window`` silhouettes and asks the ``Gallery`` who it is.
+-> ``CameraFrontEnd`` (``camera_frontend``: person boxes, one track per walker, a person mask per track
+from MOG2/KNN or a pre-trained segmentation model, quality gates, the OpenGait pretreatment to 64x64)
+-> one ``SilhouetteBuffer`` track per walker -> every ``every`` frames the ``Recognizer`` embeds each
+track's newest ``window`` silhouettes and asks the ``Gallery`` who it is.
 
 cv2 and torch are imported inside functions so that importing this module stays cheap.
 """
@@ -13,6 +12,7 @@ cv2 and torch are imported inside functions so that importing this module stays 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import os
@@ -20,11 +20,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Deque, Dict, Iterator, Optional, Protocol, Tuple
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from metagait_edge.resources import RECOGNITION_CHECKPOINTS
+from metagait_edge.runtime.camera_frontend import CameraCounters, CameraFrontEnd
+# Public names of the mask extractors stay importable from here (the demo and the ROS tests use them).
+from metagait_edge.runtime.camera_masks import (  # noqa: F401
+    OnnxPersonSegmenter, PersonSegmenter, SilhouetteExtractor, largest_component, mask_iou,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,118 +111,6 @@ class FrameSource:
 
 
 # -------------------------------------------------------------------------------------- silhouettes
-class PersonSegmenter(Protocol):
-    """A person-segmentation model: BGR frame -> float or uint8 person probability/mask [H, W]."""
-
-    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray: ...
-
-
-class OnnxPersonSegmenter:
-    """A person-segmentation ONNX model (input NCHW float RGB in 0..1 at ``size``; output [1, 1|2, h, w]).
-
-    Works with any single-input model of that shape (e.g. a MODNet/PP-HumanSeg export); the model file is
-    not shipped: pass its path.
-    """
-
-    def __init__(self, path: str | Path, size: Tuple[int, int] = (256, 256), person_channel: int = -1) -> None:
-        import onnxruntime as ort
-
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"person segmentation model {p} does not exist")
-        self.session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.size, self.person_channel = size, person_channel
-
-    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
-        import cv2
-
-        h, w = frame_bgr.shape[:2]
-        x = cv2.resize(frame_bgr[:, :, ::-1], self.size).astype(np.float32) / 255.0
-        out = self.session.run(None, {self.input: x.transpose(2, 0, 1)[None]})[0]
-        prob = out[0, self.person_channel] if out.ndim == 4 else out[0]
-        return cv2.resize(prob.astype(np.float32), (w, h))
-
-
-class SilhouetteExtractor:
-    """BGR frame -> uint8 0/255 person mask of the frame's size.
-
-    ``method``: "mog2" / "knn" background subtraction (learns the background online; a scene that starts
-    empty, as when a walker walks into view, gives clean masks from the first pass), or "segmentation"
-    with a ``segmenter`` (e.g. ``OnnxPersonSegmenter``). Masks are cleaned by an opening (speckle
-    noise), a closing (holes from clothes matching the background) and the largest connected component.
-    """
-
-    def __init__(self, method: str = "mog2", segmenter: Optional[PersonSegmenter] = None, history: int = 200,
-                 var_threshold: float = 40.0, learning_rate: float = 0.001, min_area: int = 150,
-                 kernel: int = 3, warmup_frames: int = 60) -> None:
-        import cv2
-
-        self.method = method
-        if method == "mog2":
-            self._bg = cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=var_threshold, detectShadows=False)
-        elif method == "knn":
-            self._bg = cv2.createBackgroundSubtractorKNN(history=history, dist2Threshold=var_threshold * 10, detectShadows=False)
-        elif method == "segmentation":
-            if segmenter is None:
-                raise ValueError("silhouette method 'segmentation' needs a segmenter (e.g. OnnxPersonSegmenter(path))")
-            self._bg = None
-        else:
-            raise ValueError(f"silhouette method must be mog2, knn or segmentation, got {method!r}")
-        self.segmenter = segmenter
-        self.learning_rate = learning_rate
-        # Learn the empty scene quickly at first (OpenCV's automatic 1/n rate), then slowly, so that a
-        # walker who moves little between frames is not absorbed into the background.
-        self.warmup_frames = warmup_frames
-        self._n = 0
-        self.min_area = min_area
-        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
-        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel + 2, kernel + 2))
-
-    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
-        import cv2
-
-        if frame_bgr is None or frame_bgr.ndim != 3:
-            raise ValueError(f"expected a BGR frame [H, W, 3], got {None if frame_bgr is None else frame_bgr.shape}")
-        if self._bg is not None:
-            blurred = cv2.GaussianBlur(frame_bgr, (3, 3), 0)  # sensor noise would otherwise speckle the mask
-            self._n += 1
-            rate = -1.0 if self._n <= self.warmup_frames else self.learning_rate
-            fg = self._bg.apply(blurred, learningRate=rate)
-            mask = (fg > 127).astype(np.uint8) * 255
-        else:
-            prob = np.asarray(self.segmenter(frame_bgr), dtype=np.float32)
-            if prob.max() > 1.0:
-                prob = prob / 255.0
-            mask = (prob > 0.5).astype(np.uint8) * 255
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
-        return largest_component(mask, self.min_area)
-
-
-def largest_component(mask: np.ndarray, min_area: int = 0) -> np.ndarray:
-    """Keep the largest 8-connected blob (the walker), with its holes filled; empty if below ``min_area``."""
-    import cv2
-
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
-    out = np.zeros_like(mask, dtype=np.uint8)
-    if n <= 1:
-        return out
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[k, cv2.CC_STAT_AREA] < min_area:
-        return out
-    blob = (labels == k).astype(np.uint8) * 255
-    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(out, contours, -1, 255, thickness=cv2.FILLED)
-    return out
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else float(np.count_nonzero(a & b)) / union
-
-
 class SilhouetteBuffer:
     """Newest ``capacity`` pretreated silhouettes (uint8 [64, 64]) per walker track."""
 
@@ -238,6 +131,12 @@ class SilhouetteBuffer:
     def __len__(self) -> int:
         return sum(len(b) for b in self._tracks.values())
 
+    def tracks(self) -> List[int]:
+        return sorted(self._tracks)
+
+    def count(self, track: int) -> int:
+        return len(self._tracks.get(track, ()))
+
     def clear(self, track: Optional[int] = None) -> None:
         if track is None:
             self._tracks.clear()
@@ -254,6 +153,7 @@ class IdentityResult:
     confidence: float  # 1 - distance / (2 * threshold), clipped to [0, 1]: 0.5 at the threshold; 0 when unknown
     num_frames: int
     embedding: np.ndarray
+    track: int = 0  # the camera track (walker in view) the silhouettes came from
     reason: str = ""  # why the walker was not accepted (unknown, uncertain, no threshold); "" when accepted
 
 
@@ -376,21 +276,26 @@ def silhouettes_from_frames(frames, extractor: Optional[SilhouetteExtractor] = N
 class CameraStats:
     frames: int = 0
     read_failures: int = 0  # frames the source failed to deliver (drops)
-    silhouettes: int = 0
-    empty: int = 0  # frames without a person
+    silhouettes: int = 0  # over all tracks
+    empty: int = 0  # frames that gave no silhouette (nobody in view, warm-up, or every walker's frame dropped)
     queries: int = 0
     last_identity: Optional[str] = None
     fps: float = 0.0
 
 
 class CameraPipeline:
-    """Thread: source -> extractor -> buffer -> recognition every ``every`` frames -> ``on_identity``."""
+    """Thread: source -> front end -> one buffer per track -> recognition every ``every`` frames -> ``on_identity``.
+
+    Each track with at least ``min_frames`` silhouettes is identified on its newest ``window`` (the result
+    names its ``track``); a track that ends takes its buffer with it. ``front_end.counters`` says why
+    frames were dropped.
+    """
 
     def __init__(self, source, recognizer: Recognizer, on_identity: Callable[[IdentityResult], None],
-                 extractor: Optional[SilhouetteExtractor] = None, every: int = 15, window: int = 30,
+                 front_end: Optional[CameraFrontEnd] = None, every: int = 15, window: int = 30,
                  min_frames: int = 15, nice: int = 0) -> None:
         self.source, self.recognizer, self.on_identity = source, recognizer, on_identity
-        self.extractor = extractor or SilhouetteExtractor()
+        self.front_end = front_end or CameraFrontEnd()
         self.every, self.window, self.min_frames = every, window, min_frames
         self.nice = nice
         self.buffer = SilhouetteBuffer(capacity=max(window, 2 * every))
@@ -398,6 +303,10 @@ class CameraPipeline:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.error: Optional[BaseException] = None
+
+    @property
+    def counters(self) -> CameraCounters:
+        return self.front_end.counters
 
     def start(self) -> "CameraPipeline":
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
@@ -410,26 +319,31 @@ class CameraPipeline:
             self._thread.join(timeout)
             self._thread = None
 
-    def process(self, frame: Optional[np.ndarray]) -> Optional[IdentityResult]:
-        """One frame through the pipeline (also used directly by tests); returns an identity if queried."""
-        from metagait_edge.data.pretreatment import pretreat_frame
-
+    def process(self, frame: Optional[np.ndarray]) -> List[IdentityResult]:
+        """One frame through the pipeline (also used directly by tests); the identities queried, per track."""
         self.stats.frames += 1
         if frame is None:
             self.stats.read_failures += 1
-            return None
-        sil = pretreat_frame(self.extractor(frame))
-        if sil is None:
+            return []
+        result = self.front_end.process(frame)
+        for track in result.ended_tracks:
+            self.buffer.clear(track)
+        for sil in result.silhouettes:
+            self.buffer.push(sil.silhouette, sil.track)
+        self.stats.silhouettes += len(result.silhouettes)
+        if not result.silhouettes:
             self.stats.empty += 1
-        else:
-            self.stats.silhouettes += 1
-            self.buffer.push(sil)
-        if self.stats.frames % self.every or len(self.buffer) < self.min_frames:
-            return None
-        result = self.recognizer.identify(self.buffer.latest(self.window))
-        self.stats.queries += 1
-        self.stats.last_identity = result.walker_id
-        return result
+        if self.stats.frames % self.every:
+            return []
+        out = []
+        for track in self.buffer.tracks():
+            if self.buffer.count(track) < self.min_frames:
+                continue
+            ident = self.recognizer.identify(self.buffer.latest(self.window, track))
+            out.append(dataclasses.replace(ident, track=track))
+            self.stats.queries += 1
+            self.stats.last_identity = ident.walker_id
+        return out
 
     def _run(self) -> None:
         if self.nice > 0 and hasattr(os, "setpriority"):
@@ -443,10 +357,12 @@ class CameraPipeline:
             for frame, _t in self.source:
                 if self._stop.is_set():
                     break
-                result = self.process(frame)
+                results = self.process(frame)
                 self.stats.fps = self.stats.frames / max(1e-6, time.monotonic() - t0)
-                if result is not None:
+                for result in results:
                     self.on_identity(result)
         except Exception as exc:  # a camera fault must not take down the gait pipeline
             self.error = exc
             log.error("camera pipeline stopped: %s", exc)
+        finally:
+            self.front_end.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from metagait_edge.runtime.phase_stream import PhaseStreamConfig
+from metagait_edge.runtime.camera_frontend import CameraConfig
 from metagait_edge.runtime.safety import SafetyConfig
 from metagait_edge.runtime.zmq_output import ZmqOutputConfig
 
@@ -108,7 +109,6 @@ class RuntimeConfig:
     walker: str = ""  # declared walker (no camera): use this walker's profile with confidence 1
     recognition_every: int = 15  # camera frames between identity queries
     recognition_window: int = 30  # silhouettes per identity query
-    silhouette_method: str = "mog2"  # mog2 | knn | segmentation
     status_period_s: float = 1.0
     history_s: float = 6.0  # IMU history kept by the gait worker
     # CPython hands the GIL to a waiting thread only every switch interval (5 ms by default): a camera or
@@ -125,8 +125,6 @@ class RuntimeConfig:
     realtime_priority: int = 0
 
     def __post_init__(self) -> None:
-        if self.silhouette_method not in ("mog2", "knn", "segmentation"):
-            raise ValueError(f"silhouette_method must be mog2, knn or segmentation, got {self.silhouette_method!r}")
         if self.recognition_every < 1 or self.recognition_window < 2:
             raise ValueError("recognition_every must be >= 1 and recognition_window >= 2")
         if not 0 <= self.realtime_priority <= 98:
@@ -146,6 +144,7 @@ class EdgeConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     phase: PhaseStreamConfig = field(default_factory=PhaseStreamConfig)  # gait.phase and the per-mode reference
+    camera: CameraConfig = field(default_factory=CameraConfig)  # front end of the camera source
 
     def __post_init__(self) -> None:
         imu = [s for s in self.sources if s.kind in IMU_KINDS]

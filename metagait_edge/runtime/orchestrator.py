@@ -403,7 +403,8 @@ class Runtime(StatusReporter):
         return FileImuSource(src, self)
 
     def _start_camera(self, cam) -> None:
-        from metagait_edge.runtime.camera import CameraPipeline, FrameSource, SilhouetteExtractor, build_recognizer
+        from metagait_edge.runtime.camera import CameraPipeline, FrameSource, build_recognizer
+        from metagait_edge.runtime.camera_frontend import CameraFrontEnd
 
         import cv2
 
@@ -416,7 +417,7 @@ class Runtime(StatusReporter):
                              loop=cam.loop)
         rc = self.config.runtime
         self.camera = CameraPipeline(source, self.recognizer, self._on_identity,
-                                     SilhouetteExtractor(rc.silhouette_method), rc.recognition_every,
+                                     CameraFrontEnd(self.config.camera), rc.recognition_every,
                                      rc.recognition_window, nice=rc.camera_nice).start()
 
     def _start_recording(self, path: Path) -> None:

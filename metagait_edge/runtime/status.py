@@ -85,6 +85,9 @@ class StatusReporter:
                "profile_errors": len(self._profile_errors)}
         if ser is not None:
             out.update(serial_frames=ser.frames, bad=ser.bad_frames, reconnects=ser.reconnects, open_failures=ser.open_failures)
+        camera = getattr(self, "camera", None)
+        if camera is not None:  # why camera frames gave no silhouette (edge cut, partial body, merged walkers, ...)
+            out.update({f"camera_{k}": v for k, v in camera.counters.as_dict().items()})
         return out
 
     def status_line(self) -> str:
