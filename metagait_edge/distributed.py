@@ -127,15 +127,32 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def wrap_model(model: nn.Module, info: Optional[DistInfo] = None, **ddp_kwargs: Any) -> nn.Module:
+def convert_sync_batchnorm(model: nn.Module, device: Union[str, torch.device]) -> nn.Module:
+    """``model`` with its BatchNorm layers made SyncBatchNorm (statistics over all ranks' batch), as OpenGait
+    trains; in place for every layer below the root.
+
+    Only on GPUs: PyTorch's SyncBatchNorm runs on CUDA (and XPU / HPU), not on CPU, so a CPU (gloo) run keeps
+    per-rank statistics. Parameter and buffer names are unchanged, so checkpoints load into plain BatchNorm.
+    """
+    if torch.device(device).type != "cuda":
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def wrap_model(model: nn.Module, info: Optional[DistInfo] = None, sync_batchnorm: bool = False,
+               **ddp_kwargs: Any) -> nn.Module:
     """Move ``model`` to the rank's device and wrap it in DDP when there is more than one process.
 
-    DDP broadcasts rank 0's parameters at construction, so all ranks start identical.
+    DDP broadcasts rank 0's parameters at construction, so all ranks start identical. ``sync_batchnorm``
+    converts BatchNorm layers first (:func:`convert_sync_batchnorm`, GPUs only); the layers are replaced
+    inside ``model``, so keep using ``model`` (or ``unwrap_model``) for checkpoints.
     """
     info = info or DistInfo(get_rank(), get_world_size(), get_rank(), select_device(), None)
     model = model.to(info.device)
     if not is_distributed():
         return model
+    if sync_batchnorm:
+        model = convert_sync_batchnorm(model, info.device)
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     if info.device.type == "cuda":
@@ -175,6 +192,26 @@ def all_reduce_mean(value: Any) -> Any:
     t = torch.tensor(float(value), dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item() / world)
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0 in rank order; gradients flow into this rank's shard.
+
+    The other ranks' shards are constants here (they get their gradient on their own rank), as OpenGait's
+    ``ddp_all_gather`` does for triplet mining over the whole batch. Shapes must match across ranks.
+    Single-process: ``tensor`` itself.
+    """
+    if not is_distributed():
+        return tensor
+    shards = [torch.empty_like(tensor) for _ in range(get_world_size())]
+    dist.all_gather(shards, tensor.detach().contiguous())
+    shards[get_rank()] = tensor
+    return torch.cat(shards, dim=0)
+
+
+def scale_gradient(loss: torch.Tensor, factor: float) -> torch.Tensor:
+    """``loss`` with the same value and ``factor`` times its gradient."""
+    return loss * factor - loss.detach() * (factor - 1.0)
 
 
 def broadcast_parameters(module: nn.Module, src: int = 0) -> None:

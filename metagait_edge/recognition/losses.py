@@ -148,8 +148,32 @@ class LossConfig:
             raise ValueError(f"loss term names must be unique, got {names}")
 
 
+def gathered_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2
+                          ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Batch-all triplet loss over the *global* batch under DDP (single process: the local batch).
+
+    Every rank gathers all ranks' embeddings and labels (``distributed.all_gather_with_grad``: gradient only
+    through its own shard) and computes the same loss over all triplets of the global batch, as OpenGait
+    does; mining per rank would miss every triplet whose samples sit on different ranks. DDP averages the
+    ranks' gradients, i.e. divides the sum of the shards' gradients by the world size, so the gradient is
+    scaled by the world size first: parameters then get exactly the single-process gradient of the loss.
+    """
+    from metagait_edge import distributed as D
+
+    world = D.get_world_size() if D.is_distributed() else 1
+    if world == 1:
+        return batch_all_triplet_loss(embeddings, labels, margin=margin)
+    loss, info = batch_all_triplet_loss(D.all_gather_with_grad(embeddings), D.all_gather_with_grad(labels),
+                                        margin=margin)
+    return D.scale_gradient(loss, float(world)), info
+
+
 class LossAggregator:
-    """Picks model outputs by name, applies each configured loss term and sums them with their weights."""
+    """Picks model outputs by name, applies each configured loss term and sums them with their weights.
+
+    Triplet terms mine the global batch under DDP (:func:`gathered_triplet_loss`); cross-entropy is per
+    sample, so each rank's local mean (averaged by DDP) is already the global one.
+    """
 
     def __init__(self, config: LossConfig | None = None) -> None:
         self.config = config or LossConfig()
@@ -164,7 +188,7 @@ class LossAggregator:
                                  f"returned {sorted(outputs)}")
             value = outputs[term.output]
             if term.kind == "triplet":
-                loss, info = batch_all_triplet_loss(value, labels, margin=term.margin)
+                loss, info = gathered_triplet_loss(value, labels, margin=term.margin)
             else:
                 loss, info = strip_cross_entropy(value, labels, label_smoothing=term.label_smoothing)
             weighted = term.weight * loss

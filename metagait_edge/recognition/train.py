@@ -6,6 +6,8 @@ One code path for CPU, one GPU and ``torchrun`` (DDP through ``metagait_edge.dis
     torchrun --nproc_per_node 2 training/train_recognition.py --config training/configs/recognition_casia_b.yaml
 
 Under DDP each rank takes P / world_size identities of the same global P x K batch (``PKBatchSampler``),
+the triplet loss mines the global batch (embeddings all-gathered, ``losses.gathered_triplet_loss``), the
+BNNeck uses SyncBatchNorm on GPUs (``distributed.convert_sync_batchnorm``; PyTorch has none on CPU),
 gradients are averaged by DDP and the logged metrics by ``all_reduce_mean``; rank 0 writes the CSV log
 and the checkpoints. Mixed precision (``torch.autocast``, bfloat16 where supported else float16 with a
 gradient scaler) is used on CUDA only; CPU training is float32.
@@ -143,7 +145,7 @@ def train(cfg: RecognitionConfig, out_dir: str | Path | None = None, *, progress
     torch.manual_seed(tc.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(cfg)
     model.train()
-    net = D.wrap_model(model, info)
+    net = D.wrap_model(model, info, sync_batchnorm=True)  # BNNeck statistics over the global batch (GPUs)
     device = info.device
     batches_per_epoch = max(1, len(labels) // tc.p)
     loader = train_loader(index, p=tc.p, k=tc.k, seed=tc.seed, batches_per_epoch=batches_per_epoch,
