@@ -2,6 +2,7 @@
 
     python benchmarks/reliability.py limits                  # what the default joint limits must contain
     python benchmarks/reliability.py clip [--files N]        # envelope clipping on real HuGaDB walkers
+    python benchmarks/reliability.py clip-personalized       # the same, each walker calibrated first (5-shot)
     python benchmarks/reliability.py fuzz [--bytes N]        # random / bit-flipped bytes into the decoder
     python benchmarks/reliability.py stalls [--cycles N]     # IMU stall/resume cycles through the runtime
     python benchmarks/reliability.py sigstop [--stall-s S]   # imu-sim stopped (SIGSTOP) under a running `run`
@@ -129,6 +130,54 @@ def run_clip(args) -> dict:
             tot["rate_limited_fraction"] = round(tot["rate_limited_points"] / max(1, bounded * 6 * 101), 6)
             out[f"{frame}_{group}"] = tot
     return out
+
+
+def run_clip_personalized(args) -> dict:
+    """Each HuGaDB walking file with valid gyroscopes: the runtime calibrates the walker (5-shot, as
+    ``metagait-edge calibrate`` does) on the strides at the start of the file, then runs the rest with that
+    personalized model under the default envelope: are personalized references published unclipped?"""
+    import tempfile
+    import threading
+
+    from metagait_edge.data.gyro_validity import corrupted_gyros
+    from metagait_edge.data.hugadb import HuGaDB
+
+    db = HuGaDB.open()
+    files = [f for f in db.select("walking") if not corrupted_gyros(f)]
+    files = files[: args.files] if args.files else files
+    tot = {"files": 0, "walkers": set(), "calibrated": 0, "cycles": 0, "published": 0, "personalized": 0,
+           "clipped_holds": 0, "clamped_points": 0, "rate_limited_points": 0, "not_calibrated": []}
+    for file_id in files:
+        rt, sim = _offline_runtime(tmp=Path(tempfile.mkdtemp(prefix="metagait-clip-")))
+        raw = db.load(file_id).raw
+        outcome: dict = {}
+        worker = threading.Thread(target=lambda: outcome.setdefault("o", rt.calibrate("walker", 5, timeout_s=60.0)))
+        worker.start()
+        while rt._calib_queue is None and worker.is_alive():  # the calibration listens before strides arrive
+            time.sleep(0.01)
+        split = len(raw) // 2  # first half: calibration strides (settle + 5 + a held-out one, retries)
+        t = _drive(rt, sim, raw[:split], 0.0)
+        worker.join(120.0)
+        tot["files"] += 1
+        tot["walkers"].add(int(db.load(file_id).subject))
+        if not (outcome.get("o") and outcome["o"].success):
+            tot["not_calibrated"].append(f"{file_id}: {outcome['o'].reason if outcome.get('o') else 'no outcome'}")
+            continue
+        tot["calibrated"] += 1
+        rt.use_walker("walker", 1.0)
+        c, s = rt.safety.counters, rt.stats
+        before = (s.cycles, s.published, s.personalized, c.clipped_hold, c.clamped_points, c.rate_limited_points)
+        _drive(rt, sim, raw[split:], t + 1.0)  # a gap: detection restarts, as when a walk resumes
+        after = (s.cycles, s.published, s.personalized, c.clipped_hold, c.clamped_points, c.rate_limited_points)
+        for key, b, a in zip(("cycles", "published", "personalized", "clipped_holds", "clamped_points",
+                              "rate_limited_points"), before, after):
+            tot[key] += a - b
+    tot["walkers"] = len(tot["walkers"])
+    bounded = tot["published"] + tot["clipped_holds"]
+    tot["clipped_hold_fraction"] = round(tot["clipped_holds"] / max(1, bounded), 5)
+    tot["clamped_fraction"] = round(tot["clamped_points"] / max(1, bounded * 6 * 101), 6)
+    tot["rate_limited_fraction"] = round(tot["rate_limited_points"] / max(1, bounded * 6 * 101), 6)
+    return {"relative_personalized_clean": tot}
 
 
 def _rss_mb(pid: int) -> float:
@@ -636,7 +685,7 @@ def run_sigstop(args) -> dict:
     }
 
 
-SECTIONS = {"limits": run_limits, "sigstop": run_sigstop, "clip": run_clip, "soak": run_soak, "fuzz": run_fuzz, "unplug": run_unplug, "kill": run_kill,
+SECTIONS = {"limits": run_limits, "sigstop": run_sigstop, "clip": run_clip, "clip-personalized": run_clip_personalized, "soak": run_soak, "fuzz": run_fuzz, "unplug": run_unplug, "kill": run_kill,
             "stalls": run_stalls, "slow-subscriber": run_slow_subscriber, "curve": run_curve}
 
 
