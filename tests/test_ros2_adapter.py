@@ -61,8 +61,8 @@ def test_unusable_sources_and_models_name_their_parameter(adapter, tmp_path):
     assert runtime_adapter.open_imu_source(params.GaitParams(serial_port="loop://"), on_frame) is not None
     with pytest.raises(ValueError, match="model_path: '/nonexistent/m.safetensors' does not exist"):
         runtime_adapter.load_runtime(params.GaitParams(model_path="/nonexistent/m.safetensors"))
-    with pytest.raises(ValueError, match="gallery_path"):
-        runtime_adapter.load_recognizer(params.GaitParams(gallery_path=str(tmp_path / "g.npz")))
+    with pytest.raises(ValueError, match="gallery_path: .* does not exist \\(nor its folder\\)"):
+        runtime_adapter.load_recognizer(params.GaitParams(gallery_path=str(tmp_path / "none" / "g.safetensors")))
 
 
 def test_joint_names_are_checked_against_the_channels(adapter):

@@ -26,6 +26,7 @@ TRAJECTORY_TOPIC = "gait/trajectory"
 JOINT_TRAJECTORY_TOPIC = "gait/joint_trajectory"
 STATUS_TOPIC = "gait/status"
 CALIBRATE_ACTION = "calibrate"
+ENROLL_ACTION = "enroll"
 
 
 def check_sensor(sensor: str) -> str:

@@ -41,7 +41,7 @@ class GaitParams:
     camera_rate_hz: float = 30.0
     silhouette_window: int = 30  # frames per identity query
     gallery_path: str = ""  # enrolled walkers; empty publishes silhouettes only
-    identity_threshold: float = 0.6
+    identity_threshold: float = 0.0  # 0: the gallery's, else the recognition model's calibrated threshold
     publish_embedding: bool = False
     # trajectory_node
     backend: str = "auto"  # per-cycle generation: "auto" (TensorRT, else ONNX Runtime, else torch) or one of them

@@ -120,6 +120,8 @@ class GaitRuntime(Protocol):
 class Recognizer(Protocol):
     def identify(self, silhouettes: np.ndarray, stamp_ns: int) -> msgs.IdentityOutput: ...
 
+    def enroll(self, walker: str, silhouettes: np.ndarray, window: int) -> Any: ...  # runtime.enrollment.Enrollment
+
 
 def load_runtime(params: GaitParams) -> GaitRuntime:
     """The library's runtime, started; ValueError naming the parameter when ``model_path`` is unusable."""
@@ -138,11 +140,15 @@ def load_runtime(params: GaitParams) -> GaitRuntime:
 
 
 def load_recognizer(params: GaitParams) -> Recognizer:
-    if not os.path.isfile(params.gallery_path):
-        raise ValueError(f"gallery_path: {params.gallery_path!r} does not exist")
+    """The gallery file, or (no walker enrolled yet) its folder, must exist: the Enroll action writes the file.
+    ``identity_threshold`` 0: the gallery's threshold, else the recognition model's calibrated one."""
+    folder = os.path.dirname(os.path.abspath(params.gallery_path))
+    if not os.path.isfile(params.gallery_path) and not os.path.isdir(folder):
+        raise ValueError(f"gallery_path: {params.gallery_path!r} does not exist (nor its folder)")
     from metagait_edge.ros.recognition import build_recognizer
 
-    return build_recognizer(gallery_path=params.gallery_path, threshold=params.identity_threshold)
+    return build_recognizer(gallery_path=params.gallery_path, threshold=params.identity_threshold or None,
+                            create=True)
 
 
 def trajectory_output(ref: Any, stamp_ns: int, frame_id: str) -> msgs.TrajectoryOutput:

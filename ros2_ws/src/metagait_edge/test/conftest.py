@@ -21,6 +21,7 @@ from typing import Callable
 import pytest
 import rclpy
 import yaml
+from ament_index_python.packages import get_package_prefix
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
@@ -174,6 +175,16 @@ class Launched:
         """Node name -> pid, from launch's "process started with pid [N]" lines."""
         return {m.group(1): int(m.group(2)) for m in re.finditer(r"\[INFO\] \[(\w+)-\d+\]: process started with pid \[(\d+)\]",
                                                                  self.output())}
+
+
+def ros_run(executable: str, name: str, params: dict[str, str]) -> Launched:
+    """The node's process as `ros2 run metagait_edge EXECUTABLE` starts it (without the CLI in between, so that
+    signals and /proc reach the node itself)."""
+    path = Path(get_package_prefix("metagait_edge")) / "lib" / "metagait_edge" / executable
+    argv = [str(path), "--ros-args", "-r", f"__node:={name}"]
+    for key, value in params.items():
+        argv += ["-p", f"{key}:={value}"]
+    return Launched(argv, name)
 
 
 def launch_gait(tmp: Path, name: str, args: dict[str, str], params: dict | None = None) -> Launched:

@@ -11,22 +11,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from ament_index_python.packages import get_package_prefix
 from sensor_msgs.msg import Imu
 
-from conftest import WALK, Launched, change_state, lifecycle_state, spin_until
+from conftest import WALK, change_state, lifecycle_state, ros_run, spin_until
 from metagait_edge import ros
 from metagait_edge_ros.common import SENSOR_QOS
-
-
-def ros_run(executable: str, name: str, params: dict[str, str]) -> Launched:
-    """The node's process as `ros2 run metagait_edge EXECUTABLE` starts it (without the CLI in between, so that
-    signals and /proc reach the node itself)."""
-    path = Path(get_package_prefix("metagait_edge")) / "lib" / "metagait_edge" / executable
-    argv = [str(path), "--ros-args", "-r", f"__node:={name}"]
-    for key, value in params.items():
-        argv += ["-p", f"{key}:={value}"]
-    return Launched(argv, name)
 
 
 BAD = {
