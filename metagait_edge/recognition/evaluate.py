@@ -323,9 +323,12 @@ def run_ablation(cfg: RecognitionConfig, variants: list[str], seeds: list[int], 
     return summary
 
 
-def ship_checkpoint(checkpoint: Path, ship_dir: Path, variant: str) -> Path:
-    """Copy a trained checkpoint pair to ``<ship_dir>/<variant>.safetensors`` + ``.json``."""
+def ship_checkpoint(checkpoint: Path, ship_dir: Path, variant: str, log=print) -> Path:
+    """Copy a trained checkpoint pair to ``<ship_dir>/<variant>.safetensors`` + ``.json`` and fit its open-set
+    threshold on the validation identities (``recognition.calibration``): identification refuses a checkpoint
+    without one, so a retrained checkpoint is never shipped uncalibrated when its data has validation ids."""
     from metagait_edge.checkpoint import sidecar_path
+    from metagait_edge.recognition.calibration import calibrate_checkpoint
 
     ship_dir.mkdir(parents=True, exist_ok=True)
     dst = ship_dir / f"{variant}.safetensors"
@@ -333,6 +336,12 @@ def ship_checkpoint(checkpoint: Path, ship_dir: Path, variant: str) -> Path:
     meta["weights_file"] = dst.name
     shutil.copyfile(checkpoint, dst)
     atomic_write_text(sidecar_path(dst), json.dumps(meta, indent=2) + "\n")
+    try:
+        record, _, _ = calibrate_checkpoint(dst, command=f"train-recognition --ship (variant {variant})", log=log)
+        log(f"{dst.name}: open-set threshold {record.describe()}")
+    except ValueError as exc:  # no validation identities (real datasets): say so, identification will refuse it
+        log(f"{dst.name}: shipped WITHOUT an open-set threshold ({exc}); run `metagait-edge calibrate-threshold "
+            f"--checkpoint {dst}` where validation identities exist")
     return dst
 
 
