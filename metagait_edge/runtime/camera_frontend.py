@@ -23,7 +23,7 @@ from metagait_edge.runtime.camera_masks import (
     largest_component,
 )
 from metagait_edge.runtime.camera_tracking import (
-    Box, Detection, HogPeopleDetector, WalkerTracker, blob_detections, expand_box, touches_edge,
+    Box, Detection, HogPeopleDetector, Track, WalkerTracker, blob_detections, expand_box, touches_edge,
 )
 
 SILHOUETTE_METHODS = ("mog2", "knn", "segmentation")
@@ -167,7 +167,7 @@ class CameraFrontEnd:
         counters.silhouettes += len(result.silhouettes)
         return result
 
-    def _silhouette(self, frame: np.ndarray, track, det: Detection, labels) -> Optional[TrackSilhouette]:
+    def _silhouette(self, frame: np.ndarray, track: Track, det: Detection, labels) -> Optional[TrackSilhouette]:
         from metagait_edge.data.pretreatment import pretreat_frame
 
         cfg, counters = self.config, self.counters

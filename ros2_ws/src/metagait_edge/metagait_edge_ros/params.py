@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from metagait_edge.config import ConfigError, from_dict
+from metagait_edge.runtime.camera_frontend import CameraConfig
 
 #: Placeholder ``serial_port`` values that need no hardware.
 SYNTHETIC_PORT = "synthetic"
@@ -40,6 +41,12 @@ class GaitParams:
     camera: str = ""
     camera_rate_hz: float = 30.0
     silhouette_window: int = 30  # frames per identity query
+    # camera front end (EdgeConfig camera: section): mog2 | knn | segmentation; motion | hog; mediapipe-pose | onnx
+    silhouette_method: str = "mog2"
+    camera_detector: str = "motion"
+    camera_segmenter: str = "mediapipe-pose"
+    camera_segmenter_onnx: str = ""  # camera_segmenter onnx: the model file
+    max_walkers: int = 3
     gallery_path: str = ""  # enrolled walkers; empty publishes silhouettes only
     identity_threshold: float = 0.0  # 0: the gallery's, else the recognition model's calibrated threshold
     publish_embedding: bool = False
@@ -71,9 +78,16 @@ class GaitParams:
             raise ValueError(f"max_shots must be in 1..100, got {self.max_shots}")
         if self.calibration_timeout_s <= 0:
             raise ValueError(f"calibration_timeout_s must be > 0, got {self.calibration_timeout_s}")
+        self.camera_config  # the camera front end's own checks, with its key names
         names = list(self.joint_names)
         if any(not isinstance(n, str) or not n.strip() for n in names) or len(set(names)) != len(names):
             raise ValueError(f"joint_names must be distinct non-empty names, got {names}")
+
+    @property
+    def camera_config(self) -> CameraConfig:
+        return CameraConfig(silhouette_method=self.silhouette_method, detector=self.camera_detector,
+                            segmenter=self.camera_segmenter, max_walkers=self.max_walkers,
+                            segmenter_onnx=Path(self.camera_segmenter_onnx) if self.camera_segmenter_onnx else None)
 
     @property
     def zmq_output(self) -> str:
