@@ -12,7 +12,7 @@ ifneq ($(wildcard ../shared/data),)
 export METAGAIT_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: venv demo eval-quick test test-lib test-ros2 test-fast ros2-ws clean
+.PHONY: venv demo eval-quick test test-lib test-ros2 test-fast test-camera-models ros2-ws clean
 
 $(BIN)/metagait-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +48,17 @@ test-ros2: ros2-ws
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The camera front end with its pre-trained segmentation model (mediapipe 0.10.21 needs NumPy < 2): its own
+# environment, so the main one keeps NumPy 2.
+CAMERA_VENV ?= .venv-camera
+$(CAMERA_VENV)/bin/metagait-edge: pyproject.toml
+	$(PYTHON) -m venv $(CAMERA_VENV)
+	$(CAMERA_VENV)/bin/pip install --quiet --upgrade pip
+	$(CAMERA_VENV)/bin/pip install --quiet -e ".[dev,camera-models]"
+	touch $@
+
+test-camera-models: $(CAMERA_VENV)/bin/metagait-edge
+	$(CAMERA_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_camera_frontend.py tests/test_camera.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache ros2_ws/build ros2_ws/install ros2_ws/log
+	rm -rf $(VENV) $(CAMERA_VENV) .pytest_cache ros2_ws/build ros2_ws/install ros2_ws/log

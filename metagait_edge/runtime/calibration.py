@@ -40,7 +40,7 @@ class CycleRecord:
     max_gap_s: float  # largest spacing between consecutive raw samples inside the cycle
     t_end: float  # host monotonic time of the closing IC
     index: int  # running cycle number
-    mode: str = "walking"  # locomotion mode at the closing IC (phase_stream); "unknown" without a mode estimate
+    mode: str = "walking"  # the cycle's most frequent locomotion mode (phase_stream); "unknown" without a mode estimate
 
 
 def check_cycle(rec: CycleRecord, config: CalibrationConfig, channels: Sequence[str]) -> Optional[str]:

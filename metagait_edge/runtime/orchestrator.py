@@ -210,7 +210,8 @@ class Runtime(StatusReporter):
         rows, ts = self._hist[idx], self._hist_t[idx]
         cycle = resample_cycles(rows, np.array([0]), np.array([len(rows) - 1]))[0]
         rec = CycleRecord(cycle, np.isfinite(cycle).all(axis=1), float(ts[-1] - ts[0]),
-                          float(np.diff(ts).max()) if len(ts) > 1 else 0.0, t, self._cycle_index, self._mode())
+                          float(np.diff(ts).max()) if len(ts) > 1 else 0.0, t, self._cycle_index,
+                          self.phase.take_cycle_mode() if self.phase is not None else UNKNOWN_MODE)
         self.stats.cycles += 1
         self.gate.on_cycle(float(ts[-1]), rec.duration_s)  # the next cycle starts at this IC
         with self._calib_lock:
@@ -234,10 +235,6 @@ class Runtime(StatusReporter):
         if why is not None and self.stats.last_status != "HOLD":
             self._set_status("HOLD", why)
 
-    def _mode(self) -> str:
-        est = self.phase.latest if self.phase is not None else None
-        return est.mode if est is not None else UNKNOWN_MODE
-
     def _recent_template(self) -> Optional[np.ndarray]:
         return np.mean(np.stack(self._recent), axis=0).astype(np.float32) if self._recent else None
 
@@ -245,7 +242,7 @@ class Runtime(StatusReporter):
         walker, conf = self.walker, self.confidence
         entry = self._profiles.get(walker) if walker else None
         gate = self.config.safety.confidence_threshold
-        allowed, hold, note = mode_reference(self._mode(), entry[0].meta.get("mode", "walking") if entry else None,
+        allowed, hold, note = mode_reference(rec.mode, entry[0].meta.get("mode", "walking") if entry else None,
                                              self.config.phase.other_mode_policy)
         if hold is not None:
             self._set_status("HOLD", hold)
