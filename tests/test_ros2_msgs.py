@@ -152,3 +152,22 @@ def test_frame_assembler_completes_frames_and_counts_incomplete():
     stamp, raw = outs[-1]
     assert stamp == 200 and np.array_equal(raw, raw2)
     assert asm.incomplete == 1 and not asm.pending
+
+
+def test_gait_phase_message_carries_the_runtime_estimate_and_its_status():
+    from metagait_edge.runtime.phase_stream import PhaseEstimate
+
+    ok = PhaseEstimate(1.0, (0.25, 0.75), 1.1, "stairs_up", 2, 0.9, "OK", "", "phasenet")
+    back = msgs.deserialize(msgs.serialize(msgs.phase_message(ok, 1_500_000_000, "hip"), msgs.GAIT_PHASE), msgs.GAIT_PHASE)
+    assert (back.phase_right, back.phase_left, back.mode, back.mode_index, back.source) == (0.25, 0.75, "stairs_up", 2, "phasenet")
+    assert back.phase_rate == pytest.approx(1.1) and back.confidence == pytest.approx(0.9)
+    assert msgs.stamp_ns(back.header.stamp) == 1_500_000_000 and back.header.frame_id == "hip"
+    assert back.status == back.STATUS_OK == msgs.PHASE_STATUS["OK"]
+    hold = PhaseEstimate(1.0, (0.0, 0.0), 0.0, "standing", 4, 0.97, "HOLD", "mode standing: no gait phase", "phasenet")
+    h = msgs.phase_message(hold, 1)
+    assert h.status == msgs.PHASE_STATUS["HOLD"] == 2 and h.reason == "mode standing: no gait phase"
+    base = PhaseEstimate(1.0, (0.5, 0.1), 1.0, "unknown", -1, 0.0, "DEGRADED", "baseline", "baseline")
+    assert msgs.phase_message(base, 1).status == msgs.PHASE_STATUS["DEGRADED"] == 1
+    with pytest.raises(ValueError, match="unknown status 'STALE'"):
+        msgs.phase_message(PhaseEstimate(1.0, (0.5, 0.1), 1.0, "unknown", -1, 0.0, "STALE", "", "baseline"), 1)
+    assert ros.PHASE_TOPIC == "gait/phase" and ros.resolve(ros.PHASE_TOPIC) == "/gait/phase"

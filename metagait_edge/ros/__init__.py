@@ -25,6 +25,7 @@ IDENTITY_TOPIC = "walker_identity"
 TRAJECTORY_TOPIC = "gait/trajectory"
 JOINT_TRAJECTORY_TOPIC = "gait/joint_trajectory"
 STATUS_TOPIC = "gait/status"
+PHASE_TOPIC = "gait/phase"
 CALIBRATE_ACTION = "calibrate"
 ENROLL_ACTION = "enroll"
 

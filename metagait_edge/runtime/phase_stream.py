@@ -149,6 +149,7 @@ class PhaseStream:
         self._prev_phase: Optional[float] = None
         self._rate = 0.0
         self.nongait_since = None
+        self._mode_counts = np.zeros(len(MODES) + 1, np.int64)  # per mode since the last cycle; last: unknown
         for det in self._detectors:
             det.reset()
 
@@ -159,12 +160,22 @@ class PhaseStream:
         """One decoded IMU sample (36 values, g and deg/s, ``imu.protocol`` order) at host time ``t_s``."""
         self.n += 1
         est = self._network(x, t_s) if self.net is not None else self._baseline(x, t_s)
-        if est.mode in GAIT_MODES or est.mode == UNKNOWN_MODE:
-            self.nongait_since = None
+        self._mode_counts[est.mode_index] += 1  # -1 (unknown) counts in the last slot
+        if est.mode in GAIT_MODES or est.mode == UNKNOWN_MODE or self.n <= self.config.warmup_samples:
+            self.nongait_since = None  # a window still mostly padding says "standing": not evidence yet
         elif self.nongait_since is None:
             self.nongait_since = t_s
         self.latest = est
         return est
+
+    def take_cycle_mode(self) -> str:
+        """The most frequent mode since the last call (one gait cycle, called at each IC), then start counting
+        again: a cycle's mode, robust to a few samples of another mode around the IC."""
+        counts, self._mode_counts = self._mode_counts, np.zeros_like(self._mode_counts)
+        if not counts.any():
+            return self.latest.mode if self.latest is not None else UNKNOWN_MODE
+        m = int(counts.argmax())
+        return UNKNOWN_MODE if m == len(MODES) else MODES[m]
 
     def _network(self, x: np.ndarray, t_s: float) -> PhaseEstimate:
         w, ring = self.window, self._ring

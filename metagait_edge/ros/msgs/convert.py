@@ -16,8 +16,8 @@ import numpy as np
 from metagait_edge.ros import SENSORS
 from metagait_edge.ros.msgs.records import IdentityOutput, ImuReading, TrajectoryOutput
 from metagait_edge.ros.msgs.schema import (
-    GAIT_STATUS, GAIT_TRAJECTORY, IMAGE, IMU, JOINT_TRAJECTORY, JOINT_TRAJECTORY_POINT, STATE_CALIBRATING,
-    STATE_FAULT, STATE_IDLE, STATE_RUNNING, WALKER_IDENTITY, typestore,
+    GAIT_PHASE, GAIT_STATUS, GAIT_TRAJECTORY, IMAGE, IMU, JOINT_TRAJECTORY, JOINT_TRAJECTORY_POINT, PHASE_STATUS,
+    STATE_CALIBRATING, STATE_FAULT, STATE_IDLE, STATE_RUNNING, WALKER_IDENTITY, typestore,
 )
 
 
@@ -277,6 +277,27 @@ def status_message(
         latency_ms=float(latency_ms),
         backend=backend,
         message=message,
+    )
+
+
+def phase_message(estimate: Any, stamp_ns: int, frame_id: str = "base_link",
+                  factory: MessageFactory | None = None) -> Any:
+    """GaitPhase from a runtime ``phase_stream.PhaseEstimate``, stamped at its IMU sample's time."""
+    factory = default_factory(factory)
+    if estimate.status not in PHASE_STATUS:
+        raise ValueError(f"phase_message: unknown status {estimate.status!r}; expected one of {sorted(PHASE_STATUS)}")
+    return factory.new(
+        GAIT_PHASE,
+        header=header_message(stamp_ns, frame_id, factory),
+        phase_right=float(estimate.phase[0]),
+        phase_left=float(estimate.phase[1]),
+        phase_rate=float(estimate.rate_hz),
+        mode=str(estimate.mode),
+        mode_index=int(estimate.mode_index),
+        confidence=float(estimate.confidence),
+        status=PHASE_STATUS[estimate.status],
+        reason=str(estimate.reason),
+        source=str(estimate.source),
     )
 
 

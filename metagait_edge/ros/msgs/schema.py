@@ -21,6 +21,7 @@ JOINT_TRAJECTORY_POINT = "trajectory_msgs/msg/JointTrajectoryPoint"
 GAIT_TRAJECTORY = "metagait_edge_interfaces/msg/GaitTrajectory"
 WALKER_IDENTITY = "metagait_edge_interfaces/msg/WalkerIdentity"
 GAIT_STATUS = "metagait_edge_interfaces/msg/GaitStatus"
+GAIT_PHASE = "metagait_edge_interfaces/msg/GaitPhase"
 CALIBRATE = "metagait_edge_interfaces/action/Calibrate"
 
 PACKAGE = "metagait_edge_interfaces"
@@ -65,6 +66,9 @@ STATUS_OK, STATUS_CLAMPED, STATUS_FALLBACK, STATUS_STALE = (
     _STATUS[n] for n in ("STATUS_OK", "STATUS_CLAMPED", "STATUS_FALLBACK", "STATUS_STALE"))
 STATE_IDLE, STATE_RUNNING, STATE_CALIBRATING, STATE_FAULT = (
     _STATE[n] for n in ("STATE_IDLE", "STATE_RUNNING", "STATE_CALIBRATING", "STATE_FAULT"))
+_PHASE = constants(MSG_DEFINITIONS[GAIT_PHASE])
+#: GaitPhase.status per runtime status word (runtime.phase_stream.PhaseEstimate.status).
+PHASE_STATUS = {"OK": _PHASE["STATUS_OK"], "DEGRADED": _PHASE["STATUS_DEGRADED"], "HOLD": _PHASE["STATUS_HOLD"]}
 
 
 def split_action(text: str, where: str = "action") -> tuple[str, str, str]:

@@ -7,7 +7,8 @@ when a new cycle was computed, and, for controllers outside ROS, the same throug
 publisher on ``zmq_endpoint``. Every message is stamped with the newest IMU sample it was computed from, so
 a subscriber sees how old its input is. While the runtime is in HOLD (stale or missing input, no valid
 reference) it publishes ``STATUS_STALE`` with no samples and no JointTrajectory, and the reason on
-``gait/status`` (immediately on every change, else at ``status_rate_hz``).
+``gait/status`` (immediately on every change, else at ``status_rate_hz``). Per IMU sample it publishes the
+runtime's gait phase and locomotion mode on ``gait/phase`` (GaitPhase, stamped with the sample's time).
 
 A calibration by ``calibration_node`` reaches this node through ``calibration/profile``: the profile is
 re-read and that walker's personalized model runs from the next cycle on. With ``walker`` empty, the camera's
@@ -18,6 +19,7 @@ generic model at once), as in the runtime without ROS.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu
@@ -26,7 +28,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from metagait_edge import ros
 from metagait_edge.ros import msgs
-from metagait_edge_interfaces.msg import GaitStatus, GaitTrajectory, WalkerIdentity
+from metagait_edge_interfaces.msg import GaitPhase, GaitStatus, GaitTrajectory, WalkerIdentity
 from metagait_edge_ros.common import (
     DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params,
     read_gait_params, refuse_invalid_transitions, spin_node,
@@ -57,6 +59,8 @@ class TrajectoryNode(LifecycleNode):
         self.last_state = None
         self.last_zmq_hold_s = -1.0
         self.new_cycle = self.create_guard_condition(self._on_new_cycle)
+        self.phases = deque(maxlen=256)  # estimates from the runtime's worker thread, published by the executor
+        self.new_phase = self.create_guard_condition(self._publish_phases)
         on_runtime_params(self, lambda: self.params is not None, self._apply_params)
 
     # ------------------------------------------------------------------ lifecycle
@@ -74,6 +78,8 @@ class TrajectoryNode(LifecycleNode):
             return configure_failed(self, exc)
         self.params, self.runtime, self.zmq = params, runtime, zmq
         self.runtime.reference_listeners.append(self.new_cycle.trigger)
+        self.pub_phase = self.create_lifecycle_publisher(GaitPhase, ros.PHASE_TOPIC, SENSOR_QOS)
+        self.runtime.phase_listeners.append(self._queue_phase)
         self.pub_traj = self.create_lifecycle_publisher(GaitTrajectory, ros.TRAJECTORY_TOPIC, DEFAULT_QOS)
         self.pub_joint = self.create_lifecycle_publisher(JointTrajectory, ros.JOINT_TRAJECTORY_TOPIC, DEFAULT_QOS)
         self.pub_status = self.create_lifecycle_publisher(GaitStatus, ros.STATUS_TOPIC, DEFAULT_QOS)
@@ -97,7 +103,7 @@ class TrajectoryNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
-        for pub in (self.pub_traj, self.pub_joint, self.pub_status):
+        for pub in (self.pub_traj, self.pub_joint, self.pub_status, self.pub_phase):
             self.destroy_lifecycle_publisher(pub)
         self.params = None
         return TransitionCallbackReturn.SUCCESS
@@ -185,6 +191,18 @@ class TrajectoryNode(LifecycleNode):
     def _stamp_ns(self, host_monotonic_s: float) -> int:
         """ROS time of an event at host ``time.monotonic()`` (the clocks of this one machine)."""
         return self.get_clock().now().nanoseconds - int((time.monotonic() - host_monotonic_s) * 1e9)
+
+    def _queue_phase(self, estimate) -> None:
+        """Runtime worker thread: one estimate per IMU sample; the executor publishes it."""
+        self.phases.append(estimate)
+        self.new_phase.trigger()
+
+    def _publish_phases(self) -> None:
+        while self.phases:
+            estimate = self.phases.popleft()
+            if self.active:
+                self.pub_phase.publish(msgs.phase_message(estimate, self._stamp_ns(estimate.t_s), self.params.frame_id,
+                                                          self.factory))
 
     def _on_new_cycle(self) -> None:
         if self.active:
