@@ -148,3 +148,27 @@ def test_pose_segmentation_masks_overlap_the_rendered_masks(two_walkers):
     sils = track_silhouettes(two_walkers.frames[:40], CameraFrontEnd(CameraConfig(silhouette_method="segmentation",
                                                                                   warmup_frames=15)))
     assert sorted(sils) == sorted(per_track) and all(s.shape[1:] == (64, 64) for s in sils.values())
+
+
+def test_run_command_and_ros_parameters_select_the_front_end(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from metagait_edge.cli import main
+
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("sources: []\ncamera:\n  silhouette_method: mog2\n")
+    assert main(["run", "--config", str(cfg), "--detector", "hog"]) == 2  # hog boxes need model masks
+    assert "hog needs" in capsys.readouterr().err
+    pkg = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "metagait_edge"
+    sys.path.insert(0, str(pkg))
+    try:
+        from metagait_edge_ros.params import GaitParams
+    finally:
+        sys.path.remove(str(pkg))
+    params = GaitParams(silhouette_method="segmentation", camera_detector="hog", max_walkers=2)
+    assert params.camera_config == CameraConfig(silhouette_method="segmentation", detector="hog", max_walkers=2)
+    with pytest.raises(ValueError, match="segmenter_onnx"):
+        GaitParams(silhouette_method="segmentation", camera_segmenter="onnx")
+    with pytest.raises(ValueError, match="silhouette_method"):
+        GaitParams(silhouette_method="grabcut")
