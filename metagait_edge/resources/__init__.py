@@ -7,4 +7,5 @@ from pathlib import Path
 
 RESOURCES_DIR = Path(__file__).resolve().parent
 RECOGNITION_CHECKPOINTS = RESOURCES_DIR / "checkpoints" / "recognition"  # <variant>.safetensors + .json
+IMU_IDENTITY_MODEL = RESOURCES_DIR / "imu_identity.safetensors"  # eval-identity --imu --save-model
 PERSONALIZATION_CHECKPOINTS = RESOURCES_DIR / "checkpoints" / "personalization"  # seed<S>/fold<F>/<problem>/
