@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig  # noqa: E402
+from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig, IdentityConfig  # noqa: E402
 from metagait_edge.runtime.orchestrator import Runtime  # noqa: E402
 from metagait_edge.runtime.profiles import ProfileStore  # noqa: E402
 from metagait_edge.runtime.virtual_walker import synthetic_walker  # noqa: E402
@@ -43,10 +43,11 @@ class Collect:
         pass
 
 
-def _runtime(tmp_path, **kw):
+def _runtime(tmp_path, identity=None, **kw):
     torch.set_num_threads(1)
     sim = [0.0]
-    cfg = EdgeConfig(sources=[], calibration=CalibrationConfig(directory=tmp_path, max_gap_s=0.1))
+    cfg = EdgeConfig(sources=[], calibration=CalibrationConfig(directory=tmp_path, max_gap_s=0.1),
+                     identity=identity or IdentityConfig())
     rt = Runtime(cfg, publisher=Collect(), store=ProfileStore(tmp_path), clock=lambda: sim[0], **kw)
     return rt, sim
 
@@ -110,7 +111,7 @@ def test_stale_imu_publishes_hold_and_reference_is_withdrawn(tmp_path, walker):
 
 
 def test_calibration_then_personalized_output_and_confidence_gate(tmp_path, walker):
-    rt, sim = _runtime(tmp_path)
+    rt, sim = _runtime(tmp_path, IdentityConfig(imu=False))  # identity set by hand below, not from the strides
     rt.start()
     result = {}
     progress = []
@@ -133,6 +134,27 @@ def test_calibration_then_personalized_output_and_confidence_gate(tmp_path, walk
         _feed(rt, sim, walker.samples, 1000, 1250)
         gated = rt.publisher.traj[n1 + 1:]
         assert gated and all(not kw["personalized"] and kw["status"] == "DEGRADED" for _, kw in gated)
+    finally:
+        rt.stop()
+
+
+def test_calibration_enrolls_the_wearer_whom_the_strides_then_identify(tmp_path, walker):
+    rt, sim = _runtime(tmp_path)
+    rt.start()
+    result = {}
+    th = threading.Thread(target=lambda: result.setdefault("o", rt.calibrate("alice", 5, timeout_s=30)))
+    try:
+        th.start()
+        _feed(rt, sim, walker.samples, 0, 700)
+        th.join(30)
+        assert result["o"].success, result["o"].reason
+        assert "imu_identity" in ProfileStore(tmp_path).load("alice").meta
+        _feed(rt, sim, walker.samples, 700, 1300)  # nobody named the walker: the IMU alone finds alice
+        assert rt.identity.imu.walker_id == "alice" and rt.walker == "alice" and rt.has_profile
+        assert rt.publisher.traj[-1][1]["personalized"], (rt.identity.imu, rt.publisher.traj[-1][1])
+        rt.observe_identity("bob", 0.9)  # the camera disagrees: generic model, conflict counted and explained
+        assert rt.walker is None and rt.counters()["identity_conflicts"] == 1
+        assert "camera says bob, imu says alice" in rt.identity.fused.reason
     finally:
         rt.stop()
 

@@ -102,8 +102,10 @@ def _rmse_deg(p: Personalizer, params: dict, query, template) -> float:
 def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Queue[CycleRecord]",
               config: CalibrationConfig, shots: Optional[int] = None,
               feedback: Callable[[int, int], None] = lambda n, k: None, cancelled: Callable[[], bool] = lambda: False,
-              timeout_s: Optional[float] = None, previous=None, on_commit: Optional[Callable] = None) -> CalibrationOutcome:
-    """Collect, adapt, validate, commit. ``cycles`` delivers ``CycleRecord``s as the gait worker detects them."""
+              timeout_s: Optional[float] = None, previous=None, on_commit: Optional[Callable] = None,
+              enrollment: Optional[Callable[[np.ndarray], dict]] = None) -> CalibrationOutcome:
+    """Collect, adapt, validate, commit. ``cycles`` delivers ``CycleRecord``s as the gait worker detects them;
+    ``enrollment(cycles)`` adds profile metadata from the calibration strides (the wearer's IMU identity)."""
     from metagait_edge.runtime.profiles import Profile, check_walker_name
 
     check_walker_name(walker)
@@ -199,6 +201,7 @@ def calibrate(personalizer: Personalizer, store, walker: str, cycles: "queue.Que
         "shots": shots, "loss_before": before, "loss_after": after, "rmse_deg_before": rmse_b,
         "rmse_deg_after": rmse_a, "base_model": personalizer.source, "channels": personalizer.channels,
         "cycle_s": [r.duration_s for r in accepted[:need]], "mode": calibration_mode(accepted[:need]),
+        **(enrollment(cyc) if enrollment is not None else {}),
     })
     try:
         store.save(profile)

@@ -29,6 +29,7 @@ from metagait_edge.runtime.camera_tracking import (
 SILHOUETTE_METHODS = ("mog2", "knn", "segmentation")
 DETECTORS = ("motion", "hog")
 SEGMENTERS = ("mediapipe-pose", "onnx")
+_SHORT_OF_BLOB = 0.6  # segmented height / foreground-blob height below this: a partial body
 
 
 @dataclass
@@ -197,9 +198,14 @@ class CameraFrontEnd:
             return None
         height = box[3] - box[1]
         typical = track.typical_height()
-        # A segmented person reaching the crop's border (inside the image) continues beyond the crop.
+        # A segmented person reaching the crop's border (inside the image) continues beyond the crop; one far
+        # shorter than the moving blob it was found in is only part of that person (the blob may be taller by a
+        # shadow or reflection, hence the looser bound).
         cut_by_crop = self.segmenter is not None and touches_edge(inner, mask.shape, 0)
-        if not whole_body or cut_by_crop or (typical is not None and height < cfg.partial_height_ratio * typical):
+        short_of_blob = self.segmenter is not None and self.background is not None and \
+            height < _SHORT_OF_BLOB * (det.box[3] - det.box[1])
+        if not whole_body or cut_by_crop or short_of_blob or \
+                (typical is not None and height < cfg.partial_height_ratio * typical):
             counters.dropped_partial += 1
             return None
         mask = mask[inner[1]:inner[3], inner[0]:inner[2]]

@@ -136,6 +136,22 @@ class RuntimeConfig:
 
 
 @dataclass
+class IdentityConfig:
+    """Camera and IMU identities, fused (``runtime.identity``; docs/runtime.md): a personalized model runs only
+    when the evidence agrees; a conflict is counted, reported and falls back to the generic model."""
+
+    imu: bool = True  # identify the wearer from their strides (calibration enrolls them)
+    imu_model: Optional[Path] = None  # IMU identity model (safetensors); None: the shipped one
+    imu_strides: int = 5  # strides per IMU identification (the most recent ones)
+    imu_threshold: Optional[float] = None  # z-score acceptance threshold; None: the model's
+    single_source: bool = True  # one source alone (the other silent) may select a walker when it accepts one
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.imu_strides <= 5:
+            raise ValueError(f"identity.imu_strides must be in 1..5, got {self.imu_strides}")
+
+
+@dataclass
 class EdgeConfig:
     sources: List[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     sinks: SinksConfig = field(default_factory=SinksConfig)
@@ -143,6 +159,7 @@ class EdgeConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     phase: PhaseStreamConfig = field(default_factory=PhaseStreamConfig)  # gait.phase and the per-mode reference
     camera: CameraConfig = field(default_factory=CameraConfig)  # front end of the camera source
 

@@ -27,7 +27,7 @@ from metagait_edge.runtime.calibration import (
     ANGLE_CHANNELS, CalibrationOutcome, CycleRecord, Personalizer, calibrate, load_personalizer,
 )
 from metagait_edge.runtime.config import EdgeConfig
-from metagait_edge.runtime.identity import IdentityVote
+from metagait_edge.runtime.identity import IdentityVote, WearerIdentity
 from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
 from metagait_edge.runtime.input_gate import RESTART, STALE, InputGate, wall_ns
@@ -104,6 +104,7 @@ class Runtime(StatusReporter):
             self._load_profile(self.walker)
         self._latest_out = None
         self._identity_vote = IdentityVote()
+        self.identity = WearerIdentity(self.config.identity, self.store)  # camera + IMU evidence, fused
         self.reference_listeners: List[Callable[[], None]] = []  # called on the worker thread per new trajectory
         self._last_traj = None
         self.serial = None
@@ -146,17 +147,34 @@ class Runtime(StatusReporter):
             self._profile_errors[walker] = str(exc)
             log.warning("the profile of %s is unusable, the generic model runs instead: %s", walker, exc)
 
-    def observe_identity(self, walker_id: Optional[str], confidence: float) -> None:
-        """One identity answer (None: unknown walker); the profile switches as ``IdentityVote`` decides."""
-        switch, walker = self._identity_vote.decide(walker_id, self.walker)
+    def observe_identity(self, walker_id: Optional[str], confidence: float, reason: str = "") -> None:
+        """One camera identity answer (None: unknown walker), fused with the IMU's (``WearerIdentity``); the
+        profile switches as ``IdentityVote`` decides."""
+        self._vote(self.identity.observe_camera(walker_id, confidence, reason))
+
+    def _vote(self, fused) -> None:
+        switch, walker = self._identity_vote.decide(fused.walker_id, self.walker)
         if switch:
-            self.set_identity(walker, confidence if walker else 0.0)
+            self.set_identity(walker, fused.confidence if walker else 0.0)
 
     def _on_identity(self, result) -> None:
-        self.observe_identity(result.walker_id, result.confidence)
+        self.observe_identity(result.walker_id, result.confidence, result.reason)
+        self._publish_identity(result.distance)
+
+    def _publish_identity(self, distance: float = math.nan) -> None:
+        fused = self.identity.fused  # what the runtime follows, with why not when it follows nobody
         if self.publisher is not None:
-            active = result.walker_id in self._profiles if result.walker_id else False
-            self.publisher.publish_identity(result.walker_id, result.distance, result.confidence, personalized=active)
+            self.publisher.publish_identity(fused.walker_id, distance, fused.confidence, reason=fused.reason,
+                                            personalized=bool(fused.walker_id) and fused.walker_id in self._profiles)
+
+    def _observe_stride(self, cycle: np.ndarray) -> None:
+        """The IMU's identity evidence from the wearer's latest strides (not for a declared walker)."""
+        before = self.identity.fused
+        fused = None if self.config.runtime.walker else self.identity.observe_stride(cycle)
+        if fused is not None:
+            self._vote(fused)
+            if fused != before:
+                self._publish_identity()
 
     # --------------------------------------------------------------------------------- worker
     def _worker(self) -> None:
@@ -222,6 +240,7 @@ class Runtime(StatusReporter):
                     pass
         self._recent.append(np.nan_to_num(self.personalizer.normalize(rec.cycle), nan=0.0, posinf=0.0, neginf=0.0))
         self._generate(rec, ring_seq, picked_s)
+        self._observe_stride(rec.cycle)  # after the trajectory left: identity never delays the control output
         self._prev_cycle = rec
 
     def _publish_phase(self, x: np.ndarray, t: float, ring_seq: int) -> None:
@@ -344,9 +363,10 @@ class Runtime(StatusReporter):
 
             def commit(profile) -> None:
                 self._profiles[walker] = (profile, self.personalizer.generator(profile.weights))
+                self.identity.enroll_profile(profile)  # the calibration strides identify the wearer from now on
 
             return calibrate(self.personalizer, self.store, walker, q, self.config.calibration, shots, feedback,
-                             cancelled, timeout_s, previous, commit)
+                             cancelled, timeout_s, previous, commit, self.identity.enrollment)
         finally:
             with self._calib_lock:
                 self._calib_queue = None

@@ -58,10 +58,12 @@ def _paint(frame: np.ndarray, mask: np.ndarray, walker: SceneWalker, rng: np.ran
 
 def render_scene(walkers: Sequence[SceneWalker], n_frames: int = 60, lead_in: int = 30, size=(480, 240),
                  background_seed: int = 7, noise_sigma: float = 4.0, seed: int = 0,
-                 occluder: Optional[Tuple[int, int, int, int]] = None) -> RenderedScene:
+                 occluder: Optional[Tuple[int, int, int, int]] = None,
+                 plain_background: Optional[Tuple[int, int, int]] = None) -> RenderedScene:
     """Render ``walkers`` together into one scene of ``lead_in + n_frames`` frames at ``size`` (width, height).
 
     ``occluder``: a static object (x0, y0, x1, y1 pixels) in front of every walker, e.g. a bench hiding legs.
+    ``plain_background``: one BGR colour instead of the textured scene (a colour key then finds the walkers).
     """
     from metagait_edge.synth.body import Walk
     from metagait_edge.synth.dataset import render_walker
@@ -85,7 +87,10 @@ def render_scene(walkers: Sequence[SceneWalker], n_frames: int = 60, lead_in: in
     if occluder is not None:
         visible[:, :, occluder[1]:occluder[3], occluder[0]:occluder[2]] = 0
     rng = np.random.default_rng(seed)
-    background = textured_background((w, h), background_seed).astype(np.float32)
+    if plain_background is not None:
+        background = np.full((h, w, 3), plain_background, np.float32)
+    else:
+        background = textured_background((w, h), background_seed).astype(np.float32)
     frames = np.empty((lead_in + n_frames, h, w, 3), np.uint8)
     for t in range(len(frames)):
         frame = background.copy()

@@ -246,12 +246,13 @@ class ZmqPublisher(ThreadOwner):
 
     def publish_identity(
         self, walker_id: Optional[str], distance: float, confidence: float, *, embedding: Optional[np.ndarray] = None,
-        personalized: bool = False, t_ns: Optional[int] = None,
+        personalized: bool = False, t_ns: Optional[int] = None, reason: str = "",
     ) -> bool:
+        """``reason``: why no walker is followed (unknown, or camera and IMU disagree); "" when one is."""
         emb = None if embedding is None else np.array(embedding, dtype=np.float32, copy=True).reshape(-1)
         fields = dict(
             t_ns=M.now_ns() if t_ns is None else t_ns, walker_id=walker_id, personalized=personalized,
-            distance=distance if distance is not None else math.nan, confidence=confidence,
+            distance=distance if distance is not None else math.nan, confidence=confidence, reason=reason,
             shape=(0,) if emb is None else emb.shape,
         )
         return self._enqueue(M.TOPIC_IDENTITY, fields, emb)
