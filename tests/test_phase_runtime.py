@@ -148,10 +148,11 @@ def test_schema_rejects_malformed_phase_messages(frames, match):
 
 
 # ------------------------------------------------------------------------------------ the runtime
-def _runtime(tmp_path, policy="generic", publisher=None):
+def _runtime(tmp_path, policy="generic", publisher=None, walker=""):
     sim = [0.0]
     cfg = EdgeConfig(sources=[], calibration=CalibrationConfig(directory=tmp_path, max_gap_s=0.1))
     cfg.phase.other_mode_policy = policy
+    cfg.runtime.walker = walker  # a declared walker: their profile once calibrated, whatever else identifies
     rt = Runtime(cfg, publisher=publisher or Collect(), store=ProfileStore(tmp_path), clock=lambda: sim[0])
     return rt, sim
 
@@ -255,7 +256,7 @@ def test_phase_on_the_wire_advances_and_matches_the_offline_estimator(tmp_path, 
 @pytest.mark.parametrize("policy", ["generic", "hold"])
 def test_walker_calibrated_in_walking_gets_generic_or_hold_on_stairs(tmp_path, db, policy):
     walk, mixed = db.load("HuGaDB_v1_walking_08_02"), db.load("HuGaDB_v1_various_08_05")
-    rt, sim = _runtime(tmp_path, policy)
+    rt, sim = _runtime(tmp_path, policy, walker="w08")
     rt.start()
     result = {}
     th = threading.Thread(target=lambda: result.setdefault("o", rt.calibrate("w08", 5, timeout_s=60)))
@@ -265,7 +266,6 @@ def test_walker_calibrated_in_walking_gets_generic_or_hold_on_stairs(tmp_path, d
         th.join(30)
         assert result["o"].success, result["o"].reason
         assert ProfileStore(tmp_path).load("w08").meta["mode"] == "walking"
-        rt.set_identity("w08", 1.0)
         act = np.asarray(mixed.act)
         up = np.flatnonzero((act[1:] == 3) & (act[:-1] == 1)) + 1  # walking -> stairs up
         a = int(up[2])  # the third flight, after a walking bout
@@ -289,7 +289,7 @@ def test_walker_calibrated_in_walking_gets_generic_or_hold_on_stairs(tmp_path, d
     assert any(kw["personalized"] for _, kw in rt.publisher.traj[n_walk:n_stairs])  # walking: the walker's profile
     if policy == "generic":
         assert on_stairs and not any(kw["personalized"] for kw in on_stairs), [kw["reason"] for kw in on_stairs]
-        assert all(kw["reason"].startswith("mode stairs_up: personalized for walking") for kw in on_stairs)
+        assert all(kw["reason"].startswith("mode stairs_up: personalized for walking") for kw in on_stairs), [kw["reason"] for kw in on_stairs]
     else:
         assert any(s == "HOLD" and r.startswith("mode stairs_up") for s, r in status), status
         assert not on_stairs

@@ -1,6 +1,7 @@
 """The edge runtime: sensor threads -> gait worker -> safety envelope -> ZeroMQ, plus camera recognition.
 
-Sensor readers only push rows into the IMU ``RingBuffer``; the gait worker turns samples into cycles,
+Sensor readers push rows into the IMU ``RingBuffer`` and send each sample's gait phase (``PhaseStream``, no
+hand-off); the gait worker turns samples into cycles,
 generates each next cycle's reference (personalized or generic), bounds it with the ``SafetyEnvelope``
 and publishes it without blocking; the watchdog publishes ``HOLD`` on a stale IMU; the camera thread
 identifies the walker; calibration adapts in the caller's thread. No control output waits on inference,
@@ -78,6 +79,7 @@ class Runtime(StatusReporter):
                                  ) if pc.enabled else None
         self.phase_listeners: List[Callable[[PhaseEstimate], None]] = []  # called on the worker thread per sample
         self.phase_latency_s: Deque[float] = deque(maxlen=4096)  # IMU sample pushed -> its gait.phase sent
+        self._phase_t: Optional[float] = None  # host time of the last sample the phase stream took
         hist = int(self.config.runtime.history_s * self.rate_hz)
         self._hist = np.zeros((hist, 42), np.float32)
         self._hist_t = np.zeros(hist, np.float64)
@@ -118,13 +120,15 @@ class Runtime(StatusReporter):
         row = np.asarray(raw36, dtype=np.float32) * self._scale
         seq = self.ring.push(row, host_time_s)
         self._frame_seq[seq % self.ring.capacity] = frame_seq
-        self._arrival_s[seq % self.ring.capacity] = time.monotonic()
+        self._arrival_s[seq % self.ring.capacity] = arrival = time.monotonic()
+        self._phase_input(row, host_time_s, arrival)
         self._wake.set()
 
     def _on_serial_frame(self, frame, t: float) -> None:
         slot = (self.ring.head - 1) % self.ring.capacity
         self._frame_seq[slot] = frame.seq
-        self._arrival_s[slot] = time.monotonic()
+        self._arrival_s[slot] = arrival = time.monotonic()
+        self._phase_input(np.asarray(frame.raw, np.float32) * self._scale, t, arrival)
         self._wake.set()
 
     def set_identity(self, walker: Optional[str], confidence: float) -> None:
@@ -203,11 +207,8 @@ class Runtime(StatusReporter):
         if verdict == RESTART:
             self.detector.reset()
             self.features.reset()
-            self.phase.reset() if self.phase is not None else None
             self._prev_ic = self._prev_cycle = None
         self.stats.samples += 1
-        if self.phase is not None:  # first: a cycle's generation below must not delay this sample's phase
-            self._publish_phase(x, t, ring_seq)
         feats = self.features.push(x)
         k = self.detector.t + 1
         h = len(self._hist)
@@ -243,11 +244,25 @@ class Runtime(StatusReporter):
         self._observe_stride(rec.cycle)  # after the trajectory left: identity never delays the control output
         self._prev_cycle = rec
 
-    def _publish_phase(self, x: np.ndarray, t: float, ring_seq: int) -> None:
+    def _phase_input(self, x: np.ndarray, t: float, arrival_s: float) -> None:
+        """Phase and mode of one decoded sample, estimated and sent on the input thread (serial reader, ROS callback):
+        no hand-off to the worker, no wait behind a cycle's generation. A gap restarts the estimator."""
+        if self.phase is None or not np.isfinite(x).all():
+            return
+        try:
+            if self._phase_t is not None and not 0 <= t - self._phase_t <= self.config.safety.max_sample_gap_s:
+                self.phase.reset()
+            self._phase_t = t
+            self._publish_phase(x, t, arrival_s)
+        except Exception as exc:  # the input thread must go on reading
+            self.stats.worker_errors += 1
+            log.exception("gait phase error: %s", exc)
+
+    def _publish_phase(self, x: np.ndarray, t: float, arrival_s: float) -> None:
         est = self.phase.push(x, t)
         if self.publisher is not None:
             self.publisher.publish_phase(est, walker_id=self.walker, t_input_ns=wall_ns(t, self.clock(), time.time_ns()))
-            self.phase_latency_s.append(time.monotonic() - self._arrival_s[ring_seq % self.ring.capacity])
+            self.phase_latency_s.append(time.monotonic() - arrival_s)
         for notify in self.phase_listeners:
             notify(est)
         why = self.phase.nongait_reason(t)  # standing, sitting: no periodic reference until a gait cycle again
