@@ -389,3 +389,24 @@ def test_gap_summary_by_hand():
     assert s["pooled@all"]["gap_closed"] == pytest.approx(0.5)
     assert list(first_cycles(np.arange(10, 20), {11, 13}, 3)) == [10, 12, 14]
     assert len(first_cycles(np.arange(10, 20), {11, 13}, "all")) == 8
+
+
+def test_eval_personalization_continual_quick_json_has_the_documented_keys(trained, tmp_path):
+    """``--continual --quick --json``: key ``continual`` with ``strides``, ``gap_closed`` (same order) and
+    ``walkers_worse_than_pooled``; the synthetic walks (72 strides, 40 of them future) reach 20 strides."""
+    from metagait_edge import cli
+
+    _, root, _, cs_path = trained
+    out = tmp_path / "c.json"
+    assert cli.main(["eval-personalization", "--continual", "--quick", "--json", str(out), "--checkpoints",
+                     str(root / "ckpt"), "--cycles", str(cs_path), "--no-progress"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]  # nothing written where not asked
+    cont = json.loads(out.read_text())["continual"]
+    assert cont["strides"] == [5, 10, 20, 50, 100, 200]
+    assert len(cont["gap_closed"]) == len(cont["strides"])
+    assert isinstance(cont["walkers_worse_than_pooled"], int) and cont["walkers_worse_than_pooled"] >= 0
+    assert [r["strides"] for r in cont["points"] if r["walkers"]] == [5, 10, 20]
+    for r in cont["points"][:3]:
+        assert r["mse_reference"] < r["mse_pooled"]  # hundreds of own strides beat the generic model
+        assert len(r["deg_learner"]) == 6 and all(v > 0 for v in r["deg_learner"])
+

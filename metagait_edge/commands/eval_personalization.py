@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "calibration.settle_strides does); queries stay where they are")
     parser.add_argument("--problems", nargs="+", choices=("generation", "reconstruction"),
                         help="only these problems (default: all the checkpoints have)")
+    parser.add_argument("--continual", action="store_true",
+                        help="evaluate continual personalization instead: the share of the pooled-to-reference gap "
+                             "closed after 5..200 strides walked (JSON key 'continual'; --out: its report, "
+                             "--plots: its curve)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     root = Path(args.checkpoints) if args.checkpoints else DEFAULT_CHECKPOINTS
+    if args.continual:  # each generation checkpoint loads with its own stored config
+        return _run_continual(args, root, t0)
     config = load_config(PersonalizationConfig, args.config) if args.config else _config_from_checkpoints(root)
     payload = evaluate(config, root, args.quick, args.seeds, args.folds, progress=not args.no_progress,
                        plots_dir=Path(args.plots) if args.plots else None,
@@ -92,6 +98,37 @@ def run(args: argparse.Namespace) -> int:
         for shots, cell in sorted(by_shots.items()):
             row = "  ".join(f"{m}={e['mse']:.3f}" for m, e in cell.items() if m != "gap_closed")
             print(f"{problem:14s} {shots}-shot MSE  {row}")
+    print(f"\n{'wrote ' + ' and '.join(written) if written else 'no report written (--out MD, --json PATH)'} "
+          f"in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _run_continual(args: argparse.Namespace, root, t0: float) -> int:
+    import shlex
+    import sys
+    import time
+    from pathlib import Path
+
+    from metagait_edge.personalization import continual_report as CR
+    from metagait_edge.personalization.continual_eval import evaluate_runs
+    from metagait_edge.personalization.runner import provenance
+
+    payload = evaluate_runs(root, args.quick, args.seeds, args.folds, progress=not args.no_progress,
+                            cycles_path=Path(args.cycles) if args.cycles else None)
+    command = "metagait-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else \
+        "metagait-edge eval-personalization --continual"
+    written = []
+    if args.plots:
+        CR.plot_curve(Path(args.plots) / "personalization_continual.png", payload["continual"])
+        written.append(str(Path(args.plots) / "personalization_continual.png"))
+    if args.out:
+        CR.write_markdown(Path(args.out), payload, command, provenance())
+        written.append(args.out)
+    if args.json:
+        CR.write_json(Path(args.json), payload)
+        written.append(args.json)
+    print()
+    print("\n".join(CR.verdict(payload["continual"])))
     print(f"\n{'wrote ' + ' and '.join(written) if written else 'no report written (--out MD, --json PATH)'} "
           f"in {time.perf_counter() - t0:.0f} s")
     return 0

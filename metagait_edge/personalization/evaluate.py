@@ -32,6 +32,8 @@ from metagait_edge.personalization.tasks import Task, WalkCycles, evaluation_tas
 log = logging.getLogger(__name__)
 
 REFERENCE = "reference"
+SQ_DEG = "sq_deg_"  # per-query squared joint-angle error in degrees², per joint (a raw score)
+RMSE_DEG = "rmse_deg_"  # per-walker RMSE in degrees, per joint (the summary of SQ_DEG)
 
 
 @dataclass
@@ -62,14 +64,38 @@ class Scores:
                                 self.values[problem][protocol][shots][method][metric][int(subject)].extend(vals)
 
 
-def score_prediction(pred: torch.Tensor, query: Batch, with_dtw: bool = True) -> Dict[str, np.ndarray]:
+def angle_spec(channels: Sequence[str], std: np.ndarray) -> tuple:
+    """``(std, indices, names)`` of the joint-angle channels: what :func:`score_prediction` needs for degrees."""
+    from metagait_edge.data.joint_angles import ANGLE_CHANNELS
+
+    return std, [list(channels).index(c) for c in ANGLE_CHANNELS], ANGLE_CHANNELS
+
+
+def score_prediction(pred: torch.Tensor, query: Batch, with_dtw: bool = True,
+                     angles: tuple | None = None) -> Dict[str, np.ndarray]:
     mse = masked_mse(pred, query.y, query.mask, reduction="per_sample").numpy()
     out = {"mse": mse}
+    if angles is not None:
+        std, index, names = angles
+        sq = angle_sq_errors_deg(pred, query.y, query.mask, std, index)
+        out.update({SQ_DEG + name: sq[:, j] for j, name in enumerate(names)})
     if with_dtw:
         d = batch_dtw(pred.numpy(), query.y.numpy(), query.mask.numpy())
         out["dtw"] = d["distance"]
         out["dtw_norm"] = d["normalized"]
     return out
+
+
+def angle_sq_errors_deg(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, std: np.ndarray,
+                        angle_index: Sequence[int]) -> np.ndarray:
+    """Per cycle and joint, the mean squared joint-angle error in degrees² ``[B, len(angle_index)]`` (NaN where
+    the angle is not valid). The normalization is ``(x - mean) / std`` per channel, so an error of ``e``
+    normalized units is ``e * std`` degrees: the mean cancels."""
+    idx = torch.as_tensor(list(angle_index), dtype=torch.long)
+    scale = torch.as_tensor(np.asarray(std, dtype=np.float64)[list(angle_index)])
+    err = (pred[:, idx].double() - target[:, idx].double()) * scale[None, :, None]
+    sq = (err ** 2).mean(-1)
+    return torch.where(valid[:, idx].bool(), sq, torch.full_like(sq, float("nan"))).numpy()
 
 
 def reference_examples(data: CycleTensors, recordings: Sequence[WalkCycles], subject: int, exclude: set,
@@ -129,6 +155,7 @@ def evaluate_problem(models: ProblemModels, prepared: Prepared, config: Personal
         reference[subject] = (T.train_reference(models.pooled, examples, config, seed * 31 + subject), templates)
     total = sum(len(ts) for _, _, ts in task_sets)
     bar = tqdm(total=total, desc=f"eval {problem}", disable=not progress)
+    angles = angle_spec(models.channels, models.normalizer.std)
     for protocol, k, tasks in task_sets:
         for i, task in enumerate(tasks):
             gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{protocol}/{k}/{i}/{task.recording}".encode()))
@@ -146,7 +173,7 @@ def evaluate_problem(models: ProblemModels, prepared: Prepared, config: Personal
                 with torch.no_grad():
                     preds[REFERENCE] = functional_forward(models.pooled, params, ref_query.x)["output"]
             for method, pred in preds.items():
-                scores.add(problem, protocol, k, method, task.subject, score_prediction(pred, query, with_dtw))
+                scores.add(problem, protocol, k, method, task.subject, score_prediction(pred, query, with_dtw, angles))
             bar.update(1)
     bar.close()
 
@@ -175,6 +202,12 @@ def summarize(scores: Scores) -> dict:
                 for method, by_metric in by_method.items():
                     entry = {}
                     for metric, by_subject in by_metric.items():
+                        if metric.startswith(SQ_DEG):  # per walker: the RMSE of its valid queries, in degrees
+                            rmse = {s: [float(np.sqrt(np.nanmean(v)))] for s, v in by_subject.items()
+                                    if np.isfinite(np.asarray(v, dtype=float)).any()}
+                            if not rmse:
+                                continue
+                            metric, by_subject = RMSE_DEG + metric[len(SQ_DEG):], rmse
                         entry[metric], entry[metric + "_sd"], means = across_walkers(by_subject)
                         per_subject.setdefault(method, {})[metric] = means
                     entry["n_walkers"] = len(next(iter(by_metric.values())))

@@ -28,12 +28,15 @@ def build_json(summary: dict, protocol: dict, timing_ms: Dict[str, float]) -> di
     """``{"protocol", "results", "timing_ms"}`` (main protocol) plus ``redonning``, ``reference`` and
     ``per_walker`` sections."""
 
+    from metagait_edge.personalization.evaluate import RMSE_DEG
+
     def section(protocol_name: str) -> dict:
         block = summary.get(protocol_name, {})
         res: dict = {}
         for problem, by_shots in block.items():
             for shots, cell in by_shots.items():
-                entry = {m: {k: v for k, v in e.items() if k in ("mse", "mse_sd", "dtw", "dtw_sd", "dtw_norm", "dtw_norm_sd", "n_walkers")}
+                entry = {m: {k: v for k, v in e.items() if k in ("mse", "mse_sd", "dtw", "dtw_sd", "dtw_norm", "dtw_norm_sd",
+                                                                  "n_walkers") or k.startswith(RMSE_DEG)}
                          for m, e in cell["methods"].items() if m not in ("reference", "gap_closed")}
                 if "gap_closed" in cell["methods"]:
                     entry["gap_closed"] = cell["methods"]["gap_closed"]
@@ -58,6 +61,24 @@ def build_json(summary: dict, protocol: dict, timing_ms: Dict[str, float]) -> di
     }
 
 
+def degree_headers() -> List[str]:
+    """Column titles of the joint-angle RMSE columns, in ``ANGLE_CHANNELS`` order."""
+    from metagait_edge.data.joint_angles import ANGLE_CHANNELS
+
+    return [f"{c.split('_')[0]} {c.split('_')[1].upper()} (deg)" for c in ANGLE_CHANNELS]
+
+
+def format_degrees(values: Sequence[float]) -> str:
+    return " | ".join("n/a" if v is None or not math.isfinite(v) else f"{v:.1f}" for v in values)
+
+
+def _degrees(entry: dict) -> str:
+    from metagait_edge.data.joint_angles import ANGLE_CHANNELS
+    from metagait_edge.personalization.evaluate import RMSE_DEG
+
+    return format_degrees([entry.get(RMSE_DEG + c, math.nan) for c in ANGLE_CHANNELS])
+
+
 def _fmt(mean: float, sd: float, digits: int = 3) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
@@ -72,17 +93,18 @@ def _table(section: dict, reference: dict | None) -> List[str]:
         for shots in sorted(section[problem], key=int):
             cell = section[problem][shots]
             lines += [f"#### {problem}, {shots}-shot", "",
-                      "| method | MSE | DTW | DTW / path length | walkers |", "|---|---|---|---|---|"]
+                      "| method | MSE | " + " | ".join(degree_headers()) + " | DTW | DTW / path length | walkers |",
+                      "|---|---|" + "---|" * len(degree_headers()) + "---|---|---|"]
             best_mse = min(e["mse"] for m, e in cell.items() if m != "gap_closed")
             rows = [m for m in METHOD_ORDER if m in cell]
             for m in rows:
                 e = cell[m]
                 bold = "**" if e["mse"] == best_mse else ""
-                lines.append(f"| {LABELS[m]} | {bold}{_fmt(e['mse'], e['mse_sd'])}{bold} | {_fmt(e['dtw'], e['dtw_sd'], 2)} | "
+                lines.append(f"| {LABELS[m]} | {bold}{_fmt(e['mse'], e['mse_sd'])}{bold} | {_degrees(e)} | {_fmt(e['dtw'], e['dtw_sd'], 2)} | "
                              f"{_fmt(e.get('dtw_norm', float('nan')), e.get('dtw_norm_sd', 0.0), 4)} | {e.get('n_walkers', '')} |")
             if reference and problem in reference and shots in reference[problem]:
                 e = reference[problem][shots]
-                lines.append(f"| *{LABELS['reference']}* | *{_fmt(e['mse'], e['mse_sd'])}* | *{_fmt(e['dtw'], e['dtw_sd'], 2)}* | "
+                lines.append(f"| *{LABELS['reference']}* | *{_fmt(e['mse'], e['mse_sd'])}* | {_degrees(e)} | *{_fmt(e['dtw'], e['dtw_sd'], 2)}* | "
                              f"*{_fmt(e.get('dtw_norm', float('nan')), e.get('dtw_norm_sd', 0.0), 4)}* | {e.get('n_walkers', '')} |")
             if "gap_closed" in cell:
                 g = cell["gap_closed"]

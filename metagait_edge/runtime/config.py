@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from metagait_edge.runtime.phase_stream import PhaseStreamConfig
+from metagait_edge.personalization.continual import ContinualConfig
 from metagait_edge.runtime.camera_frontend import CameraConfig
 from metagait_edge.runtime.safety import SafetyConfig
 from metagait_edge.runtime.zmq_output import ZmqOutputConfig
@@ -160,6 +161,7 @@ class EdgeConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)  # runtime/continual.py
     phase: PhaseStreamConfig = field(default_factory=PhaseStreamConfig)  # gait.phase and the per-mode reference
     camera: CameraConfig = field(default_factory=CameraConfig)  # front end of the camera source
 

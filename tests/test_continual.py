@@ -1,0 +1,233 @@
+"""Continual personalization: the update rule (acceptance, rollback), the runtime learner (background thread,
+bounded buffer, atomic commit, counters), the evaluation's JSON, and joint-angle errors in degrees."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from metagait_edge.config import from_dict  # noqa: E402
+from metagait_edge.meta.maml import model_params  # noqa: E402
+from metagait_edge.models.tcn import TCNConfig  # noqa: E402
+from metagait_edge.personalization.continual import (  # noqa: E402
+    ContinualConfig, ModelState, RunningTemplate, propose_update, refit_head,
+)
+from metagait_edge.personalization.evaluate import angle_sq_errors_deg  # noqa: E402
+from metagait_edge.personalization.model import CycleModel, CycleModelConfig  # noqa: E402
+from metagait_edge.runtime.calibration import CycleRecord, load_personalizer  # noqa: E402
+from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig  # noqa: E402
+from metagait_edge.runtime.continual import THREAD_NAME, ContinualLearner  # noqa: E402
+from metagait_edge.runtime.profiles import Profile, ProfileStore  # noqa: E402
+
+C, L = 4, 21
+
+
+def tiny_model() -> CycleModel:
+    torch.manual_seed(0)
+    return CycleModel(CycleModelConfig(channels=C, tcn=TCNConfig(hidden_channels=8, levels=2, film=True, min_receptive_field=1)))
+
+
+def walk(n: int, shape: torch.Tensor, noise: float = 0.05, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = shape[None] + noise * torch.randn(n, C, L, generator=g)
+    return x, torch.ones(n, C, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
+
+
+def test_config_rejects_holdout_strides_the_last_update_may_have_seen():
+    with pytest.raises(ValueError, match="holdout_strides"):
+        ContinualConfig(every_strides=5, holdout_strides=6)
+    with pytest.raises(ValueError, match="buffer_strides"):
+        ContinualConfig(buffer_strides=10, holdout_strides=10)
+    with pytest.raises(ValueError, match="continual.enabld"):
+        from_dict(EdgeConfig, {"sources": [], "continual": {"enabld": True}})
+    assert from_dict(EdgeConfig, {"sources": [], "continual": {"enabled": True, "ridge": 0.5}}).continual.ridge == 0.5
+
+
+def test_running_template_is_the_mean_of_every_stride_and_can_leave_the_held_out_ones_out():
+    x = torch.arange(3 * C * L, dtype=torch.float32).reshape(3, C, L)
+    valid = torch.ones(3, C, dtype=torch.bool)
+    valid[2, 0] = False  # channel 0 of stride 2 never counts
+    running = RunningTemplate.from_strides(x[:2], valid[:2])
+    running.add(x[2], valid[2])
+    mean = running.mean()
+    assert torch.allclose(mean[0], (x[0, 0] + x[1, 0]) / 2)
+    assert torch.allclose(mean[1], x[:, 1].mean(0))
+    assert torch.allclose(running.mean(x[2:], valid[2:]), x[:2].mean(0))
+    assert running.strides == 3
+
+
+def test_an_update_is_accepted_when_the_walkers_own_template_beats_the_current_one():
+    model = tiny_model()
+    shape = torch.sin(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    x, valid, contiguous = walk(30, shape)
+    params = model_params(model, detach=True)
+    current = ModelState(params, torch.zeros(C, L))  # a template far from this walker
+    decision = propose_update(model, current, params, torch.zeros(C, L), RunningTemplate.from_strides(x, valid), x,
+                              valid, contiguous, ContinualConfig(every_strides=10, holdout_strides=10, buffer_strides=30))
+    assert decision.accepted and decision.loss_candidate < decision.loss_current
+    assert torch.allclose(decision.state.template, x[:20].mean(0), atol=1e-5)  # without the held-out strides
+
+
+def test_an_update_that_worsens_held_out_strides_is_rejected_and_the_old_state_stays():
+    model = tiny_model()
+    shape = torch.sin(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    fit, valid, contiguous = walk(20, shape)
+    held, _, _ = walk(10, -shape, seed=1)  # the walker changed: older strides mislead
+    x = torch.cat([fit, held])
+    valid = torch.ones(30, C, dtype=torch.bool)
+    contiguous = torch.ones(30, dtype=torch.bool)
+    params = model_params(model, detach=True)
+    current = ModelState(params, -shape)  # already right for the newest strides
+    decision = propose_update(model, current, params, -shape, RunningTemplate.from_strides(x, valid), x, valid,
+                              contiguous, ContinualConfig(every_strides=10, holdout_strides=10, buffer_strides=30))
+    assert not decision.accepted and decision.kind == "rejected"
+    assert decision.state is current and decision.loss_candidate >= decision.loss_current
+    assert "does not beat" in decision.reason
+
+
+def test_refit_head_solves_the_ridge_regression_of_the_head():
+    model = tiny_model()
+    shape = torch.cos(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    x, valid, contiguous = walk(12, shape, noise=0.3)
+    from metagait_edge.personalization.continual import generation_pairs, held_out_loss
+
+    batch = generation_pairs(x, valid, contiguous, range(1, 12), shape)
+    params = model_params(model, detach=True)
+    before = held_out_loss(model, ModelState(params, shape), batch)
+    fitted = refit_head(model, params, batch, ridge=1e-6)
+    assert held_out_loss(model, ModelState(fitted, shape), batch) < before  # in-sample least squares
+    assert torch.equal(fitted["tcn.input_proj.bias"], params["tcn.input_proj.bias"])  # only the head changes
+    stiff = refit_head(model, params, batch, ridge=1e6)
+    assert torch.allclose(stiff["tcn.head.weight"], params["tcn.head.weight"], atol=1e-4)  # pulled to the current
+
+
+def test_joint_angle_error_in_degrees_by_hand():
+    pred = torch.zeros(2, 3, 5)
+    target = torch.zeros(2, 3, 5)
+    target[:, 0] = 1.0  # 1 normalized unit on channel 0 ...
+    target[:, 2, :2] = 2.0  # ... and 2 units on 2 of 5 samples of channel 2
+    valid = torch.ones(2, 3, dtype=torch.bool)
+    valid[1, 2] = False
+    std = np.array([4.0, 10.0, 3.0])  # degrees per normalized unit
+    sq = angle_sq_errors_deg(pred, target, valid, std, [0, 2])
+    assert sq.shape == (2, 2)
+    assert sq[0, 0] == pytest.approx(16.0)  # (1 * 4 deg)^2
+    assert sq[0, 1] == pytest.approx(2 / 5 * 36.0)  # (2 * 3 deg)^2 on 2 of 5 samples
+    assert math.isnan(sq[1, 1])  # invalid: no error at all, not zero
+
+
+# ------------------------------------------------------------------------------------------- runtime learner
+@pytest.fixture(scope="module")
+def pers():
+    torch.set_num_threads(1)
+    return load_personalizer()
+
+
+def _cycle(p, rng, index, scale=0.8, noise=0.5):
+    x = np.linspace(0, 2 * np.pi, 101)
+    c = np.zeros((p.n_channels, 101), np.float32)
+    for j in range(p.n_channels):
+        c[j] = p.normalizer.mean[j] + np.sin(x + 0.1 * j) * p.normalizer.std[j] * scale
+    c[p.channels.index("knee_r")] = 30 * (0.5 + 0.5 * np.sin(x))
+    c[p.channels.index("gyro_rs_y")] = -200 * np.sin(x)
+    c += rng.normal(0, noise, c.shape).astype(np.float32) * p.normalizer.std[:, None]
+    return CycleRecord(c, np.ones(p.n_channels, bool), 1.1, 0.02, 0.0, index)
+
+
+def _learner(pers, tmp_path, template, **config):
+    store = ProfileStore(tmp_path)
+    store.save(Profile("ann", {}, template, np.ones(pers.n_channels, bool), meta={"shots": 5}))
+    profiles = {"ann": store.load("ann")}
+    commits = []
+
+    def commit(profile):
+        commits.append(threading.current_thread().name)
+        profiles["ann"] = profile
+
+    cfg = ContinualConfig(enabled=True, **{"every_strides": 10, "holdout_strides": 10, "buffer_strides": 20, **config})
+    learner = ContinualLearner(pers, store, cfg, CalibrationConfig(), profiles.get, commit, queue_size=256)
+    return learner, store, profiles, commits
+
+
+def test_the_learner_updates_on_its_own_thread_and_commits_the_profile_atomically(pers, tmp_path):
+    rng = np.random.default_rng(0)
+    # The calibration's template is off by 0.3 units: the mean of many noisy strides beats it, and beats the
+    # fallback's mean of 5 of them.
+    offset = pers.normalize(_cycle(pers, rng, 0, noise=0.0).cycle) + 0.3
+    learner, store, profiles, commits = _learner(pers, tmp_path, offset.astype(np.float32))
+    for i in range(25):
+        learner.offer(_cycle(pers, rng, i), "ann")  # the caller is the control thread
+    assert learner.drain(60)
+    learner.stop()
+    assert learner.stats["accepted"] >= 1 and learner.stats["failed"] == 0
+    assert set(learner.update_threads) == {THREAD_NAME} and THREAD_NAME != threading.current_thread().name
+    assert commits and set(commits) == {THREAD_NAME}
+    saved = store.load("ann")
+    assert saved.meta["continual_updates"] == learner.stats["accepted"]
+    assert np.abs(saved.template - offset).mean() > 0.1  # the template moved towards the walker's strides
+    assert len(list((tmp_path / "ann").glob("weights-*.safetensors"))) == 1
+    assert learner.counters()["continual_accepted"] == learner.stats["accepted"]
+    assert len(learner._strides) == 20  # the buffer stays bounded
+
+
+def test_a_rejected_update_leaves_the_profile_untouched(pers, tmp_path):
+    rng = np.random.default_rng(1)
+    learner, store, profiles, commits = _learner(pers, tmp_path, np.zeros((pers.n_channels, 101), np.float32),
+                                                 min_improvement=0.999)
+    before = (tmp_path / "ann" / "profile.json").read_text()
+    for i in range(23):  # updates after 13 strides (buffer >= holdout + 3) and 10 strides later
+        learner.offer(_cycle(pers, rng, i), "ann")
+    assert learner.drain(60)
+    learner.stop()
+    assert learner.stats["rejected"] == 2 and learner.stats["accepted"] == 0 and not commits
+    assert (tmp_path / "ann" / "profile.json").read_text() == before
+
+
+def test_a_failed_write_keeps_the_old_profile_and_is_counted(pers, tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    offset = pers.normalize(_cycle(pers, rng, 0, noise=0.0).cycle) + 0.3  # an update will be accepted
+    learner, store, profiles, commits = _learner(pers, tmp_path, offset.astype(np.float32))
+    before = (tmp_path / "ann" / "profile.json").read_text()
+
+    def full_disk(profile):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "save", full_disk)
+    for i in range(12):
+        learner.learn(_cycle(pers, rng, i), "ann")
+    with pytest.raises(OSError, match="No space"):  # learn() directly: the update's error reaches the caller ...
+        learner.learn(_cycle(pers, rng, 12), "ann")
+    assert learner.stats["accepted"] == 0 and not commits
+    assert (tmp_path / "ann" / "profile.json").read_text() == before
+    for i in range(10, 20):
+        learner.offer(_cycle(pers, rng, i), "ann")  # ... while the thread counts it and carries on
+    assert learner.drain(60)
+    learner.stop()
+    assert learner.stats["failed"] == 1 and not commits
+
+
+def test_offer_never_blocks_and_drops_when_the_queue_is_full(pers, tmp_path):
+    store = ProfileStore(tmp_path)
+    learner = ContinualLearner(pers, store, ContinualConfig(enabled=True), CalibrationConfig(), lambda w: None,
+                               lambda p: None, queue_size=2)
+    learner._start = lambda: None  # no thread: nothing drains the queue
+    learner._thread = object()
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        learner.offer(_cycle(pers, rng, i), "ann")
+    assert learner.stats["dropped"] == 3
+    learner._thread = None
+
+
+def test_uncalibrated_walkers_are_not_learnt(pers, tmp_path):
+    learner = ContinualLearner(pers, ProfileStore(tmp_path), ContinualConfig(enabled=True), CalibrationConfig(),
+                               lambda w: None, lambda p: None)
+    learner.learn(_cycle(pers, np.random.default_rng(4), 0), "bob")
+    assert learner.stats["skipped"] == 1 and len(learner._strides) == 0
