@@ -32,6 +32,7 @@ from metagait_edge.runtime.identity import IdentityVote, WearerIdentity
 from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
 from metagait_edge.runtime.input_gate import RESTART, STALE, InputGate, wall_ns
+from metagait_edge.runtime.phase_output import PhaseOutput
 from metagait_edge.runtime.phase_stream import UNKNOWN_MODE, PhaseEstimate, PhaseStream, gyro_valid_for, mode_reference
 from metagait_edge.runtime.realtime import set_realtime_priority
 from metagait_edge.runtime.records import PublishedRecord, RuntimeStats, start_recording_writer
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Runtime", "build_runtime"]
 
 
-class Runtime(StatusReporter):
+class Runtime(StatusReporter, PhaseOutput):
     """See the module docstring. ``start()`` / ``stop()``; ``push_imu``, ``step``, ``calibrate`` for the ROS nodes."""
 
     def __init__(self, config: Optional[EdgeConfig] = None, personalizer: Optional[Personalizer] = None,
@@ -79,7 +80,6 @@ class Runtime(StatusReporter):
                                  ) if pc.enabled else None
         self.phase_listeners: List[Callable[[PhaseEstimate], None]] = []  # called on the worker thread per sample
         self.phase_latency_s: Deque[float] = deque(maxlen=4096)  # IMU sample pushed -> its gait.phase sent
-        self._phase_t: Optional[float] = None  # host time of the last sample the phase stream took
         hist = int(self.config.runtime.history_s * self.rate_hz)
         self._hist = np.zeros((hist, 42), np.float32)
         self._hist_t = np.zeros(hist, np.float64)
@@ -243,31 +243,6 @@ class Runtime(StatusReporter):
         self._generate(rec, ring_seq, picked_s)
         self._observe_stride(rec.cycle)  # after the trajectory left: identity never delays the control output
         self._prev_cycle = rec
-
-    def _phase_input(self, x: np.ndarray, t: float, arrival_s: float) -> None:
-        """Phase and mode of one decoded sample, estimated and sent on the input thread (serial reader, ROS callback):
-        no hand-off to the worker, no wait behind a cycle's generation. A gap restarts the estimator."""
-        if self.phase is None or not np.isfinite(x).all():
-            return
-        try:
-            if self._phase_t is not None and not 0 <= t - self._phase_t <= self.config.safety.max_sample_gap_s:
-                self.phase.reset()
-            self._phase_t = t
-            self._publish_phase(x, t, arrival_s)
-        except Exception as exc:  # the input thread must go on reading
-            self.stats.worker_errors += 1
-            log.exception("gait phase error: %s", exc)
-
-    def _publish_phase(self, x: np.ndarray, t: float, arrival_s: float) -> None:
-        est = self.phase.push(x, t)
-        if self.publisher is not None:
-            self.publisher.publish_phase(est, walker_id=self.walker, t_input_ns=wall_ns(t, self.clock(), time.time_ns()))
-            self.phase_latency_s.append(time.monotonic() - arrival_s)
-        for notify in self.phase_listeners:
-            notify(est)
-        why = self.phase.nongait_reason(t)  # standing, sitting: no periodic reference until a gait cycle again
-        if why is not None and self.stats.last_status != "HOLD":
-            self._set_status("HOLD", why)
 
     def _recent_template(self) -> Optional[np.ndarray]:
         return np.mean(np.stack(self._recent), axis=0).astype(np.float32) if self._recent else None

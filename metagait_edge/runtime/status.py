@@ -3,7 +3,7 @@
 ``StatusReporter`` is the part of ``orchestrator.Runtime`` that owns ``gait.status``: ``_set_status`` (under
 one lock with the trajectory send that follows it, so no trajectory follows a HOLD on the wire), the
 watchdog thread (HOLD on stale input within one IMU period, the periodic status line), the running counters,
-and the gait phase that status messages and trajectories carry (``_phase_now``). It reads the runtime's
+and the counters. Its messages carry the gait phase of ``phase_output.PhaseOutput._phase_now``. It reads the runtime's
 state (``stats``, ``gate``, ``ring``, ``phase``, ``publisher``, ``serial``, ``safety``, ``config``) and
 holds none of its own.
 """
@@ -23,13 +23,6 @@ log = logging.getLogger("metagait_edge.runtime.orchestrator")
 
 
 class StatusReporter:
-    def _phase_now(self, now: float) -> tuple:
-        """(phase in [0, 1) at ``now``, cycle s): the phase stream's estimate when usable, else time since the IC."""
-        est = self.phase.latest if self.phase is not None else None
-        if est is not None and est.usable and est.rate_hz > 0:
-            return est.phase_at(now), 1.0 / est.rate_hz
-        return self.gate.phase(now)
-
     def _set_status(self, status: Optional[str], reason: Optional[str], only_if=None, periodic: bool = False,
                     then: Optional[Callable[[], None]] = None) -> None:
         """Set the status (None: keep), publish it on a change (or ``periodic``), then run ``then`` (the trajectory
