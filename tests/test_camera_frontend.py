@@ -198,3 +198,15 @@ def test_segmentation_path_with_a_given_segmenter_crops_pastes_and_gates():
         legless.process(frame)
     assert legless.counters.silhouettes <= 2 * config.track_min_hits
     assert legless.counters.dropped_partial >= 30
+
+
+def test_a_still_figure_gives_no_gait_silhouettes():
+    # Someone standing, or the background model's ghost of someone who left: the same silhouette frame after
+    # frame. It is tracked but dropped (counted as still) after still_frames frames.
+    scene = render_scene([SceneWalker(180, 80, "M", 105, x0=0.0, seed=1)], n_frames=20, lead_in=10)
+    frames = list(scene.frames[:10]) + [scene.frames[20]] * 30  # empty scene, then a figure that never moves
+    config = CameraConfig(warmup_frames=8, still_frames=5)
+    front_end = CameraFrontEnd(config)
+    emitted = sum(len(front_end.process(frame).silhouettes) for frame in frames)
+    assert front_end.counters.tracks_started == 1
+    assert emitted <= config.still_frames and front_end.counters.dropped_still >= 30 - config.track_min_hits - 5

@@ -5,8 +5,9 @@ detector) -> ``WalkerTracker`` (one id per walker) -> a person mask per confirme
 (``silhouette_method``: the blob of the MOG2/KNN foreground, or a pre-trained segmentation model on the
 track's crop) -> quality gates -> the OpenGait pretreatment (64x64). A frame is dropped for a track, and
 counted by reason, when the walker is cut by the image edge, is a partial body (shorter than the track's
-usual height, or the pose model does not see head, shoulders, hips and ankles), or shares one blob with
-another walker (merged). Nothing is emitted while the background model learns the scene (its first mask
+usual height, or the pose model does not see head, shoulders, hips and ankles), shares one blob with
+another walker (merged), or has not changed shape for a while (still: a ghost of the background model, an
+object, someone standing: no gait to recognize). Nothing is emitted while the background model learns the scene (its first mask
 is the whole image).
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from metagait_edge.runtime.camera_masks import (
     BackgroundModel, CallableSegmenter, MediaPipePoseSegmenter, OnnxPersonSegmenter, PersonSegmenter, clean_mask,
-    largest_component,
+    largest_component, mask_iou,
 )
 from metagait_edge.runtime.camera_tracking import (
     Box, Detection, HogPeopleDetector, Track, WalkerTracker, blob_detections, expand_box, touches_edge,
@@ -49,6 +50,11 @@ class CameraConfig:
     max_aspect: float = 1.0  # blob width / height above this: walkers merged side by side
     track_min_hits: int = 3  # matches before a track emits silhouettes
     track_max_missed: int = 10  # frames without a match before a track ends
+    # Silhouettes unchanged (IoU >= still_iou with the previous) for still_frames frames: nobody walking there,
+    # e.g. a background model's ghost of someone who left, an object moved into view, or a person standing.
+    # A gait cycle changes the silhouette within a third of a second: keep still_frames >= fps / 3.
+    still_iou: float = 0.97
+    still_frames: int = 10
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("silhouette_method", self.silhouette_method, SILHOUETTE_METHODS),
@@ -63,6 +69,8 @@ class CameraConfig:
         if self.warmup_frames < 1 or self.max_walkers < 1 or self.track_min_hits < 1 or self.track_max_missed < 0:
             raise ValueError("camera: need warmup_frames >= 1, max_walkers >= 1, track_min_hits >= 1, "
                              "track_max_missed >= 0")
+        if not 0 < self.still_iou <= 1 or self.still_frames < 1:
+            raise ValueError("camera: need 0 < still_iou <= 1 and still_frames >= 1")
         if not 0 < self.partial_height_ratio <= 1 or not self.max_aspect > 0:
             raise ValueError("camera: need 0 < partial_height_ratio <= 1 and max_aspect > 0")
 
@@ -79,6 +87,7 @@ class CameraCounters:
     dropped_partial: int = 0
     dropped_merged: int = 0
     dropped_no_person: int = 0  # a box in which the model (or the pretreatment) found no person
+    dropped_still: int = 0  # a silhouette that has not changed for still_frames frames: no gait there
     tracks_started: int = 0
     tracks_ended: int = 0
 
@@ -214,6 +223,12 @@ class CameraFrontEnd:
             counters.dropped_no_person += 1
             return None
         track.heights.append(height)
+        previous, track.last_silhouette = track.last_silhouette, silhouette
+        unchanged = previous is not None and mask_iou(previous, silhouette) >= cfg.still_iou
+        track.still_frames = track.still_frames + 1 if unchanged else 0
+        if track.still_frames >= cfg.still_frames:
+            counters.dropped_still += 1
+            return None
         return TrackSilhouette(track.id, silhouette, box, np.ascontiguousarray(mask), self._index)
 
     def close(self) -> None:

@@ -90,6 +90,8 @@ class Track:
     missed: int = 0
     heights: List[int] = field(default_factory=list)  # silhouette heights of accepted frames (partial-body gate)
     group: Optional[int] = None  # merge group: tracks inside one merged blob
+    last_silhouette: Optional[np.ndarray] = None  # the previous frame's (still-silhouette gate)
+    still_frames: int = 0  # consecutive frames whose silhouette barely changed
 
     def predicted(self) -> Box:
         if self.group is not None:
