@@ -119,27 +119,29 @@ class NumpyPhaseNet:
 
 class StreamingPhaseEstimator:
     """Per-sample use: ``push(features_row) -> dict`` with phase, confidence and mode for the newest sample
-    (numpy forward pass; the same outputs as ``PhaseNet`` on the same window)."""
+    (numpy forward pass; the same outputs as ``PhaseNet`` on the same window). The window lives in a doubled
+    ring (each row written twice), so every window is a contiguous view: a sample costs no window copy."""
 
     def __init__(self, model: PhaseNet):
         self.model = model.eval()
         self.net = NumpyPhaseNet(self.model)
         self.window = model.config.window
-        self._buf = np.zeros((self.window, model.config.in_channels), dtype=np.float32)
+        self._ring = np.zeros((2 * self.window, model.config.in_channels), dtype=np.float32)
+        self._i = 0  # where the next row goes (and again at + window)
         self._n = 0
 
     def reset(self) -> None:
-        self._n = 0
+        self._n = self._i = 0
 
     def push(self, row: np.ndarray) -> dict:
-        row = np.asarray(row, dtype=np.float32)
+        w, i = self.window, self._i
         if self._n == 0:
-            self._buf[:] = row  # the first sample repeats back in time, as in training
+            self._ring[:] = np.asarray(row, dtype=np.float32)  # the first sample repeats back in time, as in training
         else:
-            self._buf[:-1] = self._buf[1:]
-            self._buf[-1] = row
+            self._ring[i] = self._ring[i + w] = row
         self._n += 1
-        d = decode(self.net(self._buf)[None])
+        self._i = (i + 1) % w
+        d = decode(self.net(self._ring[i + 1:i + 1 + w])[None])  # the last w rows, oldest first
         return {"phase": d["phase"][0], "confidence": d["confidence"][0], "mode_prob": d["mode_prob"][0]}
 
 

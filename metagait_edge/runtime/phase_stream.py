@@ -4,10 +4,9 @@
 ``PhaseEstimate``: phase per leg in [0, 1) (0 = that leg's initial contact), phase rate in cycles/s, the
 locomotion mode, a confidence and a status. It runs the shipped ``PhaseNet`` (``resources/phase/all``,
 trained on all 18 HuGaDB walkers, loaded strictly by ``checkpoint.load_into``) causally on the last
-``window`` samples, with the same input features and gyroscope masks as ``eval-phase`` (``phase.dataset.
-features``): a replayed HuGaDB file gets the shipped corrupted-gyroscope table's masks for that file, other
-inputs the configured ``masked_gyros``. The window lives in a doubled ring, so a sample costs one row write
-and the numpy forward pass (``NumpyPhaseNet``), no copy of the window.
+``window`` samples (``phase.model.StreamingPhaseEstimator``: a numpy forward pass, no window copy), with the
+same input features and gyroscope masks as ``eval-phase`` (``phase.dataset.features``): a replayed HuGaDB file
+gets the shipped corrupted-gyroscope table's masks for that file, other inputs the configured ``masked_gyros``.
 
 Status of an estimate (what a controller may do with it): ``OK``, the network's phase in a gait mode with
 enough confidence; ``DEGRADED``, the time-since-heel-strike baseline (no network could be loaded: the
@@ -33,6 +32,7 @@ from metagait_edge.sensors import SENSORS
 log = logging.getLogger(__name__)
 
 SOURCE_NETWORK, SOURCE_BASELINE = "phasenet", "baseline"
+_BELOW_ONE = math.nextafter(1.0, 0.0)
 UNKNOWN_MODE = "unknown"  # the baseline recognizes no mode
 POLICIES = ("generic", "hold")
 # Order of the values of a gait.phase payload and of a GaitPhase message.
@@ -91,7 +91,7 @@ class PhaseEstimate:
         """Right-leg phase advanced to host time ``t_s`` at the current rate (0 when not usable)."""
         if not self.usable:
             return 0.0
-        return min((self.phase[0] + self.rate_hz * max(0.0, t_s - self.t_s)) % 1.0, math.nextafter(1.0, 0.0))
+        return min((self.phase[0] + self.rate_hz * max(0.0, t_s - self.t_s)) % 1.0, _BELOW_ONE)
 
 
 def gyro_valid_for(config: PhaseStreamConfig, replay_path: Optional[Path] = None) -> Dict[str, bool]:
@@ -106,7 +106,7 @@ def gyro_valid_for(config: PhaseStreamConfig, replay_path: Optional[Path] = None
 
 
 class PhaseStream:
-    """See the module docstring. Not thread-safe: one producer (the gait worker) pushes."""
+    """See the module docstring. Not thread-safe: one producer (the thread that decodes the IMU) pushes."""
 
     def __init__(self, config: PhaseStreamConfig, rate_hz: float, gyro_valid: Optional[Dict[str, bool]] = None) -> None:
         self.config = config
@@ -114,17 +114,16 @@ class PhaseStream:
         self.rate_alpha = self.dt / (config.rate_tau_s + self.dt)
         self.net, self.note = None, ""
         try:
-            from metagait_edge.phase.model import RESOURCE_DIR, NumpyPhaseNet, load_phase_net
+            from metagait_edge.phase.model import RESOURCE_DIR, StreamingPhaseEstimator, load_phase_net
 
-            model = load_phase_net(config.weights if config.weights is not None else RESOURCE_DIR / "all")
-            self.net, self.window = NumpyPhaseNet(model), model.config.window
+            self.net = StreamingPhaseEstimator(load_phase_net(config.weights if config.weights is not None
+                                                              else RESOURCE_DIR / "all"))
         except (OSError, ValueError, ImportError) as exc:  # CheckpointError is a ValueError
-            self.window = 1
             self.note = f"no PhaseNet checkpoint ({exc})"
             log.warning("gait phase: %s; the time-since-heel-strike baseline runs instead (gait.phase source: baseline)",
                         self.note)
         self.source = SOURCE_NETWORK if self.net is not None else SOURCE_BASELINE
-        self._ring = np.zeros((2 * self.window, N_INPUTS), np.float32)  # every row twice: windows are views
+        self._row = np.zeros(N_INPUTS, np.float32)  # one sample's features: IMU values scaled, then the gyro flags
         self.set_gyro_valid(gyro_valid or {s: True for s in SENSORS})
         self.nongait_since: Optional[float] = None  # host time since which the mode is not a gait mode
         self.latest: Optional[PhaseEstimate] = None
@@ -136,7 +135,8 @@ class PhaseStream:
 
         self.valid = {s: bool(valid.get(s, True)) for s in SENSORS}
         unit = features(np.ones((1, 36), np.float32), self.valid)[0]
-        self._scale, self._flags = unit[:36].copy(), unit[36:].copy()
+        self._scale = unit[:36].copy()
+        self._row[36:] = unit[36:]
         rate_hz = 1.0 / self.dt
         self._detectors = [CausalGaitDetector(rate_hz, corrupted=not self.valid[SHANK_SENSOR[leg]])
                            for leg in ("right", "left")]
@@ -144,7 +144,8 @@ class PhaseStream:
     def reset(self) -> None:
         """Forget the past (a gap in the input): the window refills, the estimate warms up again."""
         self.n = 0
-        self._i = 0
+        if self.net is not None:
+            self.net.reset()
         self._prob: Optional[np.ndarray] = None
         self._prev_phase: Optional[float] = None
         self._rate = 0.0
@@ -152,9 +153,6 @@ class PhaseStream:
         self._mode_counts = np.zeros(len(MODES) + 1, np.int64)  # per mode since the last cycle; last: unknown
         for det in self._detectors:
             det.reset()
-
-    def features_row(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(x, np.float32) * self._scale, self._flags])
 
     def push(self, x: np.ndarray, t_s: float) -> PhaseEstimate:
         """One decoded IMU sample (36 values, g and deg/s, ``imu.protocol`` order) at host time ``t_s``."""
@@ -178,22 +176,11 @@ class PhaseStream:
         return UNKNOWN_MODE if m == len(MODES) else MODES[m]
 
     def _network(self, x: np.ndarray, t_s: float) -> PhaseEstimate:
-        w, ring = self.window, self._ring
-        row = ring[self._i]
-        np.multiply(x, self._scale, out=row[:36])
-        row[36:] = self._flags
-        if self.n == 1:
-            ring[:] = row.copy()  # the first sample repeats back in time, as in training and eval-phase
-        else:
-            ring[self._i + w] = row
-        out = self.net(ring[self._i + 1:self._i + 1 + w])  # the last w rows, oldest first; a view, no copy
-        self._i = (self._i + 1) % w
-        phases = tuple(math.atan2(out[2 * k + 1], out[2 * k]) / (2 * math.pi) % 1.0 for k in (0, 1))
-        phases = tuple(min(p, math.nextafter(1.0, 0.0)) for p in phases)
-        vec = min(1.0, math.hypot(out[0], out[1]), math.hypot(out[2], out[3]))
-        logits = out[4:].astype(np.float64)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
+        np.multiply(x, self._scale, out=self._row[:36])
+        out = self.net.push(self._row)
+        phases = tuple(min(float(p) / 100.0, _BELOW_ONE) for p in out["phase"])
+        vec = float(out["confidence"].min())
+        p = out["mode_prob"]
         a = self.config.mode_alpha
         self._prob = p if self._prob is None else (1.0 - a) * self._prob + a * p
         m = int(self._prob.argmax())
