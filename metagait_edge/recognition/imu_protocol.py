@@ -148,17 +148,20 @@ def cross_session_masks(data: WalkingStrides, walkers: Sequence[int]) -> tuple[n
     return mine & data.enroll_session, mine & ~data.enroll_session
 
 
-def fitted_threshold(data: WalkingStrides, walkers: Sequence[int], config: ImuEmbeddingConfig, k: int) -> float:
-    """EER threshold of a cross-session, subject-disjoint cross-validation over ``walkers`` only."""
-    scores = OpenSetScores.empty()
+def fitted_thresholds(data: WalkingStrides, walkers: Sequence[int], config: ImuEmbeddingConfig) -> dict[int, float]:
+    """Per K: the EER threshold of a cross-session, subject-disjoint cross-validation over ``walkers`` only."""
+    scores = {k: OpenSetScores.empty() for k in STRIDES}
     for test in folds_of(walkers, 3, seed=1):
         model = fit_model(data, [w for w in walkers if w not in test], config)
         enroll, probe = cross_session_masks(data, test)
         enrolled = sorted(set(data.walker[enroll].tolist()))
-        probe_runs = runs(data, probe, k)
-        scores.add(score_runs(model, data, enrolled, enroll, probe_runs), [data.walker[r[0]] for r in probe_runs],
-                   enrolled)
-    return equal_error_rate(scores.genuine, scores.impostor)[1]
+        if not enrolled:  # e.g. a fold of walkers without a walking file: nobody to identify
+            continue
+        for k in STRIDES:
+            probe_runs = runs(data, probe, k)
+            scores[k].add(score_runs(model, data, enrolled, enroll, probe_runs), [data.walker[r[0]] for r in probe_runs],
+                          enrolled)
+    return {k: equal_error_rate(scores[k].genuine, scores[k].impostor)[1] for k in STRIDES}
 
 
 def evaluate_embedding(data: WalkingStrides, config: ImuEmbeddingConfig = ImuEmbeddingConfig(), n_folds: int = 3,
@@ -174,9 +177,12 @@ def evaluate_embedding(data: WalkingStrides, config: ImuEmbeddingConfig = ImuEmb
         model = fit_model(data, train, config)
         enroll, probe = cross_session_masks(data, test)
         enrolled = sorted(set(data.walker[enroll].tolist()))
+        if not enrolled:
+            continue
         galleries.append(enrolled)
+        fitted = fitted_thresholds(data, train, config)
         for k in STRIDES:
-            thresholds[k].append(fitted_threshold(data, train, config, k))
+            thresholds[k].append(fitted[k])
             probe_runs = runs(data, probe, k)
             cross[k].add(score_runs(model, data, enrolled, enroll, probe_runs), [data.walker[r[0]] for r in probe_runs],
                          enrolled)
