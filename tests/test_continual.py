@@ -231,3 +231,39 @@ def test_uncalibrated_walkers_are_not_learnt(pers, tmp_path):
                                lambda w: None, lambda p: None)
     learner.learn(_cycle(pers, np.random.default_rng(4), 0), "bob")
     assert learner.stats["skipped"] == 1 and len(learner._strides) == 0
+
+
+@pytest.mark.slow
+def test_the_runtime_offers_cycles_from_its_worker_and_learns_on_the_continual_thread(tmp_path):
+    """The orchestrator hook: a declared, calibrated walker's cycles reach the learner; updates run on the
+    ``continual`` thread, never on the gait worker; the status counters carry the learner's counts."""
+    from test_orchestrator import Collect, _feed
+
+    from metagait_edge.runtime.orchestrator import Runtime
+    from metagait_edge.runtime.config import RuntimeConfig
+    from metagait_edge.runtime.virtual_walker import synthetic_walker
+
+    torch.set_num_threads(1)
+    sim = [0.0]
+    store = ProfileStore(tmp_path)
+    cfg = EdgeConfig(sources=[], calibration=CalibrationConfig(directory=tmp_path, max_gap_s=0.1),
+                     runtime=RuntimeConfig(walker="ann"),
+                     continual=ContinualConfig(enabled=True, every_strides=5, holdout_strides=5, buffer_strides=10))
+    probe = Runtime(EdgeConfig(sources=[]), store=store)
+    assert probe.continual is None and "continual_accepted" not in probe.counters()  # off by default
+    store.save(Profile("ann", {}, np.zeros((probe.personalizer.n_channels, 101), np.float32),
+                       np.ones(probe.personalizer.n_channels, bool), meta={"shots": 5, "mode": "walking"}))
+    rt = Runtime(cfg, publisher=Collect(), store=store, clock=lambda: sim[0])
+    assert rt.continual is not None and rt.counters()["continual_accepted"] == 0
+    samples = synthetic_walker(seconds=30).samples
+    rt.start()
+    try:
+        _feed(rt, sim, samples, 0, len(samples))  # the simulated clock waits for the worker
+        assert rt.continual.drain(60)
+    finally:
+        rt.stop()
+    counts = rt.counters()
+    offered = sum(counts[f"continual_{k}"] for k in ("strides", "skipped", "dropped"))
+    assert rt.stats.cycles >= 15 and offered >= rt.stats.cycles - 2  # every cycle of the calibrated walker
+    assert counts["continual_accepted"] + counts["continual_rejected"] >= 1
+    assert set(rt.continual.update_threads) == {THREAD_NAME}

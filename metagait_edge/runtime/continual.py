@@ -54,7 +54,9 @@ class ContinualLearner:
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
         self._owner_threads = threads  # the runtime's thread list: its stop() joins this thread too
-        self.stats: Dict[str, int] = {"accepted": 0, "rejected": 0, "skipped": 0, "dropped": 0, "failed": 0}
+        # strides: cycles learnt from; skipped: cycles not (quality, mode, no profile); dropped: queue full
+        self.stats: Dict[str, int] = {"strides": 0, "accepted": 0, "rejected": 0, "skipped": 0, "dropped": 0,
+                                      "failed": 0}
         self.update_threads: Deque[str] = deque(maxlen=16)  # names of the threads updates ran on (checked by tests)
         self.update_ms: Deque[float] = deque(maxlen=256)
         self._reset(None)
@@ -159,6 +161,7 @@ class ContinualLearner:
         self._last_index = rec.index
         self._running.add(torch.from_numpy(norm), torch.from_numpy(valid))
         self._new += 1
+        self.stats["strides"] += 1
         if self._new < self.config.every_strides or len(self._strides) < self.config.holdout_strides + 3:
             return
         self._new = 0

@@ -28,6 +28,7 @@ from metagait_edge.runtime.calibration import (
     ANGLE_CHANNELS, CalibrationOutcome, CycleRecord, Personalizer, calibrate, load_personalizer,
 )
 from metagait_edge.runtime.config import EdgeConfig
+from metagait_edge.runtime.continual import continual_learner
 from metagait_edge.runtime.identity import IdentityVote, WearerIdentity
 from metagait_edge.runtime.reference import Reference
 from metagait_edge.runtime.features import OnlineFeatures
@@ -107,6 +108,7 @@ class Runtime(StatusReporter, PhaseOutput):
         self._latest_out = None
         self._identity_vote = IdentityVote()
         self.identity = WearerIdentity(self.config.identity, self.store)  # camera + IMU evidence, fused
+        self.continual = continual_learner(self)  # None unless continual.enabled (runtime/continual.py)
         self.reference_listeners: List[Callable[[], None]] = []  # called on the worker thread per new trajectory
         self._last_traj = None
         self.serial = None
@@ -240,6 +242,8 @@ class Runtime(StatusReporter, PhaseOutput):
                 except queue.Full:
                     pass
         self._recent.append(np.nan_to_num(self.personalizer.normalize(rec.cycle), nan=0.0, posinf=0.0, neginf=0.0))
+        if self.continual is not None and self.confidence >= self.config.safety.confidence_threshold:
+            self.continual.offer(rec, self.walker)  # only queues: updates run on the learner's own thread
         self._generate(rec, ring_seq, picked_s)
         self._observe_stride(rec.cycle)  # after the trajectory left: identity never delays the control output
         self._prev_cycle = rec
