@@ -39,8 +39,9 @@ def verdict(continual: dict) -> List[str]:
     lines.append(f"- Walkers ever worse than the pooled model (at any point of the curve): {worse} of "
                  f"{len(continual['per_walker'])}" + (" (goal: none)." if worse else " (goal met: none)."))
     up = continual["updates"]
-    lines.append(f"- Updates: {up['accepted']} accepted, {up['rejected']} rejected (rolled back); compute per update "
-                 f"{up['ms_median']:.0f} ms median, {up['ms_p95']:.0f} ms p95 on one thread.")
+    lines.append(f"- Updates: {up['accepted']} accepted, {up['rejected']} rejected (rolled back); wall time per update "
+                 f"{up['ms_median']:.0f} ms median, {up['ms_p95']:.0f} ms p95 on one thread of the evaluating machine "
+                 f"(CPU time per update: docs/BENCHMARKS.md, `python benchmarks/bench_continual.py`).")
     return lines
 
 
