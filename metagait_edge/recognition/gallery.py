@@ -5,8 +5,9 @@ enrolled sequence is stored L2-normalized per strip; the distance between two se
 (``metagait_edge.recognition.metrics.distance_matrix``): the per-strip metric averaged over strips.
 
 * ``mode="mean"``: a walker's template is the per-strip renormalized mean of their sequences.
-* ``mode="all"``: every sequence is a template (views, passes; each with a label saying where it came
-  from); a walker's distance is the minimum over their templates.
+* ``mode="all"`` (the default): every sequence is a template (views, passes; each with a label saying where
+  it came from); a walker's distance is the minimum over their templates. The shipped thresholds are fitted
+  for this mode.
 
 Open-set rejection: ``identify`` accepts the nearest walker only if its distance is <= ``threshold`` and no
 other walker is within the threshold too (that answer is *uncertain*: rejected); without a threshold
@@ -177,7 +178,7 @@ def _distances(values, name: str) -> np.ndarray:
 class Gallery:
     """In-memory walker gallery with atomic persistence; see the module docstring."""
 
-    def __init__(self, metric: Metric = "cosine", mode: Mode = "mean", threshold: float | None = None,
+    def __init__(self, metric: Metric = "cosine", mode: Mode = "all", threshold: float | None = None,
                  model_fingerprint: str | None = None, threshold_source: str = "") -> None:
         if metric not in ("cosine", "euclidean"):
             raise GalleryError(f"gallery metric must be 'cosine' or 'euclidean', got {metric!r}")

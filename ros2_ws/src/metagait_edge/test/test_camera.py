@@ -17,7 +17,7 @@ from rclpy.action import ActionClient
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from conftest import WALK, assert_clean_exit, launch_gait, spin_until, wait_state
+from conftest import WALK, assert_clean_exit, launch_gait, spin_for, spin_until, wait_state
 from metagait_edge import ros
 from metagait_edge_interfaces.action import Calibrate
 from metagait_edge_interfaces.msg import GaitTrajectory, WalkerIdentity
@@ -75,13 +75,18 @@ def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery,
                             (f"/{ros.IDENTITY_TOPIC}", ReliabilityPolicy.RELIABLE)):
             pubs = probe.get_publishers_info_by_topic(topic)
             assert pubs and all(p.qos_profile.reliability == want for p in pubs), (topic, pubs)
-        # the trajectory node runs whom the camera recognised (no profile stored: the generic model, flagged)
-        answers = {(i.walker_id if i.known else "") for i in identities[-2:]}
-        assert len(answers) == 1, identities[-2:]  # one walker looping in one video: a stable answer
-        who = answers.pop()
-        assert spin_until(probe, lambda: any(t.walker_id == who and t.status != GaitTrajectory.STATUS_STALE
-                                             for t in trajectories[-20:]), 20.0), (who, identities[-2:])
-        assert all(not t.personalized for t in trajectories if t.walker_id == who)
+        # The camera accepts only the walker of the video (the shipped model's calibrated threshold) or rejects a
+        # window as unknown (with that threshold about every other window of this loop is rejected); the
+        # trajectory node runs the walker after two agreeing answers and the generic model at once after a
+        # rejected one: never another walker, never a profile (none is stored).
+        from metagait_edge.runtime.virtual_walker import load_walker
+
+        walker = load_walker(WALKER).name
+        spin_for(probe, 15.0)
+        assert {i.walker_id for i in identities if i.known} <= {walker}, identities
+        assert all(i.best_match in enrolled for i in identities)
+        assert {t.walker_id for t in trajectories} <= {"", walker}, {t.walker_id for t in trajectories}
+        assert not any(t.personalized for t in trajectories)
     finally:
         probe.destroy_subscription(sub_s)
         probe.destroy_subscription(sub_i)
