@@ -61,6 +61,7 @@ def test_unknown_or_uncertain_walker_gets_the_generic_model_flagged_not_the_near
             assert rt.walker is None and rt.confidence == 0.0
             walker_id, distance, confidence, kw = rt.publisher.identity[-1]
             assert walker_id is None and confidence == 0.0 and kw["personalized"] is False and math.isfinite(distance)
+            assert kw.get("reason"), kw  # flagged: why nobody's profile runs (the camera's reason, or a conflict)
             n1 = len(rt.publisher.traj)
             _feed(rt, sim, walker.samples, 900, 1100)
             generic = rt.publisher.traj[n1 + 1:]
