@@ -67,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         source = FrameSource("camera", index=args.camera)
         print(f"recording camera {args.camera} for {args.seconds:g} s: walk across the view, alone")
-        frames = read_frames(source, seconds=args.seconds, progress=True)
+        try:
+            frames = read_frames(source, seconds=args.seconds, progress=True)
+        except OSError as exc:  # no such device, or it stopped delivering frames: one clear line, no traceback
+            raise ValueError(f"--camera {args.camera}: {exc}") from exc
     label = describe_source(args.video, args.camera) + time.strftime(" %Y-%m-%d %H:%M")
     result = enroll_tracks(recognizer, args.walker, track_silhouettes(frames), label, args.window)
     gallery.save(gallery_path)
