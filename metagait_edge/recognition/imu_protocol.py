@@ -4,7 +4,8 @@
   walker, the walking bouts inside the "various" recordings another (other files, put on again; walker 1's
   on another date too). Walker 2 has no walking file: never enrolled, always an impostor.
 * **Cross-session** (the headline): enroll a walker from all their walking-file strides, probe with runs of K
-  consecutive strides (K = 1, 5) of their "various" walking bouts. **Within-session** (beside it): enroll from
+  consecutive strides (K = 1, 5) of their "various" walking bouts. Beside it, enrolled as the runtime's
+  calibration does: 6 strides of one walking file only (``calibration_strides``). **Within-session** (beside it): enroll from
   the first half of each walking file's strides, probe with runs from its second half.
 * **Subject-disjoint folds**: the embedding is fitted on the walkers of the other folds (all their walking
   strides, recordings as sessions); the test fold's walkers are enrolled and probed. The open-set threshold
@@ -30,6 +31,7 @@ from metagait_edge.recognition.imu_identity import (
 
 STRIDES = (1, 5)
 COHORT_RUN = 5  # strides per cohort run: the most any probe uses
+CALIBRATION_STRIDES = 6  # strides a calibration enrolls: 5 shots + the held-out one
 COHORT_MAX = 96  # cohort runs kept (z-norm statistics per enrolled walker)
 
 
@@ -88,10 +90,11 @@ class OpenSetScores:
     correct: list  # bool: nearest enrolled walker is the right one
     genuine: list  # score to the walker's own template
     impostor: list  # nearest score with the own template left out (or to everyone, walker never enrolled)
+    claims: list  # every other enrolled walker's score: verification of a false identity claim (closed set)
 
     @classmethod
     def empty(cls) -> "OpenSetScores":
-        return cls([], [], [], [])
+        return cls([], [], [], [], [])
 
     def add(self, scores: np.ndarray, probe_walkers: Sequence[int], enrolled: Sequence[int]) -> None:
         enrolled = list(enrolled)
@@ -102,6 +105,7 @@ class OpenSetScores:
                 self.correct.append(bool(enrolled[int(np.argmin(row))] == w))
                 self.genuine.append(float(row[j]))
                 row = np.delete(row, j)
+                self.claims += row.tolist()
             if len(row):
                 self.impostor.append(float(row.min()))
 
@@ -109,11 +113,24 @@ class OpenSetScores:
         correct, walker = np.asarray(self.correct), np.asarray(self.walker)
         per = {str(w): float(correct[walker == w].mean()) for w in sorted(set(self.walker))}
         out = {"rank1": float(correct.mean()), "eer": equal_error_rate(self.genuine, self.impostor)[0],
-               "per_walker_rank1": per, "probes": int(len(correct)), "impostor_probes": len(self.impostor)}
+               "per_walker_rank1": per, "probes": int(len(correct)), "impostor_probes": len(self.impostor),
+               "eer_verification": equal_error_rate(self.genuine, self.claims)[0] if self.claims else float("nan")}
         if threshold is not None:
             _, far, frr = far_frr_curve(self.genuine, self.impostor, [threshold])
             out.update(far_at_threshold=float(far[0]), frr_at_threshold=float(frr[0]), threshold=float(threshold))
         return out
+
+
+def calibration_strides(data: WalkingStrides, strides: int = CALIBRATION_STRIDES, settle: int = 1) -> np.ndarray:
+    """bool [N]: per walker, the ``strides`` strides after the first ``settle`` of their first walking file's
+    first bout: what the runtime's calibration sees (``CalibrationConfig``: settle 1, 5 shots + 1 held out)."""
+    out = np.zeros(len(data.walker), bool)
+    for w in np.unique(data.walker[data.enroll_session]):
+        first = sorted(set(data.file_id[data.enroll_session & (data.walker == w)].tolist()))[0]
+        run = runs(data, data.file_id == first, settle + strides)
+        if run:
+            out[run[0][settle:]] = True
+    return out
 
 
 def folds_of(walkers: Sequence[int], n_folds: int = 3, seed: int = 0) -> list[list[int]]:
@@ -170,6 +187,8 @@ def evaluate_embedding(data: WalkingStrides, config: ImuEmbeddingConfig = ImuEmb
     walkers = sorted(set(data.walker.tolist()))
     half = first_half(data)
     cross = {k: OpenSetScores.empty() for k in STRIDES}
+    calibration = {k: OpenSetScores.empty() for k in STRIDES}  # enrolled from calibration strides only
+    calib = calibration_strides(data)
     within = {k: OpenSetScores.empty() for k in STRIDES}
     thresholds, galleries = {k: [] for k in STRIDES}, []
     for test in progress(folds_of(walkers, n_folds), desc="identity folds"):
@@ -186,12 +205,16 @@ def evaluate_embedding(data: WalkingStrides, config: ImuEmbeddingConfig = ImuEmb
             probe_runs = runs(data, probe, k)
             cross[k].add(score_runs(model, data, enrolled, enroll, probe_runs), [data.walker[r[0]] for r in probe_runs],
                          enrolled)
+            calibration[k].add(score_runs(model, data, enrolled, enroll & calib, probe_runs),
+                               [data.walker[r[0]] for r in probe_runs], enrolled)
             w_runs = runs(data, enroll & ~half, k)
             within[k].add(score_runs(model, data, enrolled, enroll & half, w_runs), [data.walker[r[0]] for r in w_runs],
                           enrolled)
     # Each fold's threshold applies to its own test walkers; the pooled operating point uses their mean.
     return {"cross": {str(k): cross[k].summary(float(np.mean(thresholds[k]))) for k in STRIDES},
             "within": {str(k): within[k].summary() for k in STRIDES},
+            "cross_calibration_enrollment": {str(k): calibration[k].summary(float(np.mean(thresholds[k])))
+                                             for k in STRIDES},
             "thresholds": {str(k): [float(t) for t in thresholds[k]] for k in STRIDES}, "galleries": galleries,
             "curves": {k: (cross[k].genuine, cross[k].impostor) for k in STRIDES}}
 
