@@ -69,6 +69,16 @@ def _feed(rt, sim, samples, start, stop, rate=58.8, values=None):
     time.sleep(0.1)
 
 
+def _calibrate_while_walking(rt, sim, samples, name, stop, **kw):
+    """Calibrate ``name`` (5 shots) on a thread while samples 0..stop are fed; the outcome."""
+    result = {}
+    th = threading.Thread(target=lambda: result.setdefault("o", rt.calibrate(name, 5, timeout_s=30, **kw)))
+    th.start()
+    _feed(rt, sim, samples, 0, stop)
+    th.join(30)
+    return result["o"]
+
+
 @pytest.fixture(scope="module")
 def walker():
     return synthetic_walker(seconds=40)
@@ -113,14 +123,9 @@ def test_stale_imu_publishes_hold_and_reference_is_withdrawn(tmp_path, walker):
 def test_calibration_then_personalized_output_and_confidence_gate(tmp_path, walker):
     rt, sim = _runtime(tmp_path, IdentityConfig(imu=False))  # identity set by hand below, not from the strides
     rt.start()
-    result = {}
     progress = []
-    th = threading.Thread(target=lambda: result.setdefault("o", rt.calibrate("alice", 5, lambda n, k: progress.append(n), timeout_s=30)))
     try:
-        th.start()
-        _feed(rt, sim, walker.samples, 0, 700)
-        th.join(30)
-        o = result["o"]
+        o = _calibrate_while_walking(rt, sim, walker.samples, "alice", 700, feedback=lambda n, k: progress.append(n))
         assert o.success, o.reason
         assert o.error_after < o.error_before
         assert progress[-1] == 5 and ProfileStore(tmp_path).exists("alice")
@@ -141,13 +146,9 @@ def test_calibration_then_personalized_output_and_confidence_gate(tmp_path, walk
 def test_calibration_enrolls_the_wearer_whom_the_strides_then_identify(tmp_path, walker):
     rt, sim = _runtime(tmp_path)
     rt.start()
-    result = {}
-    th = threading.Thread(target=lambda: result.setdefault("o", rt.calibrate("alice", 5, timeout_s=30)))
     try:
-        th.start()
-        _feed(rt, sim, walker.samples, 0, 700)
-        th.join(30)
-        assert result["o"].success, result["o"].reason
+        o = _calibrate_while_walking(rt, sim, walker.samples, "alice", 700)
+        assert o.success, o.reason
         assert "imu_identity" in ProfileStore(tmp_path).load("alice").meta
         _feed(rt, sim, walker.samples, 700, 1300)  # nobody named the walker: the IMU alone finds alice
         assert rt.identity.imu.walker_id == "alice" and rt.walker == "alice" and rt.has_profile
