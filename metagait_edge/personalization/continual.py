@@ -34,9 +34,11 @@ class ContinualConfig:
     """How the runtime (``enabled``) and the evaluation learn a walker continually (see the module docstring)."""
 
     enabled: bool = False  # runtime only: the evaluation always learns
-    every_strides: int = 10  # an update is proposed after every this many new valid strides
+    # every_strides, holdout_strides (5, 5 against 10, 10), template_strides and ridge were chosen on the shipped
+    # fold's validation walkers (docs/results/personalization_continual.md)
+    every_strides: int = 5  # an update is proposed after every this many new valid strides
     buffer_strides: int = 60  # recent strides kept for adaptation (memory stays bounded on a long walk)
-    holdout_strides: int = 10  # the newest strides of the buffer, held out to accept or reject an update
+    holdout_strides: int = 5  # the newest strides of the buffer, held out to accept or reject an update
     # Weights: the output head is refitted on the buffer (``refit_head``), pulled towards the current head with
     # this weight per sample; 0 disables weight updates (the template still grows)
     # 0 (the default, chosen on the fold's validation walkers: refitting cost 5x the compute and closed no more of

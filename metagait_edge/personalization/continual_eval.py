@@ -5,8 +5,8 @@ For each held-out walker, the walking recordings are joined in recording order i
 keeps walking, session after session). Its last ``queries`` strides (each with its true predecessor) are the
 held-out future strides; the learner walks every stride before them, in order:
 
-* after 5 strides: the few-shot calibration (MAML adapted on the 5 strides, their mean as template), as the
-  runtime calibrates; then :mod:`personalization.continual` learns on (growing template, bounded buffer,
+* after 5 strides the pooled model with their mean as template; from the 6th stride on the few-shot calibration
+  (MAML adapted on the 5 strides) if it predicts the 6th better than that, as the runtime calibrates; then :mod:`personalization.continual` learns on (growing template, bounded buffer,
   an update every ``every_strides`` strides, accepted only if it improves held-out recent strides);
 * at each curve point the learner's current state generates every held-out future stride from its predecessor.
 
@@ -38,7 +38,7 @@ from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization import train as T
 from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.continual import (
-    ContinualConfig, ModelState, RunningTemplate, propose_update, with_template,
+    ContinualConfig, ModelState, RunningTemplate, generation_pairs, held_out_loss, propose_update, with_template,
 )
 from metagait_edge.personalization.episodes import support_batch
 from metagait_edge.personalization.evaluate import angle_sq_errors_deg, reference_examples
@@ -141,7 +141,8 @@ def walker_curve(models: ProblemModels, prepared: Prepared, walk: WalkerWalk, bo
     learn = torch.as_tensor(walk.learn)
     x, valid = data.x[learn], data.valid[learn]
     contiguous = torch.as_tensor(walk.learn_contiguous)
-    state, pooled = bounds.calibration, bounds.pooled
+    pooled = bounds.pooled
+    state = pooled  # until the calibration is validated, as on the device: the model without one
     running = RunningTemplate.from_strides(x[:CALIBRATION_SHOTS], valid[:CALIBRATION_SHOTS])
     buffer: deque = deque(range(CALIBRATION_SHOTS), maxlen=config.buffer_strides)
     out = {"subject": walk.subject, "strides_walked": len(learn),
@@ -149,6 +150,10 @@ def walker_curve(models: ProblemModels, prepared: Prepared, walk: WalkerWalk, bo
            "reference": _score(model, bounds.reference, bounds.queries, std, angle_index), "points": {},
            "accepted": 0, "rejected": 0, "update_ms": []}
     for n in range(CALIBRATION_SHOTS, len(learn) + 1):
+        if n == CALIBRATION_SHOTS + 1:  # the runtime's calibration: adapted on 5 strides, kept if the 6th agrees
+            hold = generation_pairs(x[:n], valid[:n], contiguous[:n], [n - 1], pooled.template)
+            if held_out_loss(model, bounds.calibration, hold) < held_out_loss(model, pooled, hold):
+                state = bounds.calibration
         if n > CALIBRATION_SHOTS:
             running.add(x[n - 1], valid[n - 1])
             buffer.append(n - 1)

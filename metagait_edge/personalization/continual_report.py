@@ -101,13 +101,16 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         "## Protocol",
         "",
         f"- Walkers: the held-out test walkers of the runs (seed, fold) {p['runs']} (checkpoints: {p['checkpoints']}); "
-        "each walker's walking recordings joined in recording order into one walk."
+        "each walker's walking segments (walking files and the walking parts of the 'various' files) joined in "
+        "file-name order into one walk (HuGaDB gives no time order between files)."
         + (" Quick: the first walkers of the first run only." if p.get("quick") else ""),
         f"- Future strides: the last {p['queries']} strides of the walk (each with its true predecessor), never seen "
         "by the learner; every score is the masked MSE of generating them from their predecessor (normalized "
         "channels, mean over walkers).",
-        f"- Learner: after {p['calibration_shots']} strides the few-shot calibration (MAML adapted on them, their mean "
-        f"as template); then every {cfg['every_strides']} strides an update on a buffer of the last "
+        f"- Learner: after {p['calibration_shots']} strides the pooled model with their mean as template; from the next "
+        f"stride on the few-shot calibration (MAML adapted on the {p['calibration_shots']} strides) if it predicts that "
+        f"stride better, as the runtime's calibration validates on a held-out stride; then every "
+        f"{cfg['every_strides']} strides an update on a buffer of the last "
         f"{cfg['buffer_strides']} strides: the template grows to the mean of "
         + (f"the last {cfg['template_strides']} strides" if cfg.get("template_strides") else "every stride walked")
         + "; the weights are the current ones or the pooled model's, whichever does better, "
