@@ -17,7 +17,7 @@ class WireRecorder:
     and, like every message, the host's ``mono`` (monotonic s) and ``wall_ns`` at the call. ``phases``: the
     newest ``gait.phase`` estimates apart from ``events`` (one per IMU sample: bounded, for soak runs)."""
 
-    def __init__(self, runtime=None, keep_phases: int = 100_000) -> None:
+    def __init__(self, runtime=None, keep_phases: int = 4096) -> None:
         self.runtime = runtime
         self.events: list = []
         self.phases: deque = deque(maxlen=keep_phases)
