@@ -156,6 +156,9 @@ def test_calibration_enrolls_the_wearer_whom_the_strides_then_identify(tmp_path,
         rt.observe_identity("bob", 0.9)  # the camera disagrees: generic model, conflict counted and explained
         assert rt.walker is None and rt.counters()["identity_conflicts"] == 1
         assert "camera says bob, imu says alice" in rt.identity.fused.reason
+        rt.use_walker("nobody")  # named by the operator (ROS walker parameter): the strides do not override it
+        _feed(rt, sim, walker.samples, 1300, 1600)
+        assert rt.walker == "nobody" and rt.identity.imu.walker_id == "alice"
     finally:
         rt.stop()
 

@@ -108,6 +108,7 @@ class Runtime(StatusReporter, PhaseOutput):
         self._latest_out = None
         self._identity_vote = IdentityVote()
         self.identity = WearerIdentity(self.config.identity, self.store)  # camera + IMU evidence, fused
+        self._walker_pinned = False  # use_walker named the walker: the strides' identity must not override it
         self.continual = continual_learner(self)  # None unless continual.enabled (runtime/continual.py)
         self.reference_listeners: List[Callable[[], None]] = []  # called on the worker thread per new trajectory
         self._last_traj = None
@@ -176,7 +177,8 @@ class Runtime(StatusReporter, PhaseOutput):
     def _observe_stride(self, cycle: np.ndarray) -> None:
         """The IMU's identity evidence from the wearer's latest strides (not for a declared walker)."""
         before = self.identity.fused
-        fused = None if self.config.runtime.walker else self.identity.observe_stride(cycle)
+        declared = self.config.runtime.walker or self._walker_pinned
+        fused = None if declared else self.identity.observe_stride(cycle)
         if fused is not None:
             self._vote(fused)
             if fused != before:
@@ -331,7 +333,9 @@ class Runtime(StatusReporter, PhaseOutput):
         return bool(self.walker) and self.walker in self._profiles
 
     def use_walker(self, walker: Optional[str], confidence: float = 1.0) -> bool:
-        """Run ``walker``'s profile, re-read from the store (after a new calibration); False: generic model."""
+        """Run ``walker``'s profile, re-read from the store (after a new calibration); False: generic model.
+        A named walker is kept until the next call: identity from the strides does not override it."""
+        self._walker_pinned = bool(walker)
         if walker:
             self._profiles.pop(walker, None)
             self._load_profile(walker)
