@@ -68,3 +68,34 @@ def test_enroll_then_identify_accepts_the_walker_rejects_a_stranger_and_passes_a
     assert oblique_after["accepted"] and oblique_after["distance"] < oblique["distance"], (oblique, oblique_after)
     assert _identify(capsys, video["tall_side_probe"], gallery)["accepted"]  # the side view still is
     assert not _identify(capsys, video["small_side"], gallery)["accepted"]  # and the stranger still is not
+
+
+@pytest.mark.slow
+def test_identify_answers_per_track_and_never_accepts_the_stranger_beside_the_enrolled_walker(tmp_path, capsys):
+    import cv2
+
+    from metagait_edge.runtime.walker_scene import SceneWalker, render_scene
+
+    def write(scene, path):
+        h, w = scene.frames.shape[1:3]
+        out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (w, h))
+        for frame in scene.frames:
+            out.write(frame)
+        out.release()
+        return path
+
+    tall = SceneWalker(185, 90, "M", 100, x0=-1.3, seed=1)
+    small = SceneWalker(158, 50, "F", 118, x0=1.3, shirt_bgr=(40, 140, 60), seed=2)
+    gallery = tmp_path / "walkers.safetensors"
+    alone = write(render_scene([tall], n_frames=60, lead_in=60), tmp_path / "tall_alone.avi")
+    assert main(["enroll", "--video", str(alone), "--walker", "tall", "--gallery", str(gallery)]) == 0
+    together = write(render_scene([tall, small], n_frames=60, lead_in=60, seed=5), tmp_path / "together.avi")
+    with pytest.raises(ValueError, match="exactly one walker in view, found 2 track"):
+        main(["-v", "enroll", "--video", str(together), "--walker", "both", "--gallery", str(gallery)])
+    capsys.readouterr()
+    assert main(["identify", "--video", str(together), "--gallery", str(gallery), "--json"]) == 0
+    tracks = json.loads(capsys.readouterr().out)["tracks"]
+    assert len(tracks) == 2 and all(t["nearest_id"] == "tall" for t in tracks), tracks
+    far_one = max(tracks, key=lambda t: t["distance"])  # the stranger: nearest "tall", but far from it
+    assert not far_one["accepted"] and far_one["distance"] > Gallery.load(gallery).threshold, tracks
+    assert {t["walker_id"] for t in tracks} <= {"tall", None}
