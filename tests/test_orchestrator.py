@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from metagait_edge.runtime.calibration import CycleRecord  # noqa: E402
 from metagait_edge.runtime.config import CalibrationConfig, EdgeConfig, IdentityConfig  # noqa: E402
 from metagait_edge.runtime.orchestrator import Runtime  # noqa: E402
 from metagait_edge.runtime.profiles import ProfileStore  # noqa: E402
@@ -159,6 +160,12 @@ def test_calibration_enrolls_the_wearer_whom_the_strides_then_identify(tmp_path,
         rt.use_walker("nobody")  # named by the operator (ROS walker parameter): the strides do not override it
         _feed(rt, sim, walker.samples, 1300, 1600)
         assert rt.walker == "nobody" and rt.identity.imu.walker_id == "alice"
+        seen = []
+        rt.identity.observe_stride = seen.append  # which strides count as identity evidence
+        rt.use_walker(None)
+        for mode in ("stairs_up", "walking", "running"):  # the embedding knows walking strides only
+            rt._observe_stride(CycleRecord(np.zeros((42, 101), np.float32), np.ones(42, bool), 1.0, 0.02, 0.0, 0, mode))
+        assert len(seen) == 1
     finally:
         rt.stop()
 

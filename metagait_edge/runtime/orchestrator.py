@@ -174,11 +174,13 @@ class Runtime(StatusReporter, PhaseOutput):
             self.publisher.publish_identity(fused.walker_id, distance, fused.confidence, reason=fused.reason,
                                             personalized=bool(fused.walker_id) and fused.walker_id in self._profiles)
 
-    def _observe_stride(self, cycle: np.ndarray) -> None:
-        """The IMU's identity evidence from the wearer's latest strides (not for a declared walker)."""
+    def _observe_stride(self, rec: CycleRecord) -> None:
+        """The IMU's identity evidence from the wearer's latest walking strides (not for a declared walker): the
+        embedding knows walking strides only, so stairs or running strides are no evidence."""
         before = self.identity.fused
         declared = self.config.runtime.walker or self._walker_pinned
-        fused = None if declared else self.identity.observe_stride(cycle)
+        walking = rec.mode in ("walking", UNKNOWN_MODE)
+        fused = None if declared or not walking else self.identity.observe_stride(rec.cycle)
         if fused is not None:
             self._vote(fused)
             if fused != before:
@@ -247,7 +249,7 @@ class Runtime(StatusReporter, PhaseOutput):
         if self.continual is not None and self.confidence >= self.config.safety.confidence_threshold:
             self.continual.offer(rec, self.walker)  # only queues: updates run on the learner's own thread
         self._generate(rec, ring_seq, picked_s)
-        self._observe_stride(rec.cycle)  # after the trajectory left: identity never delays the control output
+        self._observe_stride(rec)  # after the trajectory left: identity never delays the control output
         self._prev_cycle = rec
 
     def _recent_template(self) -> Optional[np.ndarray]:
