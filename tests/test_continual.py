@@ -44,7 +44,7 @@ def test_config_rejects_holdout_strides_the_last_update_may_have_seen():
     with pytest.raises(ValueError, match="holdout_strides"):
         ContinualConfig(every_strides=5, holdout_strides=6)
     with pytest.raises(ValueError, match="buffer_strides"):
-        ContinualConfig(buffer_strides=10, holdout_strides=10)
+        ContinualConfig(buffer_strides=10, every_strides=10, holdout_strides=10)
     with pytest.raises(ValueError, match="continual.enabld"):
         from_dict(EdgeConfig, {"sources": [], "continual": {"enabld": True}})
     assert from_dict(EdgeConfig, {"sources": [], "continual": {"enabled": True, "ridge": 0.5}}).continual.ridge == 0.5
