@@ -326,6 +326,9 @@ def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str
         "- Scores on normalized channels (training-walker statistics), valid channels only: MSE; multivariate DTW "
         "with one warping path shared by all channels (dtaidistance: square root of the summed squared distances "
         "along the path), raw and divided by the path length. Mean ± SD across held-out walkers of per-walker means.",
+        "- Joint angles in degrees (the unit users feel): per joint, the RMSE of the IMU-derived angle estimate over the "
+        "walker's valid query cycles (normalized error x the channel's normalization SD), mean across walkers (n/a: no "
+        "walker of the cell has a valid estimate, e.g. a corrupted shank gyroscope).",
         f"- Adaptation budget: {p.get('inner_steps')} gradient steps on the support set for MAML, fine-tuning and "
         "scratch; fine-tuning and scratch learning rates (and MAML's starting rate multiplier) tuned on validation "
         "walkers only, per support size where the checkpoint was trained so.",
