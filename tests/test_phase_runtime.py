@@ -313,3 +313,11 @@ def test_standing_puts_the_runtime_in_hold_with_the_mode(tmp_path, db):
     assert rt.stats.last_status == "HOLD" and rt.stats.last_reason == "mode standing: no periodic reference"
     assert ref is None
     assert rt.publisher.phase[-1][0].status == "HOLD" and rt.publisher.phase[-1][0].mode == "standing"
+
+
+def test_phase_at_moves_the_estimate_at_its_rate_and_hold_carries_none():
+    est = _estimate(t_s=10.0, phase=(0.9, 0.4), rate_hz=1.0)
+    assert est.phase_at(10.0) == pytest.approx(0.9)
+    assert est.phase_at(10.2) == pytest.approx(0.1)  # wraps past the next initial contact
+    assert est.phase_at(9.9) == pytest.approx(0.8)  # a reference stamped one tenth of a second earlier
+    assert _estimate(status="HOLD", phase=(0.0, 0.0), rate_hz=0.0).phase_at(11.0) == 0.0

@@ -88,10 +88,11 @@ class PhaseEstimate:
         return self.status != "HOLD"
 
     def phase_at(self, t_s: float) -> float:
-        """Right-leg phase advanced to host time ``t_s`` at the current rate (0 when not usable)."""
+        """Right-leg phase moved to host time ``t_s`` at the current rate (0 when not usable): forward for a
+        trajectory sent later, back for a reference stamped at a sample the worker had while this one was newer."""
         if not self.usable:
             return 0.0
-        return min((self.phase[0] + self.rate_hz * max(0.0, t_s - self.t_s)) % 1.0, _BELOW_ONE)
+        return min((self.phase[0] + self.rate_hz * (t_s - self.t_s)) % 1.0, _BELOW_ONE)
 
 
 def gyro_valid_for(config: PhaseStreamConfig, replay_path: Optional[Path] = None) -> Dict[str, bool]:
