@@ -321,3 +321,19 @@ def test_phase_at_moves_the_estimate_at_its_rate_and_hold_carries_none():
     assert est.phase_at(10.2) == pytest.approx(0.1)  # wraps past the next initial contact
     assert est.phase_at(9.9) == pytest.approx(0.8)  # a reference stamped one tenth of a second earlier
     assert _estimate(status="HOLD", phase=(0.0, 0.0), rate_hz=0.0).phase_at(11.0) == 0.0
+
+
+@pytest.mark.slow
+def test_runtime_for_the_ros_nodes_masks_the_replayed_files_corrupted_gyros(tmp_path):
+    from metagait_edge.runtime.orchestrator import build_runtime
+
+    rt = build_runtime(backend="torch", calibration_dir=str(tmp_path), recording="HuGaDB_v1_walking_03_00")
+    try:
+        assert [s for s, ok in rt.phase.valid.items() if not ok] == ["rf", "rs", "rt"]  # the authors' table
+    finally:
+        rt.stop()
+    plain = build_runtime(backend="torch", calibration_dir=str(tmp_path))
+    try:
+        assert all(plain.phase.valid.values())
+    finally:
+        plain.stop()

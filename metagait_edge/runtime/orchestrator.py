@@ -463,11 +463,12 @@ class Runtime(StatusReporter, PhaseOutput):
 
 def build_runtime(backend: str = "auto", model_path: Optional[str] = None, engine_path: Optional[str] = None,
                   calibration_dir: Optional[str] = None, walker: Optional[str] = None,
-                  imu_rate_hz: float = 58.8) -> Runtime:
+                  imu_rate_hz: float = 58.8, recording: Optional[str] = None) -> Runtime:
     """The runtime for the ROS 2 nodes: started worker + watchdog, fed by ``push_imu``, read by ``step``.
 
     ``backend`` runs per-cycle generation (``ModelsConfig.backend``); ``engine_path`` is the TensorRT
-    engine cache folder (engines are built from the exported ONNX model once and reused).
+    engine cache folder (engines are built from the exported ONNX model once and reused). ``recording``: the
+    HuGaDB file the IMU stream replays, whose corrupted gyroscopes the phase estimate masks as eval-phase does.
     """
     from metagait_edge.runtime.config import CalibrationConfig, ModelsConfig, RuntimeConfig
     from metagait_edge.runtime.profiles import ProfileStore
@@ -478,4 +479,6 @@ def build_runtime(backend: str = "auto", model_path: Optional[str] = None, engin
                         calibration=CalibrationConfig(directory=Path(calibration_dir) if calibration_dir else None),
                         runtime=RuntimeConfig(walker=walker or ""))
     rt = Runtime(config, store=ProfileStore(calibration_dir), imu_rate_hz=imu_rate_hz)
+    if recording and rt.phase is not None:
+        rt.phase.set_gyro_valid(gyro_valid_for(config.phase, Path(recording)))
     return rt.start()

@@ -131,10 +131,11 @@ def load_runtime(params: GaitParams) -> GaitRuntime:
         raise ValueError(f"engine_path: {params.engine_path!r} is not a folder")
     from metagait_edge.runtime.orchestrator import build_runtime as build
 
+    port = params.serial_port  # a replayed HuGaDB file: the phase estimate masks its corrupted gyroscopes
     try:
         return build(backend=params.backend, model_path=params.model_path or None,
                      engine_path=params.engine_path or None, calibration_dir=params.calibration_dir or None,
-                     walker=params.walker or None)
+                     walker=params.walker or None, recording=port[len(HUGADB_PREFIX):] if port.startswith(HUGADB_PREFIX) else None)
     except (ImportError, ModuleNotFoundError) as exc:
         raise ValueError(f"backend: {params.backend!r} is not available here ({exc})") from exc
 
