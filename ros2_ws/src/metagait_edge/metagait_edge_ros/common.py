@@ -8,6 +8,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -183,10 +184,15 @@ def spin_node(name: str, make_node: Callable[[], Node], make_executor: Callable[
         try:
             executor = make_executor() if make_executor is not None else None
             node = make_node()
+            if executor is not None:
+                executor.add_node(node)
+            # From here on a signal only shuts the context down and spin returns (or raises
+            # ExternalShutdownException); it no longer raises KeyboardInterrupt, which could otherwise be
+            # delivered a few bytecodes after spin returned, in the shutdown below, and end the process -2.
+            _raise_on_signal(False)
             if executor is None:
                 rclpy.spin(node)
             else:
-                executor.add_node(node)
                 executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             raise
@@ -250,15 +256,35 @@ def _shutdown_underway(wait_s: float = 1.0) -> bool:
     return True
 
 
+_raising = True
+
+
+def _raise_on_signal(raising: bool) -> None:
+    global _raising
+    _raising = raising
+
+
 def _interrupt(signum, frame) -> None:
     # The first SIGINT or SIGTERM starts the shutdown; any later one (Ctrl-C reaches the whole process group,
-    # launch sends its own, the parent-death SIGTERM follows) is ignored from here on. Otherwise a second
-    # KeyboardInterrupt could escape the shutdown, and Python ends a process that dies of an unhandled
-    # KeyboardInterrupt with SIGINT (status -2).
+    # launch sends its own, the parent-death SIGTERM follows) is ignored from here on. Python ends a process
+    # that dies of an unhandled KeyboardInterrupt with SIGINT (status -2), so KeyboardInterrupt is raised only
+    # while the node is being built (importing torch takes seconds), inside spin_node's try. While spinning,
+    # rclpy's own handler (which ran before this one) shuts the context down and spin ends by itself; the
+    # try_shutdown makes sure of it, from a thread: this handler may run while the main thread holds the
+    # context's lock inside the executor.
     global _signalled
     _signalled = True
     _ignore_signals()
-    raise KeyboardInterrupt(f"signal {signum}")
+    if _raising:
+        raise KeyboardInterrupt(f"signal {signum}")
+    threading.Thread(target=_try_shutdown, name="signal-shutdown", daemon=True).start()
+
+
+def _try_shutdown() -> None:
+    try:
+        rclpy.try_shutdown()
+    except Exception:  # noqa: BLE001 - rclpy's own handler got there first: shut down either way
+        pass
 
 
 def ros_stamp_ns(node: Node, monotonic_s: float | None = None) -> int:

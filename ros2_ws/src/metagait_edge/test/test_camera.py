@@ -2,7 +2,8 @@
 
 The video is the project's rendered side view of the HuGaDB walker whose IMU walk feeds the graph; the
 gallery is enrolled (as `metagait-edge demo` does) from another rendering of the same walker plus a
-synthetic distractor. The launch is ended with SIGINT (Ctrl-C).
+synthetic distractor. The launch is ended with SIGTERM, as a service manager ends it (test_graph.py ends its
+launch with SIGINT).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rclpy.action import ActionClient
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from conftest import WALK, assert_clean_exit, launch_gait, spin_for, spin_until, wait_state
+from conftest import WALK, assert_nodes_ended_cleanly_after_sigterm, launch_gait, spin_for, spin_until, wait_state
 from metagait_edge import ros
 from metagait_edge_interfaces.action import Calibrate
 from metagait_edge_interfaces.msg import GaitTrajectory, WalkerIdentity
@@ -66,7 +67,7 @@ def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery,
     try:
         assert wait_state(probe, "camera_node", "active", 90.0) == "active", launched.output()[-4000:]
         calibrate = ActionClient(probe, Calibrate, "/calibrate")
-        assert calibrate.wait_for_server(timeout_sec=90.0)  # every node is up before the SIGINT below
+        assert calibrate.wait_for_server(timeout_sec=90.0)  # every node is up before the SIGTERM below
         calibrate.destroy()
         assert spin_until(probe, lambda: len(identities) >= 3 and len(silhouettes) >= 30, 90.0), (
             len(silhouettes), len(identities), launched.output()[-3000:])
@@ -91,11 +92,11 @@ def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery,
         probe.destroy_subscription(sub_s)
         probe.destroy_subscription(sub_i)
         probe.destroy_subscription(sub_t)
-        launched.stop(signal.SIGINT)
+        launched.stop(signal.SIGTERM)
     assert all((s.encoding, s.height, s.width) == ("mono8", 64, 64) for s in silhouettes)
     filled = [float((np.frombuffer(bytes(s.data), np.uint8) > 127).mean()) for s in silhouettes]
     assert 0.005 < float(np.median(filled)) < 0.6, filled  # a walker-sized blob, neither empty nor the whole frame
     ident = identities[-1]
     assert ident.num_frames == 30 and ident.best_match in enrolled
     assert np.isfinite(ident.score)
-    assert_clean_exit(launched, {"imu_node", "trajectory_node", "calibration_node", "camera_node"})
+    assert_nodes_ended_cleanly_after_sigterm(launched, {"imu_node", "trajectory_node", "calibration_node", "camera_node"})
