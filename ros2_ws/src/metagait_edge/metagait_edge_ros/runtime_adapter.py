@@ -191,6 +191,13 @@ class ZmqTrajectoryOutput:
             t_input_ns=wall_ns(ref.input_time_s, time.monotonic(), now_ns),
         )
 
+    def publish_phase(self, estimate: Any, walker: str) -> bool:
+        """One runtime ``PhaseEstimate`` as ``gait.phase`` (per IMU sample), ``t_input_ns`` = its sample's time."""
+        from metagait_edge.runtime.input_gate import wall_ns
+
+        return self.publisher.publish_phase(estimate, walker_id=walker or None,
+                                            t_input_ns=wall_ns(estimate.t_s, time.monotonic(), time.time_ns()))
+
     def publish_hold(self, reason: str, walker: str) -> bool:
         # HOLD means "no valid reference": the protocol sends it as a status, never with trajectory values.
         return self.publisher.publish_status("HOLD", reason, walker_id=walker or None)

@@ -203,6 +203,8 @@ class TrajectoryNode(LifecycleNode):
             if self.active:
                 self.pub_phase.publish(msgs.phase_message(estimate, self._stamp_ns(estimate.t_s), self.params.frame_id,
                                                           self.factory))
+                if self.zmq is not None:  # the same estimate on the ZeroMQ output (gait.phase)
+                    self.zmq.publish_phase(estimate, self.runtime.walker or "")
 
     def _on_new_cycle(self) -> None:
         if self.active:

@@ -205,12 +205,13 @@ def test_gait_phase_at_the_imu_rate_with_advancing_phase(graph, probe):
 
 def test_zeromq_output_of_the_graph_is_read_by_listen(graph):
     result = subprocess.run([sys.executable, "-m", "metagait_edge", "listen", "--endpoint", f"tcp://127.0.0.1:{graph.port}",
-                             "--count", "60", "--timeout", "20", "--quiet"],
+                             "--count", "300", "--timeout", "20", "--quiet", "--require", "gait.phase"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ", 0 invalid" in result.stdout, result.stdout
     received = {m[0]: int(m[1]) for m in __import__("re").findall(r"  (\S+): (\d+) received", result.stdout)}
     assert received.get("gait.trajectory", 0) >= 20, result.stdout
+    assert received.get("gait.phase", 0) >= 100, result.stdout  # one per IMU sample (58.8 Hz)
 
 
 # ----------------------------------------------------------------------------------------- parameters
