@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="PATH", help="write the Markdown report here (e.g. docs/results/identity.md)")
     p.add_argument("--plot", metavar="PATH", help="write the DET plot here (e.g. docs/img/identity_imu_det.png)")
     p.add_argument("--walkers", type=int, nargs="*", help="HuGaDB walkers to use (default: all 18)")
+    p.add_argument("--select", action="store_true",
+                   help="choose each fold's embedding settings (PCA and session directions) by an inner cross-validation "
+                        "over its training walkers, from imu_protocol.SELECTION_GRID (about 6x the fitting time)")
     p.add_argument("--folds", type=int, default=3,
                    help="subject-disjoint folds (default 3: galleries of 5-6 walkers; 2: of 8-9, less to train on)")
     p.add_argument("--save-model", metavar="PATH",
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     steps.update()
     if not 2 <= args.folds <= 6:
         raise ValueError(f"--folds must be in 2..6, got {args.folds}")
-    emb = proto.evaluate_embedding(data, config, args.folds, progress=lambda it, **kw: tqdm(it, leave=False, **kw))
+    emb = proto.evaluate_embedding(data, config, args.folds, progress=lambda it, **kw: tqdm(it, leave=False, **kw),
+                                   grid=proto.SELECTION_GRID if args.select else ())
     steps.update()
     every = 4 if args.quick else 1
     nn = {"cross_session": proto.nearest_neighbour_baseline(data, probe_every=every),
@@ -107,16 +111,19 @@ def run(args: argparse.Namespace) -> int:
         "eer_by_strides": {k: cross[k]["eer"] for k in ("1", "5")}, "protocol": "cross-session, subject-disjoint folds",
         "cross_session": cross, "cross_session_calibration_enrollment": emb["cross_calibration_enrollment"],
         "within_session": emb["within"], "thresholds": emb["thresholds"],
-        "galleries": emb["galleries"], "baseline_nn": nn, "notes": notes, "quick": bool(args.quick),
+        "galleries": emb["galleries"], "settings": emb["settings"], "selected_by_inner_cv": bool(args.select),
+        "baseline_nn": nn, "notes": notes, "quick": bool(args.quick),
     }}
     if args.save_model:
         walkers = sorted(set(data.walker.tolist()))
-        threshold = float(np.mean(emb["thresholds"]["5"]))
-        model = proto.fit_model(data, walkers, config, threshold, meta={
-            "walkers": walkers, "threshold_from": "mean of the 5-stride fold thresholds (training walkers only)",
+        chosen, fitted = proto.fitted_thresholds(data, walkers, config, proto.SELECTION_GRID if args.select else ())
+        threshold = float(fitted[5])
+        model = proto.fit_model(data, walkers, chosen, threshold, meta={
+            "walkers": walkers, "threshold_from": "5-stride EER threshold of a cross-validation over these walkers",
             "command": _command_line()})
         model.save(args.save_model)
-        out["imu"]["saved_model"] = {"path": str(args.save_model), "threshold": threshold}
+        out["imu"]["saved_model"] = {"path": str(args.save_model), "threshold": threshold, "dims": chosen.dims,
+                                     "session_dims": chosen.session_dims}
     steps.update()
     steps.close()
     out["seconds"] = round(time.time() - t0, 1)

@@ -32,6 +32,8 @@ from metagait_edge.recognition.imu_identity import (
 STRIDES = (1, 5)
 COHORT_RUN = 5  # strides per cohort run: the most any probe uses
 CALIBRATION_STRIDES = 6  # strides a calibration enrolls: 5 shots + the held-out one
+# Settings an inner cross-validation may choose from (``--select``): PCA directions x session directions removed.
+SELECTION_GRID = tuple(ImuEmbeddingConfig(dims=d, session_dims=n) for d in (100, 200, 400) for n in (0, 5))
 COHORT_MAX = 96  # cohort runs kept (z-norm statistics per enrolled walker)
 
 
@@ -165,8 +167,20 @@ def cross_session_masks(data: WalkingStrides, walkers: Sequence[int]) -> tuple[n
     return mine & data.enroll_session, mine & ~data.enroll_session
 
 
-def fitted_thresholds(data: WalkingStrides, walkers: Sequence[int], config: ImuEmbeddingConfig) -> dict[int, float]:
-    """Per K: the EER threshold of a cross-session, subject-disjoint cross-validation over ``walkers`` only."""
+def fitted_thresholds(data: WalkingStrides, walkers: Sequence[int], config: ImuEmbeddingConfig,
+                      grid: Sequence[ImuEmbeddingConfig] = ()) -> tuple[ImuEmbeddingConfig, dict[int, float]]:
+    """The settings (``config``, or the one of ``grid`` with the lowest 5-stride EER) and per K the EER threshold,
+    from a cross-session, subject-disjoint cross-validation over ``walkers`` only."""
+    best = None
+    for candidate in grid or [config]:
+        scores = inner_scores(data, walkers, candidate)
+        eer5, _ = equal_error_rate(scores[5].genuine, scores[5].impostor)
+        if best is None or eer5 < best[0]:
+            best = (eer5, candidate, {k: equal_error_rate(scores[k].genuine, scores[k].impostor)[1] for k in STRIDES})
+    return best[1], best[2]
+
+
+def inner_scores(data: WalkingStrides, walkers: Sequence[int], config: ImuEmbeddingConfig) -> dict[int, OpenSetScores]:
     scores = {k: OpenSetScores.empty() for k in STRIDES}
     for test in folds_of(walkers, 3, seed=1):
         model = fit_model(data, [w for w in walkers if w not in test], config)
@@ -178,28 +192,30 @@ def fitted_thresholds(data: WalkingStrides, walkers: Sequence[int], config: ImuE
             probe_runs = runs(data, probe, k)
             scores[k].add(score_runs(model, data, enrolled, enroll, probe_runs), [data.walker[r[0]] for r in probe_runs],
                           enrolled)
-    return {k: equal_error_rate(scores[k].genuine, scores[k].impostor)[1] for k in STRIDES}
+    return scores
 
 
 def evaluate_embedding(data: WalkingStrides, config: ImuEmbeddingConfig = ImuEmbeddingConfig(), n_folds: int = 3,
-                       progress: Callable = lambda it, **kw: it) -> dict:
-    """Cross- and within-session open-set figures of the embedding over subject-disjoint folds."""
+                       progress: Callable = lambda it, **kw: it, grid: Sequence[ImuEmbeddingConfig] = ()) -> dict:
+    """Cross- and within-session open-set figures of the embedding over subject-disjoint folds; with ``grid``,
+    each fold's settings are chosen by the inner cross-validation over its training walkers."""
     walkers = sorted(set(data.walker.tolist()))
     half = first_half(data)
     cross = {k: OpenSetScores.empty() for k in STRIDES}
     calibration = {k: OpenSetScores.empty() for k in STRIDES}  # enrolled from calibration strides only
     calib = calibration_strides(data)
     within = {k: OpenSetScores.empty() for k in STRIDES}
-    thresholds, galleries = {k: [] for k in STRIDES}, []
+    thresholds, galleries, chosen = {k: [] for k in STRIDES}, [], []
     for test in progress(folds_of(walkers, n_folds), desc="identity folds"):
         train = [w for w in walkers if w not in test]
-        model = fit_model(data, train, config)
         enroll, probe = cross_session_masks(data, test)
         enrolled = sorted(set(data.walker[enroll].tolist()))
         if not enrolled:
             continue
         galleries.append(enrolled)
-        fitted = fitted_thresholds(data, train, config)
+        fold_config, fitted = fitted_thresholds(data, train, config, grid)
+        chosen.append({"dims": fold_config.dims, "session_dims": fold_config.session_dims})
+        model = fit_model(data, train, fold_config)
         for k in STRIDES:
             thresholds[k].append(fitted[k])
             probe_runs = runs(data, probe, k)
@@ -216,6 +232,7 @@ def evaluate_embedding(data: WalkingStrides, config: ImuEmbeddingConfig = ImuEmb
             "cross_calibration_enrollment": {str(k): calibration[k].summary(float(np.mean(thresholds[k])))
                                              for k in STRIDES},
             "thresholds": {str(k): [float(t) for t in thresholds[k]] for k in STRIDES}, "galleries": galleries,
+            "settings": chosen,
             "curves": {k: (cross[k].genuine, cross[k].impostor) for k in STRIDES}}
 
 
