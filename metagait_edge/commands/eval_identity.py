@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
                      "[identity_2folds.md](identity_2folds.md).")
     if args.quick:
         notes.append("--quick: the baseline scores every fourth probe run and skips its within-session figures.")
+    if not args.select:
+        notes.append("Settings fixed (ImuEmbeddingConfig defaults), not chosen per fold: `--select` chooses them from "
+                     "the training walkers only, as the committed report does.")
     out = {"imu": {
         "rank1": {k: cross[k]["rank1"] for k in ("1", "5")}, "eer": cross["5"]["eer"],
         "eer_by_strides": {k: cross[k]["eer"] for k in ("1", "5")}, "protocol": "cross-session, subject-disjoint folds",
