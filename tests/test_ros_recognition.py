@@ -29,9 +29,9 @@ def test_ros_recognizer_names_the_enrolled_walker_and_fills_the_record():
     rec = _recognizer(threshold=None)  # the shipped model's calibrated threshold
     threshold = rec.recognizer.gallery.threshold
     assert threshold is not None and threshold > 0
-    out = rec.identify(_walker(4, frames=10), stamp_ns=123)
+    out = rec.identify(_walker(4), stamp_ns=123)  # the enrolled silhouettes again: distance 0
     assert (out.walker_id, out.known, out.best_match) == ("wide", True, "wide")
-    assert out.stamp_ns == 123 and out.num_frames == 10 and out.threshold == threshold and 0.5 <= out.score <= 1.0
+    assert out.stamp_ns == 123 and out.num_frames == 12 and out.threshold == threshold and 0.5 <= out.score <= 1.0
     assert out.embedding.dtype == np.float32 and out.embedding.size == rec.recognizer.embed(_walker(0)).size > 0
 
 
