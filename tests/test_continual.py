@@ -4,9 +4,7 @@ bounded buffer, atomic commit, counters), the evaluation's JSON, and joint-angle
 from __future__ import annotations
 
 import math
-import queue
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -40,10 +40,10 @@ from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.continual import (
     ContinualConfig, ModelState, RunningTemplate, generation_pairs, held_out_loss, propose_update, with_template,
 )
-from metagait_edge.personalization.episodes import support_batch
+from metagait_edge.personalization.episodes import query_batch, support_batch
 from metagait_edge.personalization.evaluate import angle_sq_errors_deg, reference_examples
 from metagait_edge.personalization.experiment import Prepared, ProblemModels
-from metagait_edge.personalization.inputs import generation_input, template_from_support
+from metagait_edge.personalization.inputs import template_from_support
 from metagait_edge.personalization.tasks import Task
 
 CURVE_POINTS = (5, 10, 20, 50, 100, 200)
@@ -80,13 +80,6 @@ def walker_walk(prepared: Prepared, subject: int, conditions: Sequence[str], que
         return None
     return WalkerWalk(subject, indices[:learn_until], contiguous[:learn_until], indices[future], indices[future - 1],
                       str(keys[future[-1]]))
-
-
-def _query_batch(prepared: Prepared, walk: WalkerWalk, template: torch.Tensor) -> Batch:
-    data = prepared.tensors
-    q, qp = torch.as_tensor(walk.query), torch.as_tensor(walk.query_prev)
-    y, valid = data.x[q], data.valid[q]
-    return Batch(x=generation_input(data.x[qp], template[None].expand_as(y), valid), y=y, mask=valid)
 
 
 def _score(model, state: ModelState, batch: Batch, std: np.ndarray, angle_index: List[int]) -> dict:
@@ -127,7 +120,8 @@ def walker_bounds(models: ProblemModels, prepared: Prepared, walk: WalkerWalk, p
     task = Task(walk.subject, "walking", walk.learn[:CALIBRATION_SHOTS], walk.query, walk.query_prev, "walk", "walk")
     support = support_batch(data, task, "generation", pconfig.masking)
     fast = models.maml.adapt(support.x, support.y, support.mask, differentiable=False)
-    return WalkerBounds(_query_batch(prepared, walk, calib), ModelState({k: v.detach() for k, v in fast.items()}, calib),
+    queries = query_batch(data, task, "generation", pconfig.masking, template=calib)
+    return WalkerBounds(queries, ModelState({k: v.detach() for k, v in fast.items()}, calib),
                         ModelState(model_params(models.pooled, detach=True), calib), reference)
 
 
