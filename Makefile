@@ -40,7 +40,7 @@ ros2-ws: venv
 	  --cmake-args -DPython3_EXECUTABLE=$(abspath $(BIN))/python -DBUILD_TESTING=OFF --no-warn-unused-cli
 
 test-ros2: ros2-ws
-	$(ROS2_ENV) && cd ros2_ws && echo "ROS 2 from $$METAGAIT_ROS2_SOURCE, ROS_DOMAIN_ID=$$ROS_DOMAIN_ID" && \
+	export METAGAIT_ROS_DOMAIN_UNIQUE=1 && $(ROS2_ENV) && cd ros2_ws && echo "ROS 2 from $$METAGAIT_ROS2_SOURCE, ROS_DOMAIN_ID=$$ROS_DOMAIN_ID" && \
 	  $(COLCON) test --packages-select metagait_edge --event-handlers console_direct+ \
 	    --pytest-args -q -p no:cacheprovider && \
 	  $(COLCON) test-result --verbose

@@ -6,8 +6,10 @@
 # 2. Otherwise the minimal ROS 2 Jazzy underlay from ../shared/ros2 is built once (about 6 minutes on 2 cores,
 #    idempotent) into $METAGAIT_ROS2_PREFIX (default ~/.cache/metagait-edge/ros2-jazzy) and sourced; its
 #    env.sh keeps Cyclone DDS discovery on the loopback interface.
-# 3. ROS_DOMAIN_ID is set per shell (from its PID) unless already set, so that concurrent test runs on one
-#    machine never see each other's topics.
+# 3. ROS_DOMAIN_ID is left as it is (unset: ROS's default, 0), so that every terminal that sources this file
+#    sees the same graph (launch in one, `ros2 action send_goal` in another). With METAGAIT_ROS_DOMAIN_UNIQUE=1
+#    (`make test-ros2`) it is set per shell from its PID, so that concurrent test runs on one machine never see
+#    each other's topics.
 # 4. The workspace's own install/setup.bash is sourced when it exists (after `make ros2-ws`).
 # 5. METAGAIT_DATA defaults to ../shared/data beside the project when that folder exists, as in the Makefile.
 #
@@ -44,8 +46,8 @@ if [ -z "$METAGAIT_ROS2_SOURCE" ]; then
   METAGAIT_ROS2_SOURCE="$_metagait_prefix"
 fi
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_cyclonedds_cpp}"
-if [ -z "${METAGAIT_ROS_DOMAIN_FIXED:-}" ]; then
-  # 1..100: valid for Cyclone DDS on Linux; distinct per shell, so parallel runs do not cross-talk.
+if [ -n "${METAGAIT_ROS_DOMAIN_UNIQUE:-}" ]; then
+  # 1..100: valid for Cyclone DDS on Linux; distinct per shell, so parallel test runs do not cross-talk.
   export ROS_DOMAIN_ID=$(( ($$ % 100) + 1 ))
 fi
 if [ -f "$_metagait_ws/install/setup.bash" ]; then
