@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import ctypes
 import importlib
+import math
 import os
 import signal
 import sys
@@ -287,9 +288,35 @@ def _try_shutdown() -> None:
         pass
 
 
-def ros_stamp_ns(node: Node, monotonic_s: float | None = None) -> int:
-    """ROS time (ns) of an event that happened at host ``time.monotonic()`` ``monotonic_s`` (default: now)."""
-    now = node.get_clock().now().nanoseconds
-    if monotonic_s is None:
-        return now
-    return now - int((time.monotonic() - monotonic_s) * 1e9)
+class HostClock:
+    """ROS time (ns) of events stamped with the host's ``time.monotonic()``, through one measured offset.
+
+    Reading the ROS clock and the monotonic clock afresh for every stamp adds the gap between the two reads
+    to the stamp: a thread preempted between them (likely on 2 busy cores) stamps a later IMU sample earlier
+    than the one before. One offset keeps the host times' order and spacing; it is re-measured every
+    ``refresh_s`` (the system clock may be slewed, or be simulation time) from the tightest of a few reads.
+    """
+
+    def __init__(self, node: Node, refresh_s: float = 5.0) -> None:
+        self.node = node
+        self.refresh_s = refresh_s
+        self.offset_ns = 0
+        self.measured_at = -math.inf
+
+    def _measure(self) -> None:
+        best_gap, offset = None, 0
+        for _ in range(5):
+            before = time.monotonic_ns()
+            ros_now = self.node.get_clock().now().nanoseconds
+            after = time.monotonic_ns()
+            if best_gap is None or after - before < best_gap:
+                best_gap, offset = after - before, ros_now - (before + after) // 2
+        self.offset_ns, self.measured_at = offset, time.monotonic()
+
+    def ns(self, monotonic_s: float | None = None) -> int:
+        """ROS time of host ``time.monotonic()`` ``monotonic_s`` (default: now)."""
+        if monotonic_s is None:
+            return self.node.get_clock().now().nanoseconds
+        if time.monotonic() - self.measured_at > self.refresh_s:
+            self._measure()
+        return int(monotonic_s * 1e9) + self.offset_ns

@@ -17,7 +17,7 @@ from metagait_edge import ros
 from metagait_edge.ros import msgs
 from metagait_edge_ros.common import (
     SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params, read_gait_params,
-    refuse_invalid_transitions, ros_stamp_ns, spin_node,
+    HostClock, refuse_invalid_transitions, spin_node,
 )
 from metagait_edge_ros.runtime_adapter import open_imu_source
 
@@ -33,6 +33,7 @@ class ImuNode(LifecycleNode):
         self.running = False
         self.publishers_by_sensor = {}
         self.frames = 0
+        self.host_clock = HostClock(self)
         on_runtime_params(self, lambda: self.params is not None, self._apply_params)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -87,7 +88,7 @@ class ImuNode(LifecycleNode):
         # Called on the source's reader thread; rclpy publishers are thread-safe.
         if not self.running:
             return
-        stamp = ros_stamp_ns(self, host_time_s)
+        stamp = self.host_clock.ns(host_time_s)
         try:
             for reading in msgs.readings_from_raw(frame.raw, stamp):
                 message = msgs.imu_message(reading, self.factory, self.params.frame_prefix)

@@ -30,7 +30,7 @@ from metagait_edge import ros
 from metagait_edge.ros import msgs
 from metagait_edge_interfaces.msg import GaitPhase, GaitStatus, GaitTrajectory, WalkerIdentity
 from metagait_edge_ros.common import (
-    DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params,
+    DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, HostClock, RclpyFactory, configure_failed, declare_gait_params, on_runtime_params,
     read_gait_params, refuse_invalid_transitions, spin_node,
 )
 from metagait_edge_ros.runtime_adapter import hold_output, load_runtime, open_zmq_output, trajectory_output
@@ -58,6 +58,7 @@ class TrajectoryNode(LifecycleNode):
         self.last_serial = -1
         self.last_state = None
         self.last_zmq_hold_s = -1.0
+        self.host_clock = HostClock(self)
         self.new_cycle = self.create_guard_condition(self._on_new_cycle)
         self.phases = deque(maxlen=256)  # estimates from the runtime's worker thread, published by the executor
         self.new_phase = self.create_guard_condition(self._publish_phases)
@@ -188,10 +189,6 @@ class TrajectoryNode(LifecycleNode):
                                       float(message.score))
 
     # ------------------------------------------------------------------ outputs
-    def _stamp_ns(self, host_monotonic_s: float) -> int:
-        """ROS time of an event at host ``time.monotonic()`` (the clocks of this one machine)."""
-        return self.get_clock().now().nanoseconds - int((time.monotonic() - host_monotonic_s) * 1e9)
-
     def _queue_phase(self, estimate) -> None:
         """Runtime worker thread: one estimate per IMU sample; the executor publishes it."""
         self.phases.append(estimate)
@@ -201,7 +198,7 @@ class TrajectoryNode(LifecycleNode):
         while self.phases:
             estimate = self.phases.popleft()
             if self.active:
-                self.pub_phase.publish(msgs.phase_message(estimate, self._stamp_ns(estimate.t_s), self.params.frame_id,
+                self.pub_phase.publish(msgs.phase_message(estimate, self.host_clock.ns(estimate.t_s), self.params.frame_id,
                                                           self.factory))
                 if self.zmq is not None:  # the same estimate on the ZeroMQ output (gait.phase)
                     self.zmq.publish_phase(estimate, self.runtime.walker or "")
@@ -217,7 +214,7 @@ class TrajectoryNode(LifecycleNode):
         frame_id = self.params.frame_id
         if ref is None:
             latest = self.runtime.ring.latest_timestamp()
-            stamp = self._stamp_ns(latest) if latest is not None else self.get_clock().now().nanoseconds
+            stamp = self.host_clock.ns(latest)
             out = hold_output(self.runtime.channel_names, stamp, self.runtime.walker or "", frame_id)
             self.pub_traj.publish(msgs.trajectory_message(out, self.factory))
             now = time.monotonic()
@@ -228,7 +225,7 @@ class TrajectoryNode(LifecycleNode):
             self._publish_status_if_changed()
             return
         self.last_zmq_hold_s = -1.0  # the next HOLD is announced at once
-        out = trajectory_output(ref, self._stamp_ns(ref.input_time_s), frame_id)
+        out = trajectory_output(ref, self.host_clock.ns(ref.input_time_s), frame_id)
         self.pub_traj.publish(msgs.trajectory_message(out, self.factory))
         if self.params.publish_joint_trajectory and ref.serial != self.last_serial:
             names = self.params.joint_names or None

@@ -50,6 +50,10 @@ def graph(tmp_path_factory, probe):
     try:
         for node in ("imu_node", "trajectory_node"):
             assert wait_state(probe, node, "active", 90.0) == "active", launched.output()[-4000:]
+        # Measured rates must not include calibration_node's start (importing torch takes both cores for seconds)
+        calibrate = ActionClient(probe, Calibrate, "/calibrate")
+        assert calibrate.wait_for_server(timeout_sec=90.0), launched.output()[-4000:]
+        calibrate.destroy()
         yield launched
     finally:
         if launched.returncode is None and launched.proc.poll() is None:
@@ -183,6 +187,8 @@ def test_gait_phase_at_the_imu_rate_with_advancing_phase(graph, probe):
         probe.destroy_subscription(sub_imu)
     types = dict(probe.get_topic_names_and_types())
     assert types[f"/{ros.PHASE_TOPIC}"] == ["metagait_edge_interfaces/msg/GaitPhase"]
+    pubs = probe.get_publishers_info_by_topic(f"/{ros.PHASE_TOPIC}")  # sensor data QoS, as docs/ros2.md states
+    assert pubs and all(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in pubs), pubs
     stamps = np.array([m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for m in got])
     assert len(got) > 100 and (np.diff(stamps) > 0).all()  # one per IMU sample, in order
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])

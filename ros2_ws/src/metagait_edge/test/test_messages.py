@@ -1,8 +1,10 @@
 """Messages built by the nodes (rclpy) and by the library's rosbags encoding (bags, DDS without ROS) are the
-same bytes, both ways, for every message type the package publishes; and the parameter schema is what the
-nodes declare."""
+same bytes, both ways, for every message type the package publishes; the parameter schema is what the
+nodes declare; and stamps keep the order and spacing of the host times they come from."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import rclpy
 from rclpy.serialization import deserialize_message, serialize_message
 
 from metagait_edge.ros import msgs
-from metagait_edge_ros.common import RclpyFactory, declare_gait_params, read_gait_params
+from metagait_edge_ros.common import HostClock, RclpyFactory, declare_gait_params, read_gait_params
 from metagait_edge_ros.params import GaitParams
 
 TRAJ = msgs.TrajectoryOutput(np.arange(2 * 101, dtype=np.float32).reshape(2, 101) / 7, ["hip_r", "knee_r"],
@@ -71,3 +73,17 @@ def test_declared_params_match_schema(node):
     assert read_gait_params(node) == GaitParams()
     names = {name for name in GaitParams.__dataclass_fields__}
     assert names <= set(node._parameters)
+
+
+def test_host_clock_stamps_keep_order_and_spacing_of_host_times(node):
+    clock = HostClock(node)
+    start = time.monotonic()
+    host_times = start + np.arange(2000) * 1e-4  # 0.1 ms apart: far below any jitter between two clock reads
+    stamps = np.array([clock.ns(t) for t in host_times])
+    assert (np.diff(stamps) > 0).all()
+    assert np.abs(np.diff(stamps) - 100_000).max() <= 1  # the host spacing, to the nanosecond's rounding
+    # ... and they are this node's ROS time: an event now is stamped now
+    before = node.get_clock().now().nanoseconds
+    stamp_now = clock.ns(time.monotonic())
+    after = node.get_clock().now().nanoseconds
+    assert before - 2_000_000 <= stamp_now <= after + 2_000_000
