@@ -109,7 +109,11 @@ def test_identity_and_image_round_trip():
     back = msgs.identity_from_message(msgs.deserialize(msgs.serialize(msgs.identity_message(ident), msgs.WALKER_IDENTITY), msgs.WALKER_IDENTITY))
     assert back.walker_id == "bob" and back.known and back.num_frames == 30 and back.stamp_ns == 99
     assert np.array_equal(back.embedding, ident.embedding)
-    assert back.score == np.float32(0.83)
+    assert back.score == np.float32(0.83) and back.reason == ""
+    # a rejected walker says why (the runtime reports it on the trajectory and falls back to the generic model)
+    unknown = msgs.IdentityOutput("", False, 0.0, 0.6, 5, "bob", 30, reason="no calibrated threshold")
+    back = msgs.identity_from_message(msgs.deserialize(msgs.serialize(msgs.identity_message(unknown), msgs.WALKER_IDENTITY), msgs.WALKER_IDENTITY))
+    assert (back.known, back.best_match, back.reason) == (False, "bob", "no calibrated threshold")
     sil = (np.random.default_rng(0).random((64, 44)) > 0.5).astype(np.uint8) * 255
     msg = msgs.deserialize(msgs.serialize(msgs.image_message(sil, 12), msgs.IMAGE), msgs.IMAGE)
     assert msg.encoding == "mono8" and msg.step == 44

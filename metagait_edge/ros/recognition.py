@@ -43,6 +43,7 @@ class RosRecognizer:
             best_match=result.nearest_id or "",
             num_frames=int(result.num_frames),
             embedding=np.asarray(result.embedding, np.float32).reshape(-1),
+            reason=result.reason,
         )
 
     def enroll(self, walker: str, silhouettes: np.ndarray, window: int):

@@ -195,6 +195,7 @@ def identity_message(out: IdentityOutput, factory: MessageFactory | None = None)
         best_match=out.best_match,
         num_frames=int(out.num_frames),
         embedding=factory.float32_seq(out.embedding),
+        reason=out.reason,
     )
 
 
@@ -209,6 +210,7 @@ def identity_from_message(msg: Any) -> IdentityOutput:
         num_frames=int(msg.num_frames),
         embedding=np.asarray(msg.embedding, dtype=np.float32).copy(),
         frame_id=str(msg.header.frame_id),
+        reason=str(msg.reason),
     )
 
 

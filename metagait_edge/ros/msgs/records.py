@@ -82,6 +82,7 @@ class IdentityOutput:
     num_frames: int = 0
     embedding: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
     frame_id: str = "camera"
+    reason: str = ""  # why the walker is not known ("" when known)
 
     def __post_init__(self) -> None:
         self.embedding = np.asarray(self.embedding, dtype=np.float32).reshape(-1)

@@ -186,7 +186,7 @@ class TrajectoryNode(LifecycleNode):
         if self.runtime is None or self.params.walker:
             return
         self.runtime.observe_identity(message.walker_id if message.known and message.walker_id else None,
-                                      float(message.score))
+                                      float(message.score), message.reason)
 
     # ------------------------------------------------------------------ outputs
     def _queue_phase(self, estimate) -> None:

@@ -86,6 +86,8 @@ def test_video_file_camera_publishes_silhouettes_and_identity(video_and_gallery,
         spin_for(probe, 15.0)
         assert {i.walker_id for i in identities if i.known} <= {walker}, identities
         assert all(i.best_match in enrolled for i in identities)
+        # a rejected window says why; an accepted one has nothing to explain
+        assert all(bool(i.reason) != i.known for i in identities), [(i.known, i.reason) for i in identities]
         assert {t.walker_id for t in trajectories} <= {"", walker}, {t.walker_id for t in trajectories}
         assert not any(t.personalized for t in trajectories)
     finally:

@@ -17,8 +17,9 @@ from metagait_edge_ros.params import GaitParams
 
 TRAJ = msgs.TrajectoryOutput(np.arange(2 * 101, dtype=np.float32).reshape(2, 101) / 7, ["hip_r", "knee_r"],
                              42_000_000_123, "ana", True, 0.25, 1.05, msgs.STATUS_CLAMPED, "pelvis")
-IDENT = msgs.IdentityOutput(walker_id="ana", known=True, score=0.8, threshold=0.6, stamp_ns=7_000_000_001,
-                            best_match="ana", num_frames=30, embedding=np.linspace(-1, 1, 16, dtype=np.float32))
+IDENT = msgs.IdentityOutput(walker_id="", known=False, score=0.0, threshold=0.6, stamp_ns=7_000_000_001,
+                            best_match="ana", num_frames=30, embedding=np.linspace(-1, 1, 16, dtype=np.float32),
+                            reason="unknown: nearest ana at 0.9 > threshold 0.6")
 READING = msgs.ImuReading("ls", 9_000_000_007, (1.0, -2.5, 9.81), (0.1, 0.2, -0.3))
 
 
@@ -59,6 +60,9 @@ def test_records_survive_the_rclpy_round_trip():
     reading = msgs.imu_from_message(deserialize_message(serialize_message(msgs.imu_message(READING, RclpyFactory())),
                                                         type(msgs.imu_message(READING, RclpyFactory()))))
     assert reading == READING
+    live = msgs.identity_message(IDENT, RclpyFactory())
+    back = msgs.identity_from_message(deserialize_message(serialize_message(live), type(live)))
+    assert (back.known, back.best_match, back.reason) == (False, "ana", IDENT.reason)
 
 
 @pytest.fixture
