@@ -115,6 +115,23 @@ def test_fusion_follows_a_walker_only_when_the_evidence_agrees():
     assert fuse_identity(None, None).walker_id is None
 
 
+def test_old_evidence_expires_and_the_fresh_source_decides_alone():
+    wearer = WearerIdentity(IdentityConfig(imu=False, evidence_max_age_s=10.0))
+    wearer.observe_camera("ann", 0.9, now_s=0.0)
+    wearer.imu = Evidence("imu", "ann", 0.7, "", 8.0)  # as observe_stride sets it, 8 s in
+    assert wearer.expire(10.0) is None and wearer.fused.walker_id == "ann"  # both within 10 s
+    left = wearer.expire(10.5)  # the camera's answer is 10.5 s old: the IMU decides alone
+    assert wearer.camera is None and left.walker_id == "ann" and left.confidence == 0.7 and wearer.expired == 1
+    gone = wearer.expire(30.0)
+    assert gone.walker_id is None and "identity evidence expired (imu" in gone.reason and wearer.expired == 2
+    assert wearer.expire(60.0) is None  # nothing left to expire
+    never = WearerIdentity(IdentityConfig(imu=False, evidence_max_age_s=0.0))
+    never.observe_camera("ann", 0.9, now_s=0.0)
+    assert never.expire(1e6) is None and never.fused.walker_id == "ann"
+    with pytest.raises(ValueError, match="evidence_max_age_s"):
+        IdentityConfig(evidence_max_age_s=-1.0)
+
+
 def _profile(walker, meta):
     return Profile(walker, {"w": np.zeros(2, np.float32)}, np.zeros((42, 101), np.float32), np.ones(42, bool), meta)
 

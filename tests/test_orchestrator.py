@@ -33,7 +33,7 @@ class Collect:
         return True
 
     def publish_identity(self, *a, **kw):
-        self.identity.append(a)
+        self.identity.append((a, kw))
         return True
 
     def publish_phase(self, estimate, **kw):
@@ -161,11 +161,34 @@ def test_calibration_enrolls_the_wearer_whom_the_strides_then_identify(tmp_path,
         _feed(rt, sim, walker.samples, 1300, 1600)
         assert rt.walker == "nobody" and rt.identity.imu.walker_id == "alice"
         seen = []
-        rt.identity.observe_stride = seen.append  # which strides count as identity evidence
+        rt.identity.observe_stride = lambda cycle, now_s: seen.append(cycle)  # which strides count as evidence
         rt.use_walker(None)
         for mode in ("stairs_up", "walking", "running"):  # the embedding knows walking strides only
             rt._observe_stride(CycleRecord(np.zeros((42, 101), np.float32), np.ones(42, bool), 1.0, 0.02, 0.0, 0, mode))
         assert len(seen) == 1
+    finally:
+        rt.stop()
+
+
+def test_a_camera_answer_expires_when_the_camera_falls_silent(tmp_path, walker):
+    # IMU identity off: the camera alone names the walker, then loses them from view for longer than
+    # identity.evidence_max_age_s; the next cycle runs the generic model, with the reason said and counted.
+    rt, sim = _runtime(tmp_path, IdentityConfig(imu=False, evidence_max_age_s=5.0))
+    rt.start()
+    try:
+        _feed(rt, sim, walker.samples, 0, 120)
+        for _ in range(2):  # two agreeing answers switch the walker (IdentityVote)
+            rt.observe_identity("alice", 0.9)
+        assert rt.walker == "alice"
+        _feed(rt, sim, walker.samples, 120, 120 + int(4 * 58.8))  # 4 s later: still within the age limit
+        assert rt.walker == "alice" and rt.counters()["identity_expired"] == 0
+        _feed(rt, sim, walker.samples, 120 + int(4 * 58.8), 120 + int(8 * 58.8))  # 8 s: the answer has expired
+        assert rt.walker is None and rt.counters()["identity_expired"] == 1
+        assert "identity evidence expired (camera" in rt.identity.fused.reason
+        assert rt.publisher.identity[-1][1]["reason"] == rt.identity.fused.reason
+        rt.use_walker("alice")  # an operator's choice is not evidence: it does not expire
+        _feed(rt, sim, walker.samples, 120 + int(8 * 58.8), 120 + int(16 * 58.8))
+        assert rt.walker == "alice"
     finally:
         rt.stop()
 

@@ -146,10 +146,16 @@ class IdentityConfig:
     imu_strides: int = 5  # strides per IMU identification (the most recent ones)
     imu_threshold: Optional[float] = None  # z-score acceptance threshold; None: the model's
     single_source: bool = True  # one source alone (the other silent) may select a walker when it accepts one
+    # An answer older than this no longer counts (0: never expires). The camera answers every
+    # runtime.recognition_every frames while the walker is in view, the IMU at every walking stride, so only a
+    # source that has gone silent expires: the walker left the view, or nobody has walked for this long.
+    evidence_max_age_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.imu_strides <= 5:
             raise ValueError(f"identity.imu_strides must be in 1..5, got {self.imu_strides}")
+        if not self.evidence_max_age_s >= 0:
+            raise ValueError(f"identity.evidence_max_age_s must be >= 0 seconds (0: never), got {self.evidence_max_age_s}")
 
 
 @dataclass

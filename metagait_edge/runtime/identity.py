@@ -42,6 +42,7 @@ class Evidence:
     walker_id: Optional[str]
     confidence: float
     reason: str = ""
+    t_s: float = 0.0  # when it was observed (the runtime's clock): old evidence expires
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class WearerIdentity:
         self.imu: Optional[Evidence] = None
         self.fused = fuse_identity(None, None, config.single_source)
         self.conflicts = 0  # fused answers that were conflicts (status counters: identity_conflicts)
+        self.expired = 0  # answers dropped for age (identity.evidence_max_age_s)
         self.model = self.identifier = None
         self._strides: deque = deque(maxlen=config.imu_strides)
         if config.imu:
@@ -132,11 +134,35 @@ class WearerIdentity:
         self.identifier.enroll(profile.walker, np.asarray(entry["strides"], np.float32))
         return True
 
-    def observe_camera(self, walker_id: Optional[str], confidence: float, reason: str = "") -> FusedIdentity:
-        self.camera = Evidence("camera", walker_id, float(confidence), reason)
+    def observe_camera(self, walker_id: Optional[str], confidence: float, reason: str = "",
+                       now_s: float = 0.0) -> FusedIdentity:
+        self.camera = Evidence("camera", walker_id, float(confidence), reason, now_s)
         return self._fuse()
 
-    def observe_stride(self, cycle: np.ndarray) -> Optional[FusedIdentity]:
+    def expire(self, now_s: float) -> Optional[FusedIdentity]:
+        """Drop answers older than ``identity.evidence_max_age_s`` (0: never): a walker who left the camera's
+        view long ago, or strides from before a long pause, no longer vouch for whoever wears the sensors now.
+        The new fused answer when something expired, else None."""
+        max_age = self.config.evidence_max_age_s
+        if max_age <= 0:
+            return None
+        gone = [e for e in (self.camera, self.imu) if e is not None and now_s - e.t_s > max_age]
+        if not gone:
+            return None
+        for e in gone:
+            log.info("%s identity evidence (%s) expired: %.1f s old > identity.evidence_max_age_s %.1f s",
+                     e.source, e.walker_id or "unknown", now_s - e.t_s, max_age)
+        self.camera = None if self.camera in gone else self.camera
+        self.imu = None if self.imu in gone else self.imu
+        self.expired += len(gone)
+        fused = self._fuse()
+        if fused.walker_id is None and self.camera is None and self.imu is None:
+            sources = " and ".join(e.source for e in gone)
+            fused = self.fused = FusedIdentity(None, 0.0, f"identity evidence expired ({sources}: no answer for over "
+                                               f"{max_age:g} s): generic model", False)
+        return fused
+
+    def observe_stride(self, cycle: np.ndarray, now_s: float = 0.0) -> Optional[FusedIdentity]:
         """One detected stride [42, 101]; a fused answer once enough strides are in, else None."""
         if self.identifier is None or not self.identifier.walkers or not np.isfinite(cycle).all():
             return None
@@ -144,7 +170,7 @@ class WearerIdentity:
         if len(self._strides) < self._strides.maxlen:
             return None
         found = self.identifier.identify(np.stack(self._strides))
-        self.imu = Evidence("imu", found.walker_id, found.confidence, found.reason)
+        self.imu = Evidence("imu", found.walker_id, found.confidence, found.reason, now_s)
         return self._fuse()
 
     def _fuse(self) -> FusedIdentity:

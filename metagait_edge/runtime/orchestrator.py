@@ -157,7 +157,7 @@ class Runtime(StatusReporter, PhaseOutput):
     def observe_identity(self, walker_id: Optional[str], confidence: float, reason: str = "") -> None:
         """One camera identity answer (None: unknown walker), fused with the IMU's (``WearerIdentity``); the
         profile switches as ``IdentityVote`` decides."""
-        self._vote(self.identity.observe_camera(walker_id, confidence, reason))
+        self._vote(self.identity.observe_camera(walker_id, confidence, reason, self.clock()))
 
     def _vote(self, fused) -> None:
         switch, walker = self._identity_vote.decide(fused.walker_id, self.walker)
@@ -174,13 +174,22 @@ class Runtime(StatusReporter, PhaseOutput):
             self.publisher.publish_identity(fused.walker_id, distance, fused.confidence, reason=fused.reason,
                                             personalized=bool(fused.walker_id) and fused.walker_id in self._profiles)
 
+    def _expire_identity(self) -> None:
+        """Evidence too old to vouch for the wearer is dropped before the cycle's model is chosen (a walker
+        declared or named through ``use_walker`` stays: nobody's evidence chose them)."""
+        fused = self.identity.expire(self.clock())
+        if fused is not None:
+            if not (self.config.runtime.walker or self._walker_pinned):
+                self._vote(fused)
+            self._publish_identity()
+
     def _observe_stride(self, rec: CycleRecord) -> None:
         """The IMU's identity evidence from the wearer's latest walking strides (not for a declared walker): the
         embedding knows walking strides only, so stairs or running strides are no evidence."""
         before = self.identity.fused
         declared = self.config.runtime.walker or self._walker_pinned
         walking = rec.mode in ("walking", UNKNOWN_MODE)
-        fused = None if declared or not walking else self.identity.observe_stride(rec.cycle)
+        fused = None if declared or not walking else self.identity.observe_stride(rec.cycle, self.clock())
         if fused is not None:
             self._vote(fused)
             if fused != before:
@@ -248,6 +257,7 @@ class Runtime(StatusReporter, PhaseOutput):
         self._recent.append(np.nan_to_num(self.personalizer.normalize(rec.cycle), nan=0.0, posinf=0.0, neginf=0.0))
         if self.continual is not None and self.confidence >= self.config.safety.confidence_threshold:
             self.continual.offer(rec, self.walker)  # only queues: updates run on the learner's own thread
+        self._expire_identity()
         self._generate(rec, ring_seq, picked_s)
         self._observe_stride(rec)  # after the trajectory left: identity never delays the control output
         self._prev_cycle = rec

@@ -77,6 +77,7 @@ class StatusReporter:
                "gaps": self.gate.gaps, "rejected_cycles": c.implausible_cycle, "clipped_holds": c.clipped_hold,
                "profile_errors": len(self._profile_errors),
                "identity_conflicts": self.identity.conflicts if getattr(self, "identity", None) is not None else 0,
+               "identity_expired": self.identity.expired if getattr(self, "identity", None) is not None else 0,
                **(self.continual.counters() if getattr(self, "continual", None) is not None else {})}
         if ser is not None:
             out.update(serial_frames=ser.frames, bad=ser.bad_frames, reconnects=ser.reconnects, open_failures=ser.open_failures)
