@@ -63,6 +63,104 @@ def test_decode_round_trips_phase_and_streaming_matches_batch():
     assert np.allclose([s["mode_prob"] for s in stream], want["mode_prob"], atol=1e-5)
 
 
+
+def test_right_aligned_net_sees_its_newest_sample_and_the_first_layout_does_not():
+    """The first shipped layout (window 64, 3 stride-2 convolutions from the oldest sample) never reads its
+    3 newest samples; right-aligned, every sample the network reads reaches the output, the newest included."""
+    from metagait_edge.phase.model import used_length
+
+    def ignored(cfg):
+        torch.manual_seed(0)
+        m = PhaseNet(cfg).eval()
+        x = torch.randn(1, cfg.window, N_INPUTS)
+        y = m(x)
+        out = []
+        for j in range(1, 12):
+            x2 = x.clone()
+            x2[0, -j] += 1.0
+            if torch.allclose(m(x2), y):
+                out.append(j)
+        return out
+
+    assert ignored(PhaseNetConfig()) == [1, 2, 3]
+    aligned = PhaseNetConfig(window=117, n_conv=4, right_aligned=True)
+    assert used_length(aligned) == 117 and used_length(PhaseNetConfig(window=64, right_aligned=True)) == 61
+    assert ignored(aligned) == [] and ignored(PhaseNetConfig(window=64, right_aligned=True)) == []
+
+
+@pytest.mark.parametrize("cfg", [PhaseNetConfig(window=117, n_conv=4, mix_channels=16, width=24, hidden=32, right_aligned=True),
+                                 PhaseNetConfig(window=40, width=16, right_aligned=True)])
+def test_cached_streaming_matches_the_batch_forward_pass_and_restarts_on_reset(cfg):
+    from metagait_edge.phase.model import CachedPhaseNet
+
+    torch.manual_seed(1)
+    model = PhaseNet(cfg).eval()
+    x = np.random.default_rng(1).normal(size=(300, N_INPUTS)).astype(np.float32)
+    x[:3] *= 4.0  # a first sample unlike the rest: the padding must repeat it exactly
+    want = predict_recording(model, x)
+    est = StreamingPhaseEstimator(model)
+    assert isinstance(est.cached, CachedPhaseNet)
+    for r in x[150:]:
+        est.push(r)  # some other past, then forget it
+    est.reset()
+    got = np.stack([est.cached.push(r) for r in x])
+    assert np.allclose(got, want, atol=2e-5)
+    est.reset()
+    stream = [est.push(r) for r in x[:80]]
+    d = decode(want[:80])
+    assert np.allclose([s["phase"] for s in stream], d["phase"], atol=1e-3)
+    with pytest.raises(ValueError):
+        CachedPhaseNet(PhaseNet(PhaseNetConfig(window=32)))
+
+
+def test_load_phase_net_builds_the_architecture_its_sidecar_names_and_refuses_unknown_keys(tmp_path):
+    from metagait_edge.checkpoint import CheckpointError, save_checkpoint
+    from metagait_edge.phase.model import load_phase_net
+
+    cfg = PhaseNetConfig(window=61, width=16, hidden=24, right_aligned=True)
+    model = PhaseNet(cfg)
+    save_checkpoint(tmp_path / "net", model, cfg)
+    loaded = load_phase_net(tmp_path / "net")
+    assert loaded.config == cfg
+    x = torch.randn(2, 61, N_INPUTS)
+    assert torch.equal(loaded(x), model.eval()(x))
+    meta = json.loads((tmp_path / "net.json").read_text())
+    meta["config"]["kernel"] = 7
+    (tmp_path / "net.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="kernel"):
+        load_phase_net(tmp_path / "net")
+
+
+def test_phase_experiment_yaml_is_typed_and_the_shipped_one_loads(tmp_path):
+    from metagait_edge.config import ConfigError, load_config
+    from metagait_edge.phase.train import PhaseExperiment
+
+    exp = load_config(PhaseExperiment, "training/configs/phase.yaml")
+    assert exp.net.right_aligned and exp.net.window >= 64 and exp.train.balance > 0
+    (tmp_path / "bad.yaml").write_text("net:\n  window: 64\ntrain:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match="epoch"):
+        load_config(PhaseExperiment, tmp_path / "bad.yaml")
+
+
+def test_balanced_sampling_and_gain_augmentation():
+    from metagait_edge.phase.train import Stacked, augment_gain, sampling_weights
+
+    mode = np.array([0] * 90 + [2] * 10)
+    s = Stacked(np.zeros((100, N_INPUTS), np.float32), np.zeros(100, np.int64), np.zeros((100, 2, 2), np.float32),
+                mode, np.arange(100))
+    assert sampling_weights(s, 0.0) is None
+    p = sampling_weights(s, 1.0)
+    assert np.isclose(p[mode == 2].sum(), 0.5) and np.isclose(p.sum(), 1.0)  # equal per mode
+    p = sampling_weights(s, 0.5)
+    assert np.isclose(p[mode == 2].sum(), 1 / (1 + 3))  # sqrt(10) / (sqrt(10) + sqrt(90))
+    xb = np.ones((50, 8, N_INPUTS), np.float32)
+    g = augment_gain(xb, np.random.default_rng(0), 0.2)
+    assert (g[:, :, 36:] == 1).all()  # gyro flags untouched
+    rf = [IMU_CHANNELS.index(c) for c in ("acc_rf_x", "acc_rf_z", "gyro_rf_y")]
+    assert np.allclose(g[:, :, rf], g[:, :1, rf[:1]])  # one gain per window and IMU, over time and axes
+    assert g[:, 0, rf[0]].std() > 0.1 and augment_gain(xb, np.random.default_rng(0), 0.0) is xb
+
+
 @pytest.mark.slow
 def test_training_learns_phase_on_synthetic_walkers_with_masks():
     """A few hundred steps on two synthetic walkers (shank gyros carry the phase) beat chance on a third."""

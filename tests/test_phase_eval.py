@@ -57,6 +57,14 @@ def test_scores_perfect_and_shifted_estimates():
     assert "| walking | 0.00 | 5.00 |" in md and "![phase across a transition](x.png)" in md
     assert "alpha per fold 0: 0.2" in md
     assert "| learned, all gyros masked | 10.00 | n/a |" in md
+    assert "26k parameters" in md and "the 3 newest never reach the output" in md  # no sidecar: the first layout
+    w = {"command": "training/train_phase.py --config c.yaml", "created": "2026-12-07T11:00", "git_commit": "abc",
+         "epochs": 8, "kept_epoch": 7, "split": {}, "train_config": {"balance": 0.6, "gain_sd": 0.1, "epochs": 8,
+                                                                   "windows_per_epoch": 1000},
+         "config": {"window": 117, "n_conv": 4, "right_aligned": True, "width": 48, "mix_channels": 32, "hidden": 128}}
+    md = render({**full, "weights": {0: w}}, "cmd", "vm", "today", None)
+    assert "the last 117 samples (1.99 s)" in md and "count(mode)^-0.6" in md and "sd 0.1" in md
+    assert "| 0 |  /  /  | `training/train_phase.py --config c.yaml` |" in md
 
 
 def test_smooth_modes_is_causal_and_delays_switches():

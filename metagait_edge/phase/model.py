@@ -9,6 +9,7 @@ the current one, so running it per sample is causal. Weights are safetensors wit
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,32 @@ class PhaseNetConfig:
     width: int = 32
     hidden: int = 64
     n_modes: int = len(MODES)
+    n_conv: int = 3  # stride-2 convolutions after the 1x1 mix: kernel 5 for the first two, 3 after
+    # False (the first shipped nets): the convolutions start at the window's oldest sample, so a stride that
+    # does not divide evenly leaves the newest samples unseen (the 64-sample net never sees its last 3).
+    # True: the network reads the newest ``used_length`` samples, every one of which reaches the output.
+    right_aligned: bool = False
+
+
+def conv_kernels(n_conv: int) -> list[int]:
+    return [5 if i < 2 else 3 for i in range(n_conv)]
+
+
+def used_length(config: PhaseNetConfig) -> int:
+    """Samples of the window the network reads: all of it, or (right-aligned) the largest length <= window
+    at which every stride-2 convolution consumes its whole input, newest sample included."""
+    if not config.right_aligned:
+        return config.window
+    for n in range(config.window, 0, -1):
+        length, ok = n, True
+        for k in conv_kernels(config.n_conv):
+            if length < k or (length - k) % 2:
+                ok = False
+                break
+            length = (length - k) // 2 + 1
+        if ok:
+            return n
+    raise ValueError(f"window {config.window} is too short for {config.n_conv} convolutions")
 
 
 class PhaseNet(nn.Module):
@@ -36,19 +63,18 @@ class PhaseNet(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.features = nn.Sequential(
-            nn.Conv1d(c.in_channels, c.mix_channels, 1), nn.ReLU(),
-            nn.Conv1d(c.mix_channels, c.width, 5, stride=2), nn.ReLU(),
-            nn.Conv1d(c.width, c.width, 5, stride=2), nn.ReLU(),
-            nn.Conv1d(c.width, c.width, 3, stride=2), nn.ReLU(),
-        )
+        layers: list[nn.Module] = [nn.Conv1d(c.in_channels, c.mix_channels, 1), nn.ReLU()]
+        for i, k in enumerate(conv_kernels(c.n_conv)):
+            layers += [nn.Conv1d(c.mix_channels if i == 0 else c.width, c.width, k, stride=2), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.used = used_length(c)
         with torch.no_grad():
-            n = self.features(torch.zeros(1, c.in_channels, c.window)).numel()
+            n = self.features(torch.zeros(1, c.in_channels, self.used)).numel()
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(n, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 4 + c.n_modes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, window, C] (time last row = now) -> [B, 4 + n_modes]."""
-        return self.head(self.features(x.transpose(1, 2)))
+        return self.head(self.features(x[:, x.shape[1] - self.used:].transpose(1, 2)))
 
 
 def decode(out: np.ndarray) -> dict:
@@ -88,6 +114,7 @@ class NumpyPhaseNet:
 
     def __init__(self, model: PhaseNet):
         self.config = model.config
+        self.used = model.used
         convs = [m for m in model.features if isinstance(m, nn.Conv1d)]
         lins = [m for m in model.head if isinstance(m, nn.Linear)]
         # Conv1d weight [out, in, k] -> [k * in, out] matching windows laid out as [time, k, in].
@@ -103,7 +130,7 @@ class NumpyPhaseNet:
 
     def __call__(self, window: np.ndarray) -> np.ndarray:
         """window [T, C] float32 -> outputs [4 + M]."""
-        h = np.ascontiguousarray(window, dtype=np.float32)
+        h = np.ascontiguousarray(window[len(window) - self.used:], dtype=np.float32)
         for w, b, k, stride in self.convs:
             n_out = (len(h) - k) // stride + 1
             v = np.lib.stride_tricks.as_strided(
@@ -117,13 +144,69 @@ class NumpyPhaseNet:
         return h
 
 
+class CachedPhaseNet:
+    """A right-aligned ``PhaseNet`` one sample at a time: each layer computes only its output for the newest sample
+    and keeps a short history of its outputs. Right-aligned, a stride-2 layer's output at the newest sample
+    depends only on its input at that sample and every other one before it (dilation doubling per layer), never
+    on where the window starts, so the cached outputs equal the full forward pass's (same weights, float32):
+    per sample 1 + n_conv small matrix products instead of the whole window's convolutions.
+
+    Each layer's input history lives in a doubled ring (each row written twice), so the rows a layer reads are
+    one strided view. The first sample repeats back in time, as ``windows`` pads in training."""
+
+    def __init__(self, model: PhaseNet):
+        if not model.config.right_aligned:
+            raise ValueError("CachedPhaseNet needs a right-aligned PhaseNet (NumpyPhaseNet runs the others)")
+        net = NumpyPhaseNet(model)
+        self.layers, d = [], 1
+        for w, b, k, stride in net.convs:
+            self.layers.append((w, b, k, d))
+            d *= stride
+        self.lins = net.lins
+        self.head_len = net.lins[0][0].shape[0] // net.convs[-1][0].shape[1]
+        spans = [(k - 1) * dil + 1 for _, _, k, dil in self.layers] + [(self.head_len - 1) * d + 1]
+        widths = [model.config.in_channels] + [w.shape[1] for w, _, _, _ in self.layers]
+        reads = [(k, dil) for _, _, k, dil in self.layers] + [(self.head_len, d)]
+        self.rings = [(np.zeros((2 * n, c), np.float32), n, k, dil) for n, c, (k, dil) in zip(spans, widths, reads)]
+        self._t = 0
+
+    def reset(self) -> None:
+        self._t = 0
+
+    def push(self, row: np.ndarray) -> np.ndarray:
+        """The newest feature row [C] -> the network's outputs [4 + M] for the window ending at it."""
+        h = np.asarray(row, dtype=np.float32)
+        first, t = self._t == 0, self._t
+        for j, (ring, n, k, dil) in enumerate(self.rings):
+            i = t % n
+            if first:
+                ring[:] = h  # a constant past: every layer's history is its output on the first sample
+            else:
+                ring[i] = ring[i + n] = h
+            # the last n rows, oldest first, are ring[i + 1: i + 1 + n]; read k of them, dil apart, ending newest
+            x = ring[i + 1 + n - 1 - (k - 1) * dil: i + 1 + n: dil].reshape(-1)
+            if j < len(self.layers):
+                w, b, _, _ = self.layers[j]
+                h = np.maximum(x @ w + b, 0.0)
+            else:
+                for m, (w, b) in enumerate(self.lins):
+                    x = x @ w + b
+                    if m < len(self.lins) - 1:
+                        x = np.maximum(x, 0.0)
+                h = x
+        self._t += 1
+        return h
+
+
 class StreamingPhaseEstimator:
     """Per-sample use: ``push(features_row) -> dict`` with phase, confidence and mode for the newest sample
-    (numpy forward pass; the same outputs as ``PhaseNet`` on the same window). The window lives in a doubled
-    ring (each row written twice), so every window is a contiguous view: a sample costs no window copy."""
+    (numpy; the same outputs as ``PhaseNet`` on the same window). A right-aligned network runs cached per layer
+    (``CachedPhaseNet``); the first shipped layout runs its whole window each sample (``NumpyPhaseNet``) from a
+    doubled ring (each row written twice), so every window is a contiguous view: a sample costs no window copy."""
 
     def __init__(self, model: PhaseNet):
         self.model = model.eval()
+        self.cached = CachedPhaseNet(self.model) if model.config.right_aligned else None
         self.net = NumpyPhaseNet(self.model)
         self.window = model.config.window
         self._ring = np.zeros((2 * self.window, model.config.in_channels), dtype=np.float32)
@@ -132,16 +215,22 @@ class StreamingPhaseEstimator:
 
     def reset(self) -> None:
         self._n = self._i = 0
+        if self.cached is not None:
+            self.cached.reset()
 
     def push(self, row: np.ndarray) -> dict:
-        w, i = self.window, self._i
-        if self._n == 0:
-            self._ring[:] = np.asarray(row, dtype=np.float32)  # the first sample repeats back in time, as in training
+        if self.cached is not None:
+            out = self.cached.push(row)
         else:
-            self._ring[i] = self._ring[i + w] = row
-        self._n += 1
-        self._i = (i + 1) % w
-        d = decode(self.net(self._ring[i + 1:i + 1 + w])[None])  # the last w rows, oldest first
+            w, i = self.window, self._i
+            if self._n == 0:
+                self._ring[:] = np.asarray(row, dtype=np.float32)  # the first sample repeats back in time, as in training
+            else:
+                self._ring[i] = self._ring[i + w] = row
+            self._n += 1
+            self._i = (i + 1) % w
+            out = self.net(self._ring[i + 1:i + 1 + w])  # the last w rows, oldest first
+        d = decode(out[None])
         return {"phase": d["phase"][0], "confidence": d["confidence"][0], "mode_prob": d["mode_prob"][0]}
 
 
@@ -149,6 +238,17 @@ RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources" / "phase"
 
 
 def load_phase_net(path: str | Path) -> PhaseNet:
-    model = PhaseNet()
-    load_into(model, path, expected_config=PhaseNetConfig())
+    """A ``PhaseNet`` of the architecture its sidecar names (typed: an unknown key is an error, a missing one
+    takes its default, i.e. the first shipped architecture), weights loaded strictly with their checksum."""
+    from metagait_edge.checkpoint import CheckpointError, sidecar_path
+    from metagait_edge.config import ConfigError, from_dict
+
+    side = sidecar_path(path)
+    try:
+        stored = json.loads(side.read_text(encoding="utf-8")).get("config")
+        config = from_dict(PhaseNetConfig, stored)
+    except (OSError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{side}: no PhaseNet config: {exc}") from None
+    model = PhaseNet(config)
+    load_into(model, path, expected_config=config)
     return model.eval()

@@ -33,6 +33,34 @@ def _alpha(a) -> str:
     return f"{a:g} (fixed by --mode-alpha)"
 
 
+def learned_description(summary: dict) -> str:
+    """What the evaluated network is, from its weights' sidecar (the first fold's; every fold shares the set-up)."""
+    from metagait_edge.config import from_dict
+    from metagait_edge.phase.model import PhaseNet, PhaseNetConfig, used_length
+
+    w = next(iter((summary.get("weights") or {}).values()), {})
+    cfg = from_dict(PhaseNetConfig, w.get("config") or {})
+    n_params = sum(p.numel() for p in PhaseNet(cfg).parameters())
+    n = used_length(cfg)
+    fs = 58.8
+    read = (f"the last {n} samples ({n / fs:.2f} s) of the six IMUs, every one of which reaches the output "
+            "(right-aligned stride-2 convolutions; run per sample with each layer's outputs cached)" if cfg.right_aligned
+            else f"the last {cfg.window} samples ({cfg.window / fs:.2f} s) of the six IMUs (its convolutions start at the "
+                 "oldest sample, so the 3 newest never reach the output)")
+    tc = w.get("train_config") or {}
+    extras = ["extra random gyro masks"]
+    if tc.get("balance"):
+        extras.append(f"windows drawn with weight count(mode)^-{tc['balance']:g} (rarer modes oversampled)")
+    if tc.get("gain_sd"):
+        extras.append(f"a random gain per IMU and window (log-normal, sd {tc['gain_sd']:g})")
+    epochs = f", {tc['epochs']} epochs x {tc['windows_per_epoch']} windows" if tc.get("epochs") else ""
+    return (f"`PhaseNet` (`metagait_edge/phase/model.py`, {n_params / 1000:.0f}k parameters: a 1x1 mix to "
+            f"{cfg.mix_channels} channels, {cfg.n_conv} stride-2 convolutions of width {cfg.width}, a {cfg.hidden}-unit "
+            f"layer): {read}, corrupted gyroscopes zeroed and flagged -> (cos, sin) of each leg's phase + "
+            f"{cfg.n_modes} mode logits; trained with " + ", ".join(extras) + f"{epochs} (`training/train_phase.py`, "
+            "weights in `metagait_edge/resources/phase/`).")
+
+
 def render(summary: dict, command: str, machine: str, date: str, plot: str | None) -> str:
     s = summary
     ph, cov, n = s["phase_rmse_pct"], s["coverage"], s["samples"]
@@ -50,9 +78,7 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
         "- **Baseline**: `CausalGaitDetector.phase` (time since the last causal IC over the median of the last three "
         "strides), per leg, on the shank gyro (a corrupted one divided by its x10 gain, as the detector does). It says "
         "nothing before its first stride: its RMSE is over the samples it covers (coverage column).",
-        "- **Learned**: `PhaseNet` (`metagait_edge/phase/model.py`, 26k parameters): the last 64 samples (1.09 s) of the six "
-        "IMUs, corrupted gyroscopes zeroed and flagged -> (cos, sin) of each leg's phase + 7 mode logits; trained with "
-        "extra random gyro masks (`training/train_phase.py`, weights in `metagait_edge/resources/phase/`).",
+        "- **Learned**: " + learned_description(s),
         "- Phase RMSE: circular error (wrapped to +/-50 %), both legs pooled, per mode of the row's label; "
         "*transitions* = samples within +/-2 strides of a label change between two modes, one of them a gait mode.",
         "",
@@ -107,7 +133,7 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
               "(a stride is the recording's median ground-truth stride).", "",
               "## Latency", "",
               f"Per sample, from one decoded IMU sample (36 values in g and deg/s) to phase, confidence and mode "
-              f"(`features` of the row, then `StreamingPhaseEstimator.push`: shift the window, the network in numpy, "
+              f"(`features` of the row, then `StreamingPhaseEstimator.push`: the network in numpy, "
               f"decode) on one thread: wall clock p50 {s['latency_ms_p50']:.3f} ms, p99 {s['latency_ms_p99']:.3f} ms "
               f"(`latency_ms_p99` in the JSON); the thread's CPU time p50 {s['latency_cpu_ms_p50']:.3f} ms, p99 "
               f"{s['latency_cpu_ms_p99']:.3f} ms. The VM's 2 cores are shared with other engineers' jobs, so the "

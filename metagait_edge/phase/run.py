@@ -139,7 +139,8 @@ def weights_provenance(path: str | Path) -> dict:
     kept = min(scored, key=lambda h: h["val_phase_loss"]) if scored else (hist[-1] if hist else {})
     return {"command": extra.get("command", ""), "created": meta.get("created", ""),
             "git_commit": meta.get("git_commit", ""), "epochs": len(hist), "kept_epoch": kept.get("epoch"),
-            "val_phase_loss": kept.get("val_phase_loss"), "split": extra.get("split", {})}
+            "val_phase_loss": kept.get("val_phase_loss"), "split": extra.get("split", {}),
+            "config": meta.get("config", {}), "train_config": extra.get("train_config", {})}
 
 
 def _keep_trace(trace: dict, rec: PhaseRecording, learned: np.ndarray, base: np.ndarray, pred: np.ndarray) -> None:

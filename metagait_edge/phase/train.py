@@ -4,14 +4,16 @@ Samples are causal windows ending at every row that has a mode label or a ground
 squared error of the (cos, sin) outputs against the true phase's, per leg where it is defined, plus the
 mode cross-entropy. Augmentation: on ``mask_prob`` of the windows each gyroscope is also masked with
 probability ``mask_sensor_prob`` (zeroed, flag 0), so the network learns to live with the masks that
-HuGaDB's corrupted gyroscopes (and failing sensors) impose. The epoch with the lowest validation phase loss is kept.
+HuGaDB's corrupted gyroscopes (and failing sensors) impose; optionally each IMU's signals scaled by a random
+gain per window (``gain_sd``), and windows drawn with weight count(mode)^-``balance`` so that the rarer modes
+(running, stairs, transitions) are seen more often. The epoch with the lowest validation phase loss is kept.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +39,16 @@ class PhaseTrainConfig:
     val_windows: int = 20_000
     seed: int = 0
     threads: int = 1
+    balance: float = 0.0  # windows drawn with weight count(mode)^-balance: 0 uniform over rows, 1 equal per mode
+    gain_sd: float = 0.0  # per window and IMU, accelerometer and gyroscope scaled by exp(N(0, gain_sd))
+
+
+@dataclass
+class PhaseExperiment:
+    """A ``training/configs/phase*.yaml`` file: the network and its training (typed, unknown keys fail)."""
+
+    net: PhaseNetConfig = field(default_factory=PhaseNetConfig)
+    train: PhaseTrainConfig = field(default_factory=PhaseTrainConfig)
 
 
 @dataclass
@@ -85,6 +97,29 @@ def augment_masks(xb: np.ndarray, rng: np.random.Generator, config: PhaseTrainCo
     return xb
 
 
+def augment_gain(xb: np.ndarray, rng: np.random.Generator, gain_sd: float) -> np.ndarray:
+    """Each window's IMUs scaled by their own random gain (accelerometer and gyroscope alike; flags kept)."""
+    if gain_sd <= 0:
+        return xb
+    g = np.exp(rng.normal(0.0, gain_sd, size=(len(xb), len(SENSORS)))).astype(np.float32)
+    scale = np.ones((len(xb), xb.shape[2]), dtype=np.float32)
+    for i, s in enumerate(SENSORS):
+        cols = [IMU_CHANNELS.index(f"{k}_{s}_{a}") for k in ("acc", "gyro") for a in "xyz"]
+        scale[:, cols] = g[:, i, None]
+    return xb * scale[:, None, :]
+
+
+def sampling_weights(s: Stacked, balance: float) -> np.ndarray | None:
+    """Probability of each candidate end row: count(mode)^-balance (rows without a mode form one group)."""
+    if balance <= 0:
+        return None
+    m = s.mode[s.ends]
+    group = np.where(m >= 0, m, m.max(initial=0) + 1)
+    counts = np.bincount(group)
+    w = counts[group].astype(np.float64) ** -balance
+    return w / w.sum()
+
+
 def batch_loss(model: PhaseNet, xb: np.ndarray, ph: np.ndarray, md: np.ndarray, mode_weight: float,
                ce: nn.Module) -> tuple[torch.Tensor, float, float]:
     out = model(torch.from_numpy(xb))
@@ -118,15 +153,16 @@ def train_phase_net(train: Sequence[PhaseRecording], val: Sequence[PhaseRecordin
         val_ends = None
         if va is not None:
             val_ends = rng.choice(va.ends, size=min(config.val_windows, len(va.ends)), replace=False)
+        p_ends = sampling_weights(tr, config.balance)
         best, best_state, history = np.inf, None, []
         bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress)
         for epoch in range(config.epochs):
             model.train()
-            ends = rng.choice(tr.ends, size=config.windows_per_epoch, replace=True)
+            ends = rng.choice(tr.ends, size=config.windows_per_epoch, replace=True, p=p_ends)
             tot = [0.0, 0.0, 0]
             for a in range(0, len(ends) - config.batch + 1, config.batch):
                 e = ends[a:a + config.batch]
-                xb = augment_masks(gather(tr, e, net.window), rng, config)
+                xb = augment_masks(augment_gain(gather(tr, e, net.window), rng, config.gain_sd), rng, config)
                 loss, pl, ml = batch_loss(model, xb, tr.phase[e], tr.mode[e], config.mode_weight, ce)
                 opt.zero_grad()
                 loss.backward()

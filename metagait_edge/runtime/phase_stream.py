@@ -4,7 +4,8 @@
 ``PhaseEstimate``: phase per leg in [0, 1) (0 = that leg's initial contact), phase rate in cycles/s, the
 locomotion mode, a confidence and a status. It runs the shipped ``PhaseNet`` (``resources/phase/all``,
 trained on all 18 HuGaDB walkers, loaded strictly by ``checkpoint.load_into``) causally on the last
-``window`` samples (``phase.model.StreamingPhaseEstimator``: a numpy forward pass, no window copy), with the
+``window`` samples (``phase.model.StreamingPhaseEstimator``: numpy; a right-aligned network computes only
+each layer's output for the newest sample, ``CachedPhaseNet``), with the
 same input features and gyroscope masks as ``eval-phase`` (``phase.dataset.features``): a replayed HuGaDB file
 gets the shipped corrupted-gyroscope table's masks for that file, other inputs the configured ``masked_gyros``.
 
