@@ -44,6 +44,14 @@ def test_scores_perfect_and_shifted_estimates():
     assert h["matched"] >= h["truth_events"] - 2 and h["median_abs"] < 1.0
     assert out["hs_timing_ms"]["baseline"]["mean"] == pytest.approx(-0.05 * 53.3 / 58.8 * 1000, rel=0.05)
     assert out["mode_accuracy"] == pytest.approx(1 - 10 / 1600)
+    assert out["mode_errors_near_change"] == {"0.5s": 1.0, "1s": 1.0}
+    s2 = PhaseScores()
+    pred2 = pred.copy()
+    pred2[100:110] = 4  # 700 samples (12 s) before the change
+    pred2[1560:1570] = 4  # 760 samples after it
+    pred2[760:770] = 2  # 30-40 samples (0.5-0.7 s) early
+    s2.add_modes(rec, pred2)
+    assert s2.summary(("learned",))["mode_errors_near_change"] == {"0.5s": pytest.approx(10 / 40), "1s": pytest.approx(20 / 40)}
     d = out["mode_switch_delay"]
     assert d["transitions"] == 1 and d["median_s"] == pytest.approx(10 / 58.8)
     full = {**out, "files": 1, "subjects": [99], "quick": True, "mode_alpha": {0: 0.2}, "latency_ms_p50": 0.3,
@@ -56,6 +64,7 @@ def test_scores_perfect_and_shifted_estimates():
                  "latency_ms_p99": 0.5, "latency_cpu_ms_p50": 0.2, "latency_cpu_ms_p99": 0.4}, "cmd", "vm", "today", "x.png")
     assert "| walking | 0.00 | 5.00 |" in md and "![phase across a transition](x.png)" in md
     assert "alpha per fold 0: 0.2" in md
+    assert "100 % lie within 0.5 s of a label change" in md
     assert "| learned, all gyros masked | 10.00 | n/a |" in md
     assert "26k parameters" in md and "the 3 newest never reach the output" in md  # no sidecar: the first layout
     w = {"command": "training/train_phase.py --config c.yaml", "created": "2026-12-07T11:00", "git_commit": "abc",

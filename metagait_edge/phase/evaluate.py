@@ -26,6 +26,7 @@ from metagait_edge.phase.dataset import GAIT_MODES, MODES, PhaseRecording
 HS_TOLERANCE_S = 0.25
 TRANSITIONS = "transitions"
 DEFAULT_STRIDE = 53.0
+NEAR_CHANGE_S = (0.5, 1.0)
 
 
 def circular_error(est: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -93,6 +94,7 @@ class PhaseScores:
     hs_counts: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))  # truth, matched, extra
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(MODES), len(MODES)), dtype=np.int64))
     delays: list = field(default_factory=list)  # (from, to, seconds or nan, strides or nan)
+    mode_errors_near: dict = field(default_factory=lambda: defaultdict(int))  # window (s) -> wrong samples that close
 
     def add_phase(self, name: str, rec: PhaseRecording, est: np.ndarray) -> None:
         truth = rec.truth.phase
@@ -140,6 +142,16 @@ class PhaseScores:
         m = rec.mode
         lab = m >= 0
         np.add.at(self.confusion, (m[lab], pred[lab]), 1)
+        # How many of the wrong samples lie within a short time of a label change (any change of the row's label):
+        # errors a causal output makes while it catches up with, or disagrees on the moment of, a change.
+        wrong = lab & (pred != m)
+        change = np.flatnonzero(m[1:] != m[:-1]) + 1
+        if len(change) and wrong.any():
+            t = np.flatnonzero(wrong)
+            j = np.clip(np.searchsorted(change, t), 1, len(change))
+            dist = np.minimum(np.abs(t - change[j - 1]), np.abs(t - change[np.minimum(j, len(change) - 1)]))
+            for w in NEAR_CHANGE_S:
+                self.mode_errors_near[w] += int((dist < w * rec.fs).sum())
         stride = median_stride(rec)
         changes = mode_changes(m)
         bounds = [t for t, _, _ in changes] + [len(m)]
@@ -181,6 +193,9 @@ class PhaseScores:
                               for i, m in enumerate(MODES)}
         out["mode_samples"] = {m: int(cm[i].sum()) for i, m in enumerate(MODES)}
         out["mode_confusion"] = cm.tolist()
+        n_wrong = int(tot - np.trace(cm)) if tot else 0
+        out["mode_errors_near_change"] = {f"{w:g}s": (self.mode_errors_near[w] / n_wrong if n_wrong else float("nan"))
+                                          for w in NEAR_CHANGE_S}
         d = np.asarray([x[2] for x in self.delays], dtype=float)
         s = np.asarray([x[3] for x in self.delays], dtype=float)
         ok = np.isfinite(d)

@@ -33,6 +33,15 @@ def _alpha(a) -> str:
     return f"{a:g} (fixed by --mode-alpha)"
 
 
+def _near_change(s: dict) -> str:
+    near = s.get("mode_errors_near_change")
+    if not near:
+        return ""
+    return (f" Of the wrong samples, {100 * near['0.5s']:.0f} % lie within 0.5 s of a label change and "
+            f"{100 * near['1s']:.0f} % within 1 s: most of what the accuracy misses is the causal output catching up "
+            "with a change, or disagreeing with the labels on its moment.")
+
+
 def learned_description(summary: dict) -> str:
     """What the evaluated network is, from its weights' sidecar (the first fold's; every fold shares the set-up)."""
     from metagait_edge.config import from_dict
@@ -130,7 +139,7 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
               f"Switch delay after a true label change until the output first says the new mode: {d['transitions']} "
               f"changes, median {_f(d['median_s'])} s = {_f(d['median_strides'])} strides, p90 {_f(d['p90_s'])} s = "
               f"{_f(d['p90_strides'])} strides; {d['missed']} never switched before the next change "
-              "(a stride is the recording's median ground-truth stride).", "",
+              "(a stride is the recording's median ground-truth stride)." + _near_change(s), "",
               "## Latency", "",
               f"Per sample, from one decoded IMU sample (36 values in g and deg/s) to phase, confidence and mode "
               f"(`features` of the row, then `StreamingPhaseEstimator.push`: the network in numpy, "
