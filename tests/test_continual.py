@@ -67,8 +67,8 @@ def test_an_update_is_accepted_when_the_walkers_own_template_beats_the_current_o
     x, valid, contiguous = walk(30, shape)
     params = model_params(model, detach=True)
     current = ModelState(params, torch.zeros(C, L))  # a template far from this walker
-    decision = propose_update(model, current, params, torch.zeros(C, L), RunningTemplate.from_strides(x, valid), x,
-                              valid, contiguous, ContinualConfig(every_strides=10, holdout_strides=10, buffer_strides=30))
+    decision = propose_update(model, current, ModelState(params, torch.zeros(C, L)), RunningTemplate.from_strides(x, valid),
+                              x, valid, contiguous, ContinualConfig(every_strides=10, holdout_strides=10, buffer_strides=30))
     assert decision.accepted and decision.loss_candidate < decision.loss_current
     assert torch.allclose(decision.state.template, x[:20].mean(0), atol=1e-5)  # without the held-out strides
 
@@ -83,8 +83,8 @@ def test_an_update_that_worsens_held_out_strides_is_rejected_and_the_old_state_s
     contiguous = torch.ones(30, dtype=torch.bool)
     params = model_params(model, detach=True)
     current = ModelState(params, -shape)  # already right for the newest strides
-    decision = propose_update(model, current, params, -shape, RunningTemplate.from_strides(x, valid), x, valid,
-                              contiguous, ContinualConfig(every_strides=10, holdout_strides=10, buffer_strides=30))
+    decision = propose_update(model, current, ModelState(params, -shape), RunningTemplate.from_strides(x, valid), x,
+                              valid, contiguous, ContinualConfig(every_strides=10, holdout_strides=10, buffer_strides=30))
     assert not decision.accepted and decision.kind == "rejected"
     assert decision.state is current and decision.loss_candidate >= decision.loss_current
     assert "does not beat" in decision.reason
@@ -159,7 +159,8 @@ def test_the_learner_updates_on_its_own_thread_and_commits_the_profile_atomicall
     # The calibration's template is off by 0.3 units: the mean of many noisy strides beats it, and beats the
     # fallback's mean of 5 of them.
     offset = pers.normalize(_cycle(pers, rng, 0, noise=0.0).cycle) + 0.3
-    learner, store, profiles, commits = _learner(pers, tmp_path, offset.astype(np.float32))
+    # template candidates only (ridge 0): a refitted head could absorb the offset instead of the template
+    learner, store, profiles, commits = _learner(pers, tmp_path, offset.astype(np.float32), ridge=0.0)
     for i in range(25):
         learner.offer(_cycle(pers, rng, i), "ann")  # the caller is the control thread
     assert learner.drain(60)
@@ -265,3 +266,82 @@ def test_the_runtime_offers_cycles_from_its_worker_and_learns_on_the_continual_t
     assert rt.stats.cycles >= 15 and offered >= rt.stats.cycles - 2  # every cycle of the calibrated walker
     assert counts["continual_accepted"] + counts["continual_rejected"] >= 1
     assert set(rt.continual.update_threads) == {THREAD_NAME}
+
+
+# ------------------------------------------------------------------------ candidates, acceptance, one learner
+def test_the_recent_template_follows_a_walker_whose_cycle_changed_within_the_buffer():
+    """After a change (new session), the mean of the last strides beats the mean of every stride: only the
+    ``recent_strides`` candidate proposes it."""
+    model = tiny_model()
+    shape = torch.sin(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    old, valid, contiguous = walk(40, shape)
+    new, _, _ = walk(20, shape + 1.0, seed=1)
+    x = torch.cat([old, new])
+    valid = torch.ones(60, C, dtype=torch.bool)
+    contiguous = torch.ones(60, dtype=torch.bool)
+    params = model_params(model, detach=True)
+    current = ModelState(params, shape)
+    running = RunningTemplate.from_strides(x, valid)
+    cfg = dict(every_strides=5, holdout_strides=5, buffer_strides=60, ridge=0.0)
+    grown = propose_update(model, current, current, running, x, valid, contiguous,
+                           ContinualConfig(recent_strides=0, **cfg))
+    recent = propose_update(model, current, current, running, x, valid, contiguous,
+                            ContinualConfig(recent_strides=10, **cfg))
+    assert recent.accepted and recent.kind == "recent template"
+    assert torch.allclose(recent.state.template, x[45:55].mean(0), atol=1e-5)  # the 10 before the held-out 5
+    assert recent.loss_candidate < 0.5 * grown.loss_candidate
+
+
+def test_majority_rejects_a_candidate_better_on_average_thanks_to_one_held_out_stride():
+    model = tiny_model()
+    shape = torch.sin(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    x, valid, contiguous = walk(30, shape, noise=0.0)
+    x[-1] = x[-1] + 3.0  # one held-out stride far off; the candidate template (the old strides' mean) is ...
+    params = model_params(model, detach=True)
+    current = ModelState(params, shape + 0.2)  # ... worse on 4 of 5 held-out strides than the current one
+    running = RunningTemplate.from_strides(torch.cat([x[:25] + 0.4, x[25:]]), valid)  # its mean sits at +0.4
+    cfg = dict(every_strides=5, holdout_strides=5, buffer_strides=30, ridge=0.0, recent_strides=0)
+    plain = propose_update(model, current, current, running, x, valid, contiguous, ContinualConfig(**cfg))
+    strict = propose_update(model, current, current, running, x, valid, contiguous, ContinualConfig(majority=True, **cfg))
+    assert plain.accepted
+    assert not strict.accepted and strict.state is current and "only" in strict.reason
+
+
+def test_a_personalization_worse_than_the_fallback_on_held_out_strides_is_replaced_by_the_fallback():
+    model = tiny_model()
+    shape = torch.sin(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    x, valid, contiguous = walk(30, shape)
+    params = model_params(model, detach=True)
+    bad = {k: v + 0.3 * torch.randn_like(v) for k, v in params.items()}  # a calibration gone wrong
+    current = ModelState(bad, shape)
+    fallback = ModelState(params, shape)
+    decision = propose_update(model, current, fallback, RunningTemplate.from_strides(x, valid), x, valid, contiguous,
+                              ContinualConfig(every_strides=5, holdout_strides=5, buffer_strides=30))
+    assert decision.accepted and decision.loss_candidate < decision.loss_current
+    assert decision.kind.startswith("fallback")
+    assert all(torch.equal(decision.state.params[k], params[k]) for k in params)
+
+
+def test_the_runtime_learner_and_the_evaluation_run_the_same_library_learner(pers, tmp_path):
+    """The runtime's ContinualLearner makes, stride for stride, the decisions of the ``Learner`` the
+    evaluation drives (``continual_eval.learn_walk``): one home for the algorithm."""
+    from metagait_edge.personalization.continual import Learner
+
+    rng = np.random.default_rng(5)
+    offset = (pers.normalize(_cycle(pers, rng, 0, noise=0.0).cycle) + 0.3).astype(np.float32)
+    learner, store, profiles, commits = _learner(pers, tmp_path, offset, every_strides=5, holdout_strides=5,
+                                                 recent_strides=10, ridge=0.1)
+    cycles = [_cycle(pers, rng, i) for i in range(30)]
+    for rec in cycles:
+        learner.learn(rec, "ann")
+    lib = Learner(pers.maml.model, ModelState(pers.base, torch.from_numpy(offset)),
+                  ModelState(pers.base, torch.from_numpy(offset)), learner.config, 5)
+    accepted = 0
+    for i, rec in enumerate(cycles):
+        norm = torch.from_numpy(pers.normalize(rec.cycle).astype(np.float32))
+        d = lib.add(norm, torch.ones(pers.n_channels, dtype=torch.bool), i > 0)
+        accepted += bool(d is not None and d.accepted)
+    assert accepted == learner.stats["accepted"] >= 1
+    saved = store.load("ann")
+    assert np.allclose(saved.template, lib.state.template.numpy(), atol=1e-6)
+    assert np.allclose(saved.weights["tcn.head.weight"], lib.state.params["tcn.head.weight"].numpy(), atol=1e-6)

@@ -119,7 +119,8 @@ def _run_continual(args: argparse.Namespace, root, t0: float) -> int:
         "metagait-edge eval-personalization --continual"
     written = []
     if args.plots:
-        CR.plot_curve(Path(args.plots) / "personalization_continual.png", payload["continual"])
+        CR.plot_curve(Path(args.plots) / "personalization_continual.png", payload["continual"],
+                      payload.get("continual_name_order"))
         written.append(str(Path(args.plots) / "personalization_continual.png"))
     if args.out:
         CR.write_markdown(Path(args.out), payload, command, provenance())
@@ -128,7 +129,8 @@ def _run_continual(args: argparse.Namespace, root, t0: float) -> int:
         CR.write_json(Path(args.json), payload)
         written.append(args.json)
     print()
-    print("\n".join(CR.verdict(payload["continual"])))
+    print("\n".join(CR.verdict(payload["continual"], "Walk up to the future: ")
+                    + CR.verdict(payload["continual_name_order"], "Name order: ")))
     print(f"\n{'wrote ' + ' and '.join(written) if written else 'no report written (--out MD, --json PATH)'} "
           f"in {time.perf_counter() - t0:.0f} s")
     return 0

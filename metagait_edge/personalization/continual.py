@@ -7,13 +7,17 @@ The learner keeps two things about the walker:
 * a *bounded buffer* of the most recent ``buffer_strides`` strides (normalized, with channel validity).
 
 Every ``every_strides`` new strides it proposes an update (:func:`propose_update`): the newest
-``holdout_strides`` strides of the buffer are held out, the rest refit the output head of the current
-weights (:func:`refit_head`; generation: each stride predicted from the one before, with the template of every
-stride except the held-out ones). Three candidates are scored on the held-out strides: the current weights and the
-fallback's with the new template, and the better of those with its head refitted. The best one is accepted only if it beats
-both the current state and the fallback (the model the walker would get without personalization) on those
-held-out strides; otherwise the current state stays (rollback). Because the held-out strides are newer than the last update
+``holdout_strides`` strides of the buffer are held out. Candidates, all from the older strides only: the current
+weights and the fallback's (the pooled model: what the walker gets without personalization), each with the grown
+template, the recent template (the last ``recent_strides`` strides: a walker's cycle drifts within and between
+sessions) or the calibration's; the best of those with its output head refitted in closed form on the buffer
+(:func:`refit_head`, ``ridge``); and the fallback itself. The best one on the held-out strides is accepted only if
+it beats both the current state and the fallback there (optionally on a majority of the strides); otherwise the
+current state stays (rollback). Because the held-out strides are newer than the last update
 (``holdout_strides <= every_strides``), neither the current state nor the candidate has seen them.
+
+:class:`Learner` keeps this state for one walker; the runtime's ``ContinualLearner`` (a thread, atomic profile
+commits) and the evaluation (``continual_eval``) both drive it.
 
 Torch is imported inside the functions: this module's config is part of the runtime's YAML
 (``runtime.config.EdgeConfig.continual``), which must load without torch.
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Optional
+from collections import deque
+from typing import TYPE_CHECKING, Deque, Dict, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -34,20 +39,26 @@ class ContinualConfig:
     """How the runtime (``enabled``) and the evaluation learn a walker continually (see the module docstring)."""
 
     enabled: bool = False  # runtime only: the evaluation always learns
-    # every_strides, holdout_strides (5, 5 against 10, 10), template_strides and ridge were chosen on the shipped
-    # fold's validation walkers (docs/results/personalization_continual.md)
+    # every_strides, holdout_strides, recent_strides and ridge were chosen on the shipped fold's 3 validation
+    # walkers (walk up to the future, docs/results/personalization_continual.md): ridge 0.1 with a 20-stride recent
+    # template closed 59 / 67 / 63 % of the gap after 50 / 100 / 200 strides there, against 33 / 37 / 27 % for the
+    # template alone (ridge 0); 0.03, 0.3, buffers of 100 or 120, updates every 10 strides on 10 held out, a
+    # 60-stride grown template and the majority test did no better
     every_strides: int = 5  # an update is proposed after every this many new valid strides
     buffer_strides: int = 60  # recent strides kept for adaptation (memory stays bounded on a long walk)
     holdout_strides: int = 5  # the newest strides of the buffer, held out to accept or reject an update
-    # Weights: the output head is refitted on the buffer (``refit_head``), pulled towards the current head with
-    # this weight per sample; 0 disables weight updates (the template still grows)
-    # 0 (the default, chosen on the fold's validation walkers: refitting cost 5x the compute and closed no more of
-    # the gap there) leaves the head alone: the weights are then the current ones or the fallback's
-    ridge: float = 0.0
+    # Weights: the output head is refitted in closed form on the buffer (``refit_head``), pulled towards the
+    # current head with this weight per sample; 0 disables the refit (templates and the choice of weights only)
+    ridge: float = 0.1
     # The template: the mean of every stride walked since calibration (0), or of the last this many (a walker's
     # cycle drifts between sessions as sensors are put on again)
     template_strides: int = 0
+    # An extra candidate template: the mean of the last this many strides before the held-out ones (0: none);
+    # a walker's cycle drifts within and between sessions
+    recent_strides: int = 20
     min_improvement: float = 0.0  # relative: accept only if held-out loss < current * (1 - this)
+    # accept only a candidate that also beats the current state on more than half of the held-out strides
+    majority: bool = False
 
     def __post_init__(self) -> None:
         if self.every_strides < 1:
@@ -60,6 +71,8 @@ class ContinualConfig:
                              f"({self.holdout_strides}) by at least 3: an update needs strides to learn from")
         if self.template_strides < 0:
             raise ValueError(f"continual.template_strides must be >= 0 (0: every stride), got {self.template_strides}")
+        if self.recent_strides < 0:
+            raise ValueError(f"continual.recent_strides must be >= 0 (0: no recent template), got {self.recent_strides}")
         if self.ridge < 0:
             raise ValueError(f"continual.ridge must be >= 0 (0: template only), got {self.ridge}")
         if not 0.0 <= self.min_improvement < 1.0:
@@ -191,44 +204,130 @@ def refit_head(model, params: Dict[str, "Tensor"], batch, ridge: float) -> Dict[
     return out_params
 
 
-def propose_update(model, current: ModelState, fallback_params: Dict[str, "Tensor"], fallback_template: "Tensor",
-                   running: RunningTemplate, strides: "Tensor", valid: "Tensor", contiguous: "Tensor",
-                   config: ContinualConfig) -> UpdateDecision:
+def held_out_losses(model, state: ModelState, batch) -> "Tensor":
+    """Per-stride masked MSE of ``state`` on ``batch`` (generation inputs with ``state``'s template)."""
+    import torch
+
+    from metagait_edge.meta.maml import functional_forward
+    from metagait_edge.metrics.masked import masked_mse
+
+    batch = with_template(batch, state.template)
+    with torch.no_grad():
+        return masked_mse(functional_forward(model, state.params, batch.x)["output"], batch.y, batch.mask,
+                          reduction="per_sample")
+
+
+def _candidate_templates(running: RunningTemplate, strides: "Tensor", valid: "Tensor", n_fit: int,
+                         config: ContinualConfig):
+    """The templates an update may propose, from the strides before the held-out ones only."""
+    from metagait_edge.personalization.inputs import template_from_support
+
+    if config.template_strides:
+        window = slice(max(0, n_fit - config.template_strides), n_fit)
+        grown = template_from_support(strides[window], valid[window])
+    else:
+        grown = running.mean(strides[n_fit:], valid[n_fit:])
+    out = [("template", grown)]
+    if config.recent_strides:
+        window = slice(max(0, n_fit - config.recent_strides), n_fit)
+        out.append(("recent template", template_from_support(strides[window], valid[window])))
+    return out
+
+
+def propose_update(model, current: ModelState, fallback: ModelState, running: RunningTemplate, strides: "Tensor",
+                   valid: "Tensor", contiguous: "Tensor", config: ContinualConfig) -> UpdateDecision:
     """One continual update on the buffer ``strides [N, C, L]`` (normalized, oldest first; ``contiguous[i]``:
-    stride i directly follows stride i-1). ``running`` already holds every buffered stride. Accepts a
-    candidate only if it beats the current state and the fallback on the newest ``holdout_strides``."""
+    stride i directly follows stride i-1). ``running`` already holds every buffered stride; ``fallback`` is
+    what the walker gets without personalization (the pooled weights with the calibration's template).
+
+    Candidates: the current weights and the fallback's, each with the grown template (every stride since
+    calibration, or the last ``template_strides``), the recent template (the last ``recent_strides`` before the
+    held-out ones) and the fallback's template; with ``ridge > 0`` also the best of them with its output head
+    refitted on the buffer. The best candidate on the newest ``holdout_strides`` is accepted only if its mean
+    held-out loss beats the current state's (by ``min_improvement``) and the fallback's, and (``majority``) it
+    beats the current state on more than half of the held-out strides; otherwise the current state stays. The
+    fallback itself is a candidate: a personalization that no longer pays is replaced by it.
+    """
     n, h = strides.shape[0], config.holdout_strides
     if n < h + 3:
         raise ValueError(f"a continual update needs at least {h + 3} buffered strides, got {n}")
-    held = range(n - h, n)
-    if config.template_strides:
-        from metagait_edge.personalization.inputs import template_from_support
-
-        window = slice(max(0, n - h - config.template_strides), n - h)
-        template = template_from_support(strides[window], valid[window])
-    else:
-        template = running.mean(strides[n - h:], valid[n - h:])
-    hold = generation_pairs(strides, valid, contiguous, held, template)
-    fit = generation_pairs(strides, valid, contiguous, range(1, n - h), template)
+    templates = _candidate_templates(running, strides, valid, n - h, config)
+    hold = generation_pairs(strides, valid, contiguous, range(n - h, n), templates[0][1])
+    fit = generation_pairs(strides, valid, contiguous, range(1, n - h), templates[0][1])
     if hold.y.shape[0] == 0 or fit.y.shape[0] == 0:
         return UpdateDecision(False, current, "rejected", math.nan, math.nan, math.nan,
                               "no contiguous stride pairs to learn from or to hold out")
-    loss_current = held_out_loss(model, current, with_template(hold, current.template))
-    loss_fallback = held_out_loss(model, ModelState(fallback_params, fallback_template),
-                                  with_template(hold, fallback_template))
-    # The current weights or the fallback's (a calibration can be worse than no calibration), with the new
-    # template; then the better of the two with its head refitted on the buffer.
-    candidates = [("template", ModelState(current.params, template)),
-                  ("fallback weights+template", ModelState(fallback_params, template))]
-    scored = [(held_out_loss(model, state, hold), kind, state) for kind, state in candidates]
+    per_current = held_out_losses(model, current, hold)
+    per_fallback = held_out_losses(model, fallback, hold)
+    loss_current, loss_fallback = float(per_current.mean()), float(per_fallback.mean())
+    candidates = [("fallback", fallback)]
+    for weights, params in (("", current.params), ("fallback weights+", fallback.params)):
+        candidates += [(weights + kind, ModelState(params, t)) for kind, t in templates]
+    candidates.append(("fallback template", ModelState(current.params, fallback.template)))
+    scored = [(held_out_losses(model, state, hold), kind, state) for kind, state in candidates]
+    key = lambda s: float(s[0].mean()) if math.isfinite(float(s[0].mean())) else math.inf  # noqa: E731
     if config.ridge > 0:
-        start = min(scored, key=lambda s: s[0] if math.isfinite(s[0]) else math.inf)
-        tuned = ModelState(refit_head(model, start[2].params, fit, config.ridge), template)
-        scored.append((held_out_loss(model, tuned, hold), "head+" + start[1], tuned))
-    loss, kind, state = min(scored, key=lambda s: s[0] if math.isfinite(s[0]) else math.inf)
-    bar = min(loss_current * (1.0 - config.min_improvement), loss_fallback)
-    if math.isfinite(loss) and loss < bar:
+        per, kind, start = min(scored[1:], key=key)
+        tuned = ModelState(refit_head(model, start.params, with_template(fit, start.template), config.ridge),
+                           start.template)
+        scored.append((held_out_losses(model, tuned, hold), "head+" + kind, tuned))
+    per, kind, state = min(scored, key=key)
+    loss = float(per.mean())
+    bar = loss_current * (1.0 - config.min_improvement)
+    if kind != "fallback":
+        bar = min(bar, loss_fallback)
+    wins = int((per < per_current).sum())
+    majority = not config.majority or 2 * wins > per.numel()
+    if math.isfinite(loss) and loss < bar and majority:
         return UpdateDecision(True, state, kind, loss_current, loss, loss_fallback)
-    return UpdateDecision(False, current, "rejected", loss_current, loss, loss_fallback,
-                          f"held-out loss {loss:.4f} does not beat the current {loss_current:.4f} "
-                          f"and the fallback {loss_fallback:.4f}")
+    why = (f"held-out loss {loss:.4f} does not beat the current {loss_current:.4f} and the fallback "
+           f"{loss_fallback:.4f}") if not loss < bar else \
+        f"better than the current state on only {wins} of {per.numel()} held-out strides"
+    return UpdateDecision(False, current, "rejected", loss_current, loss, loss_fallback, why)
+
+
+class Learner:
+    """The continual learner of one calibrated walker, without threads or storage: the runtime's
+    ``ContinualLearner`` and the evaluation both drive it, stride by stride.
+
+    ``state``: what generates the walker's strides now (the calibration); ``fallback``: the model without
+    personalization (pooled weights, the calibration's template); ``template_weight``: how many strides the
+    current template stands for (it starts the growing template).
+    """
+
+    def __init__(self, model, state: ModelState, fallback: ModelState, config: ContinualConfig,
+                 template_weight: float, template_valid: Optional["Tensor"] = None) -> None:
+        import torch
+
+        self.model, self.state, self.fallback, self.config = model, state, fallback, config
+        valid = (torch.ones(state.template.shape[0], dtype=torch.bool) if template_valid is None
+                 else torch.as_tensor(template_valid, dtype=torch.bool))
+        w = valid.double() * float(template_weight)
+        self.running = RunningTemplate(state.template.double() * w[:, None], w)
+        self.strides: Deque["Tensor"] = deque(maxlen=config.buffer_strides)
+        self.valid: Deque["Tensor"] = deque(maxlen=config.buffer_strides)
+        self.contiguous: Deque[bool] = deque(maxlen=config.buffer_strides)
+        self.new = 0
+
+    def add(self, stride: "Tensor", valid: "Tensor", contiguous: bool) -> Optional[UpdateDecision]:
+        """Learn one normalized stride ``[C, L]`` (``contiguous``: it directly follows the previous one);
+        every ``every_strides`` strides an update, whose decision is returned (``self.state`` follows it)."""
+        self.strides.append(stride)
+        self.valid.append(valid)
+        self.contiguous.append(bool(contiguous))
+        self.running.add(stride, valid)
+        self.new += 1
+        if self.new < self.config.every_strides or len(self.strides) < self.config.holdout_strides + 3:
+            return None
+        self.new = 0
+        return self.update()
+
+    def update(self) -> UpdateDecision:
+        import torch
+
+        contiguous = torch.as_tensor(list(self.contiguous))
+        contiguous[0] = False  # the oldest buffered stride's predecessor has left the buffer
+        decision = propose_update(self.model, self.state, self.fallback, self.running, torch.stack(list(self.strides)),
+                                  torch.stack(list(self.valid)), contiguous, self.config)
+        self.state = decision.state
+        return decision

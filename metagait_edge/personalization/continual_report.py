@@ -21,28 +21,32 @@ def _pct(fraction: float) -> str:
     return "n/a" if fraction is None or not math.isfinite(fraction) else f"{round(100 * fraction)} %"
 
 
-def verdict(continual: dict) -> List[str]:
+def verdict(continual: dict, label: str = "") -> List[str]:
     """Plain statements of the goals met and missed, with the numbers."""
     rows = {r["strides"]: r for r in continual["points"]}
     lines = []
     for strides, goal in GOALS.items():
         row = rows.get(strides, {})
         if not row.get("walkers"):
-            lines.append(f"- After {strides} strides: no held-out walker walked that far; the goal (>= {_pct(goal)}) "
-                         f"is not measured.")
+            lines.append(f"- {label}After {strides} strides: no held-out walker walked that far; the goal "
+                         f"(>= {_pct(goal)}) is not measured.")
             continue
         got = row["gap_closed"]
         word = "meets" if math.isfinite(got) and got >= goal else "does NOT meet"
-        lines.append(f"- After {strides} strides ({row['walkers']} walkers): {_pct(got)} of the gap between the pooled "
-                     f"model and the personal reference closed; {word} the goal of >= {_pct(goal)}.")
+        lines.append(f"- {label}After {strides} strides ({row['walkers']} walkers): {_pct(got)} of the gap between the "
+                     f"pooled model and the personal reference closed; {word} the goal of >= {_pct(goal)}.")
     worse = continual["walkers_worse_than_pooled"]
-    lines.append(f"- Walkers ever worse than the pooled model (at any point of the curve): {worse} of "
+    lines.append(f"- {label}Walkers ever worse than the pooled model (at any point of the curve): {worse} of "
                  f"{len(continual['per_walker'])}" + (" (goal: none)." if worse else " (goal met: none)."))
-    up = continual["updates"]
-    lines.append(f"- Updates: {up['accepted']} accepted, {up['rejected']} rejected (rolled back); wall time per update "
-                 f"{up['ms_median']:.0f} ms median, {up['ms_p95']:.0f} ms p95 on one thread of the evaluating machine "
-                 f"(CPU time per update: docs/BENCHMARKS.md, `python benchmarks/bench_continual.py`).")
     return lines
+
+
+def _updates(continual: dict) -> str:
+    up = continual["updates"]
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(up.get("accepted_kinds", {}).items(), key=lambda kv: -kv[1]))
+    return (f"- Updates: {up['accepted']} accepted ({kinds}), {up['rejected']} rejected (rolled back); wall time per "
+            f"update {up['ms_median']:.0f} ms median, {up['ms_p95']:.0f} ms p95 on one thread of the evaluating machine "
+            f"(CPU time per update: docs/BENCHMARKS.md, `python benchmarks/bench_continual.py`).")
 
 
 def _curve_table(continual: dict) -> List[str]:
@@ -69,90 +73,149 @@ def _degree_table(continual: dict) -> List[str]:
     return lines
 
 
+def _get(d: dict, n):
+    return d.get(n, d.get(str(n)))
+
+
 def _walker_table(continual: dict) -> List[str]:
     points = continual["strides"]
-    lines = ["| walker | strides walked | pooled | reference | " + " | ".join(f"learner @ {n}" for n in points)
-             + " | updates accepted / rejected |", "|---|---|---|---|" + "---|" * len(points) + "---|"]
+    lines = ["| walker | strides walked | reference | " + " | ".join(f"@ {n}: learner / pooled" for n in points)
+             + " | updates accepted / rejected |", "|---|---|---|" + "---|" * len(points) + "---|"]
     for w in continual["per_walker"]:
-        gap = w["pooled"]["mse"] - w["reference"]["mse"]
         cells = []
         for n in points:
-            p = w["points"].get(n, w["points"].get(str(n)))
-            if p is None:
+            p, pooled = _get(w["points"], n), _get(w.get("pooled_points", {}), n)
+            if p is None or pooled is None:
                 cells.append("-")
                 continue
-            closed = (w["pooled"]["mse"] - p["mse"]) / gap if gap > 0 else math.nan
-            cells.append(f"{p['mse']:.4f} ({_pct(closed)})")
-        lines.append(f"| {w['subject']} | {w['strides_walked']} | {w['pooled']['mse']:.4f} | {w['reference']['mse']:.4f} | "
-                     + " | ".join(cells) + f" | {w['accepted']} / {w['rejected']} |")
+            gap = pooled["mse"] - w["reference"]["mse"]
+            closed = (pooled["mse"] - p["mse"]) / gap if gap > 0 else math.nan
+            cells.append(f"{p['mse']:.4f} / {pooled['mse']:.4f} ({_pct(closed)})")
+        lines.append(f"| {w['subject']} | {w['strides_walked']} | {w['reference']['mse']:.4f} | " + " | ".join(cells)
+                     + f" | {w['accepted']} / {w['rejected']} |")
     return lines
+
+
+def _diagnosis_table(continual: dict, name_order: dict) -> List[str]:
+    """Per walker: how much of its name-order gap the reference's template alone closes, and when the name-order
+    walk reaches the future strides' recording."""
+    lines = ["| walker | strides walked | of them in the future's recording (the last ones) | pooled (first 5 strides' "
+             "template) | pooled weights, reference's template | personal reference | gap closed by the template alone |",
+             "|---|---|---|---|---|---|---|"]
+    for w in name_order["per_walker"]:
+        pooled = _get(w["pooled_points"], min(int(k) for k in w["pooled_points"]))["mse"]
+        tmpl, ref = w["pooled_reference_template"]["mse"], w["reference"]["mse"]
+        closed = (pooled - tmpl) / (pooled - ref) if pooled > ref else math.nan
+        lines.append(f"| {w['subject']} | {w['strides_walked']} | {w['same_recording_strides']} | {pooled:.4f} | "
+                     f"{tmpl:.4f} | {ref:.4f} | {_pct(closed)} |")
+    return lines
+
+
+def _learner_text(p: dict) -> str:
+    cfg = p["continual"]
+    grown = (f"the last {cfg['template_strides']} strides" if cfg.get("template_strides") else "every stride walked "
+             "since calibration (the calibration's template counting for its 5 strides)")
+    recent = (f", the mean of the last {cfg['recent_strides']} strides" if cfg.get("recent_strides") else "")
+    head = (f"; and the best of those with its output head refitted in closed form on the buffer (ridge "
+            f"{cfg['ridge']:g} towards the current head)" if cfg.get("ridge") else "; the output head not refitted")
+    majority = (" and beats the current state on more than half of them" if cfg.get("majority") else "")
+    return (f"- Learner (`personalization.continual.Learner`, the object the runtime's ContinualLearner drives): "
+            f"the pooled model with the {p['calibration_shots']} calibration strides' mean as template; from the next "
+            f"stride on the few-shot calibration (MAML adapted on them) if it predicts that stride better, as the "
+            f"runtime's calibration validates on a held-out stride; then every {cfg['every_strides']} strides an update "
+            f"on a buffer of the last {cfg['buffer_strides']} strides. Candidates: the current weights and the pooled "
+            f"ones, each with the mean of {grown}{recent} or the calibration's template{head}; the pooled model itself "
+            f"(the fallback). The best candidate on the newest {cfg['holdout_strides']} strides (held out from it) is "
+            f"accepted only if it beats the current state and the pooled model there{majority}; else rolled back. "
+            f"Settings chosen on the fold's 3 validation walkers, never on these.")
 
 
 def write_markdown(path: Path, payload: dict, command: str, provenance: Dict[str, str],
                    plot: str = "../img/personalization_continual.png") -> None:
     p, c = payload["protocol"], payload["continual"]
-    cfg = p["continual"]
+    old = payload.get("continual_name_order")
     lines = report_opening("Continual gait personalization on HuGaDB", command, provenance) + [
         f"- Walkers: the held-out test walkers of the runs (seed, fold) {p['runs']} (checkpoints: {p['checkpoints']}); "
         "each walker's walking segments (walking files and the walking parts of the 'various' files) joined in "
-        "file-name order into one walk (HuGaDB gives no time order between files)."
-        + (" Quick: the first walkers of the first run only." if p.get("quick") else ""),
+        "file-name order into one walk (HuGaDB gives no time order between files; every 'various' file comes before "
+        "the 'walking' ones)." + (" Quick: the first walkers of the first run only." if p.get("quick") else ""),
         f"- Future strides: the last {p['queries']} strides of the walk (each with its true predecessor), never seen "
         "by the learner; every score is the masked MSE of generating them from their predecessor (normalized "
         "channels, mean over walkers).",
-        f"- Learner: after {p['calibration_shots']} strides the pooled model with their mean as template; from the next "
-        f"stride on the few-shot calibration (MAML adapted on the {p['calibration_shots']} strides) if it predicts that "
-        f"stride better, as the runtime's calibration validates on a held-out stride; then every "
-        f"{cfg['every_strides']} strides an update on a buffer of the last "
-        f"{cfg['buffer_strides']} strides: the template grows to the mean of "
-        + (f"the last {cfg['template_strides']} strides" if cfg.get("template_strides") else "every stride walked")
-        + "; the weights are the current ones or the pooled model's, whichever does better, "
-        + (f"with the output head refitted in closed form (ridge {cfg['ridge']:g} towards the current head)"
-           if cfg.get("ridge") else "the output head not refitted (ridge 0)")
-        + f"; the update is accepted only if it beats the current state and the pooled model on the newest "
-        f"{cfg['holdout_strides']} strides (held out from it), else rolled back. Settings chosen on the fold's "
-        "validation walkers, never on these.",
-        f"- Pooled model: the network trained on all training walkers, not adapted, with the mean of the walker's first "
-        f"{p['calibration_shots']} strides as template (the 5-shot table's pooled baseline).",
+        f"- Walk up to the future (the curve below): for each point n, the walker calibrates on the "
+        f"{p['calibration_shots']} strides n strides before the future ones and the learner walks the n - "
+        f"{p['calibration_shots']} strides between, in order; then the next strides, the future ones, are scored. "
+        "Name order (the previous protocol, second table): one learner calibrated on the walk's first "
+        f"{p['calibration_shots']} strides, scored as it walks; there the first hundreds of strides are short walking "
+        "bouts of the 'various' recordings and the future strides lie in the last 'walking' recording, often another "
+        "session, which the learner has not reached at 100 strides (table 'Diagnosis').",
+        _learner_text(p),
+        f"- Pooled model: the network trained on all training walkers, not adapted, with the mean of the "
+        f"{p['calibration_shots']} calibration strides as template (the 5-shot table's pooled baseline; in the walk up "
+        "to the future its template comes from strides n before the future ones, so it changes with n).",
         "- Personal reference: the pooled model trained further on every walking stride of the walker outside the "
-        "future strides (hundreds), with their mean as template (as in the few-shot report).",
+        "future strides (hundreds, including the strides just before them), with the mean of the future recording's "
+        "other strides as template (as in the few-shot report). A learner that sees only the past cannot use the "
+        "strides of other sessions it has not walked yet; the reference can.",
         "- Gap closed after n strides: (pooled MSE - learner MSE) / (pooled MSE - reference MSE), from the means over "
         "the walkers whose walk reaches n strides. Joint angles: RMSE in degrees per joint (IMU-derived estimates), "
         "mean over walkers of per-walker RMSE.",
         "",
         "## Verdict",
         "",
-        *verdict(c),
+        *verdict(c, "Walk up to the future: "),
+        *(verdict(old, "Name order: ") if old else []),
+        _updates(c),
         "",
-        "## Gap closed while walking",
+        "## Gap closed while walking (walk up to the future)",
         "",
         *_curve_table(c),
         "",
         f"![gap closed versus strides walked]({plot})",
         "",
-        "## Joint-angle RMSE (degrees)",
+    ]
+    if old:
+        lines += ["## Gap closed while walking (name order, the previous protocol)", "", *_curve_table(old), "",
+                  _updates(old), "",
+                  "## Diagnosis: what the name-order walk asks of the learner", "",
+                  "Most of the personal reference's advantage is its template, the mean of the future recording's other "
+                  "strides: the pooled weights with that template alone close the share below of the name-order gap. "
+                  "The learner reaches that recording only in its last strides (third column); before, its template "
+                  "grows from other sessions and activities, and whether it moves towards or away from the future "
+                  "session is chance: the walkers that get worse than the pooled model do so while walking the "
+                  "'various' bouts.", "", *_diagnosis_table(c, old), ""]
+    lines += [
+        "## Joint-angle RMSE (degrees, walk up to the future)",
         "",
         *_degree_table(c),
         "",
-        "## Per walker (MSE; share of that walker's gap closed)",
+        "## Per walker (walk up to the future; MSE, share of that walker's gap closed)",
         "",
         *_walker_table(c),
         "",
     ]
+    if old:
+        lines += ["## Per walker (name order)", "", *_walker_table(old), ""]
     atomic_write_text(path, "\n".join(lines))
 
 
-def plot_curve(path: Path, continual: dict) -> None:
+def plot_curve(path: Path, continual: dict, name_order: dict | None = None) -> None:
     from metagait_edge.plots import save_figure, subplots
 
     fig, ax = subplots(figsize=(6, 4))
     rows = [r for r in continual["points"] if r.get("walkers")]
     ax.plot([r["strides"] for r in rows], [100 * r["gap_closed"] for r in rows], marker="o", lw=2, label="mean")
+    if name_order:
+        old = [r for r in name_order["points"] if r.get("walkers")]
+        ax.plot([r["strides"] for r in old], [100 * r["gap_closed"] for r in old], marker="s", lw=1.5, ls="--",
+                color="gray", label="mean, name order")
     for w in continual["per_walker"]:
-        gap = w["pooled"]["mse"] - w["reference"]["mse"]
-        if gap <= 0:
-            continue
-        pts = sorted((int(n), 100 * (w["pooled"]["mse"] - p["mse"]) / gap) for n, p in w["points"].items())
+        pts = []
+        for n, p in w["points"].items():
+            pooled = _get(w["pooled_points"], n)["mse"]
+            if pooled > w["reference"]["mse"]:
+                pts.append((int(n), 100 * (pooled - p["mse"]) / (pooled - w["reference"]["mse"])))
+        pts.sort()
         ax.plot([n for n, _ in pts], [v for _, v in pts], lw=0.8, alpha=0.6, label=f"walker {w['subject']}")
     for strides, goal in GOALS.items():
         ax.plot([strides], [100 * goal], marker="*", color="red", ms=10, ls="none")

@@ -2,8 +2,9 @@
 
 The control thread only hands each detected cycle to :meth:`ContinualLearner.offer` (a non-blocking put into
 a small queue; a full queue drops the cycle and counts it). A background thread of its own (``continual``)
-checks each cycle with the calibration's quality checks, keeps the growing template and the bounded buffer
-of recent strides (``personalization.continual``), and every ``every_strides`` strides proposes an update.
+checks each cycle with the calibration's quality checks and hands it to the library's learner
+(``personalization.continual.Learner``, the same object the evaluation drives: growing template, bounded buffer
+of recent strides, an update every ``every_strides`` strides, accepted only on held-out recent strides).
 An accepted update is written as the walker's new profile through ``ProfileStore.save`` (atomic: a crash
 leaves the old profile or the new one), and only then handed to the runtime (``commit``); a rejected one
 leaves the profile as it was. The counters (``accepted``, ``rejected``, ...) go into every status message.
@@ -32,7 +33,7 @@ from metagait_edge.runtime.profiles import Profile
 log = logging.getLogger(__name__)
 
 THREAD_NAME = "continual"
-FALLBACK_STRIDES = 5  # the uncalibrated runtime's template: the mean of the walker's most recent 5 cycles
+FALLBACK_STRIDES = 5  # how many strides a profile's template stands for when its meta does not say
 
 
 class ContinualLearner:
@@ -116,27 +117,34 @@ class ContinualLearner:
                 self._queue.task_done()
 
     def _reset(self, walker: Optional[str], profile: Optional[Profile] = None) -> None:
-        from metagait_edge.personalization.continual import RunningTemplate
-
         self._walker = walker
         self._profile = profile  # the profile object learnt from: another one means a new calibration
-        self._strides: Deque[np.ndarray] = deque(maxlen=self.config.buffer_strides)
-        self._valid: Deque[np.ndarray] = deque(maxlen=self.config.buffer_strides)
-        self._contiguous: Deque[bool] = deque(maxlen=self.config.buffer_strides)
         self._last_index: Optional[int] = None
-        self._new = 0
-        self._running = None
+        self._learner = None
         if profile is not None:
             import torch
 
+            from metagait_edge.personalization.continual import Learner, ModelState
+
+            p = self.personalizer
+            template = torch.from_numpy(np.asarray(profile.template, np.float32))
+            state = ModelState(p.params_from(profile.weights) if profile.weights else p.base, template)
+            # The fallback, what the walker would get without personalization: the base weights with the
+            # template the learner starts from (the calibration's, or the profile's when restarted on a refined one).
+            fallback = ModelState(p.base, template)
             # The calibration's template stands for the strides it was computed from.
             weight = float(profile.meta.get("template_strides", profile.meta.get("shots", FALLBACK_STRIDES)))
-            valid = torch.from_numpy(np.asarray(profile.valid, bool))
-            tmpl = torch.from_numpy(np.asarray(profile.template, np.float32))
-            self._running = RunningTemplate(tmpl.double() * weight * valid.double()[:, None], valid.double() * weight)
+            self._learner = Learner(p.maml.model, state, fallback, self.config, weight,
+                                    torch.from_numpy(np.asarray(profile.valid, bool)))
+
+    @property
+    def _strides(self):
+        """The bounded buffer of recent strides (empty before a calibrated walker's first cycle)."""
+        return self._learner.strides if self._learner is not None else ()
 
     def learn(self, rec: CycleRecord, walker: str) -> None:
-        """Buffer one cycle of ``walker`` and, every ``every_strides`` new strides, run one update (this thread)."""
+        """Buffer one cycle of ``walker`` and, every ``every_strides`` new strides, run one update (this thread):
+        the library's :class:`personalization.continual.Learner`, the one the evaluation drives."""
         import torch
 
         profile = self.profile_of(walker)
@@ -155,49 +163,33 @@ class ContinualLearner:
         norm = np.nan_to_num(self.personalizer.normalize(rec.cycle), nan=0.0, posinf=0.0, neginf=0.0)
         valid = np.asarray(rec.valid, bool)
         norm = np.where(valid[:, None], norm, 0.0).astype(np.float32)
-        self._strides.append(norm)
-        self._valid.append(valid)
-        self._contiguous.append(self._last_index is not None and rec.index == self._last_index + 1)
+        contiguous = self._last_index is not None and rec.index == self._last_index + 1
         self._last_index = rec.index
-        self._running.add(torch.from_numpy(norm), torch.from_numpy(valid))
-        self._new += 1
         self.stats["strides"] += 1
-        if self._new < self.config.every_strides or len(self._strides) < self.config.holdout_strides + 3:
-            return
-        self._new = 0
-        self.update(walker, profile)
-
-    def update(self, walker: str, profile: Profile) -> None:
-        import torch
-
-        from metagait_edge.personalization.continual import ModelState, propose_update
-
-        self.update_threads.append(threading.current_thread().name)
+        learner = self._learner
+        before = learner.state
         t0 = time.perf_counter()
-        p = self.personalizer
-        x = torch.from_numpy(np.stack(self._strides))
-        valid = torch.from_numpy(np.stack(self._valid))
-        contiguous = torch.as_tensor(list(self._contiguous))
-        contiguous[0] = False  # the oldest buffered stride's predecessor has left the buffer
-        current = ModelState(p.params_from(profile.weights), torch.from_numpy(np.asarray(profile.template, np.float32)))
-        h = self.config.holdout_strides
-        before = slice(max(0, len(x) - h - FALLBACK_STRIDES), len(x) - h)
-        from metagait_edge.personalization.inputs import template_from_support
-
-        fallback_template = template_from_support(x[before], valid[before])
-        decision = propose_update(p.maml.model, current, p.base, fallback_template, self._running, x, valid,
-                                  contiguous, self.config)
+        decision = learner.add(torch.from_numpy(norm), torch.from_numpy(valid), contiguous)
+        if decision is None:
+            return
+        self.update_threads.append(threading.current_thread().name)
         self.update_ms.append(1e3 * (time.perf_counter() - t0))
         if not decision.accepted:
             self.stats["rejected"] += 1
             log.info("continual update for %s rejected: %s", walker, decision.reason)
             return
+        try:
+            self._commit(walker, profile, decision)
+        except BaseException:
+            learner.state = before  # rollback: the learner goes on from what the runtime still uses
+            raise
+
+    def _commit(self, walker: str, profile: Profile, decision) -> None:
         weights = {k: v.numpy() for k, v in decision.state.params.items()}
         updates = int(profile.meta.get("continual_updates", 0)) + 1
-        strides = self._running.strides
         new = Profile(walker, weights, decision.state.template.numpy(), np.asarray(profile.valid, bool), meta={
             **{k: v for k, v in profile.meta.items() if k != "saved"}, "continual_updates": updates,
-            "template_strides": strides, "continual_loss_before": decision.loss_current,
+            "template_strides": self._learner.running.strides, "continual_loss_before": decision.loss_current,
             "continual_loss_after": decision.loss_candidate, "continual_kind": decision.kind,
         })
         self.store.save(new)  # atomic; raises (and the profile stays) if the disk refuses
