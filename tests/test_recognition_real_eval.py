@@ -174,3 +174,12 @@ def test_command_names_a_missing_checkpoint_and_a_bad_layout(identical_people, c
     assert "checkpoint 'nope' not found" in capsys.readouterr().err
     assert cli.main(["eval-recognition-real", str(identical_people / "ana")]) != 0
     assert "image files directly in a person folder" in capsys.readouterr().err  # one level too deep
+
+
+def test_the_recognition_report_carries_the_real_silhouette_notes(tmp_path):
+    from metagait_edge.recognition.report import REAL_NOTES, real_notes
+
+    lines = real_notes()
+    assert lines[0].startswith("## Real silhouettes") and lines[-1] == ""
+    assert "eval-recognition-real" in REAL_NOTES.read_text()
+    assert real_notes(tmp_path / "absent.md") == []

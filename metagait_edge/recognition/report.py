@@ -14,6 +14,17 @@ def _fmt(v) -> str:
 
 
 CONDITIONS = ("NM", "BG", "CL", "mAP")
+# The measured figures on REAL silhouettes (``metagait-edge eval-recognition-real``, data that stays local and
+# cannot be regenerated here): prose kept beside the other report notes, copied into the report as it is.
+REAL_NOTES = Path(__file__).resolve().parents[2] / "training" / "report_notes" / "recognition_real.md"
+
+
+def real_notes(path: Path = REAL_NOTES) -> list:
+    """The lines of the real-silhouette section (none when the notes file is absent, e.g. an installed wheel)."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").rstrip("\n").splitlines()
+    return lines + [""]
 # The ablation before MTA's global streams spanned the whole dimension and MTP followed Eq. 7 (per-frame /
 # per-pixel global MLPs, MTP mixing max/mean/GeM by softmax, label smoothing 0.1, 300 iterations, full test set,
 # seeds 0 and 1), as committed in docs/results/recognition.md up to commit 9d0bd03: mean rank-1 / mAP in %.
@@ -183,6 +194,7 @@ def write_report(path, evals: dict, configs: dict, ckpt_dir: Path, dataset: str,
             "",
         ]
         lines += mta_statement([r for r in ab["runs"] if r["seed"] in complete])
+    lines += real_notes()
     lines += ["## Checkpoints", "", "| variant | file | size KB | iterations | train s | loss first -> last |",
               "|---|---|---|---|---|---|"]
     for v in evals:
