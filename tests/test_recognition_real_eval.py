@@ -183,3 +183,30 @@ def test_the_recognition_report_carries_the_real_silhouette_notes(tmp_path):
     assert lines[0].startswith("## Real silhouettes") and lines[-1] == ""
     assert "eval-recognition-real" in REAL_NOTES.read_text()
     assert real_notes(tmp_path / "absent.md") == []
+
+
+def test_videos_go_through_the_camera_front_end(tmp_path):
+    """DIR/<person>/<walk>.avi: the runtime's camera front end (MOG2, default config) makes the silhouettes."""
+    import cv2
+
+    from metagait_edge.runtime.camera_frontend import CameraConfig
+    from metagait_edge.runtime.walker_scene import SceneWalker, render_scene
+
+    lead_in = CameraConfig().warmup_frames + 5  # the background model learns the empty scene first
+    root = tmp_path / "videos"
+    for person, (height, weight) in {"tall": (185, 90), "small": (158, 50)}.items():
+        for k in range(2):
+            scene = render_scene([SceneWalker(height, weight, x0=0.4 * k, seed=k)], n_frames=30, lead_in=lead_in)
+            path = root / person / f"walk{k}.avi"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = scene.frames.shape[1:3]
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
+            for frame in scene.frames:
+                writer.write(frame)
+            writer.release()
+    seqs = R.load_real_sequences(root, min_frames=10)
+    assert [s.name for s in seqs] == ["small/walk0.avi", "small/walk1.avi", "tall/walk0.avi", "tall/walk1.avi"]
+    assert all(s.frames.shape[1:] == (64, 64) and 10 <= len(s.frames) <= 30 for s in seqs)
+    assert R.recording_of(seqs[0]) == "walk0"
+    scores = R.evaluate_real(seqs, {})[R.GEI]
+    assert scores.genuine_pairs == 2 and scores.impostor_pairs == 4
