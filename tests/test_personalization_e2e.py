@@ -409,4 +409,15 @@ def test_eval_personalization_continual_quick_json_has_the_documented_keys(train
     for r in cont["points"][:3]:
         assert r["mse_reference"] < r["mse_pooled"]  # hundreds of own strides beat the generic model
         assert len(r["deg_learner"]) == 6 and all(v > 0 for v in r["deg_learner"])
+    # Walk up to the future: the pooled model's template comes from the calibration n strides before the
+    # future ones, so its score changes with n; along the name-order walk it is the first 5 strides' template.
+    payload = json.loads(out.read_text())
+    assert payload["protocol"]["protocol"] == "up-to-future"
+    for w in cont["per_walker"]:
+        assert len({round(s["mse"], 9) for s in w["pooled_points"].values()}) > 1
+    old = payload["continual_name_order"]
+    assert old["strides"] == cont["strides"] and isinstance(old["walkers_worse_than_pooled"], int)
+    for w in old["per_walker"]:
+        assert len({round(s["mse"], 9) for s in w["pooled_points"].values()}) == 1
+        assert w["reference"] == next(v for v in cont["per_walker"] if v["subject"] == w["subject"])["reference"]
 
