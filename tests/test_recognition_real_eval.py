@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from metagait_edge import cli
-from metagait_edge.recognition import real_eval as R
+from metagait_edge.runtime import real_eval as R
 
 
 def _walker_frames(width: float, height: float, frames: int = 12, phase: float = 0.0) -> list:

@@ -3,7 +3,7 @@
 ``DIR`` holds real silhouettes that stay on your machine (they cannot be shipped):
 ``DIR/<person>/<sequence>/*.png`` (one folder of frames per walk) or ``DIR/<person>/<sequence>.mp4`` (a video of
 one walk, through the runtime's camera front end). Frames are pretreated and embedded exactly as the runtime
-does (``metagait_edge.recognition.real_eval``). For each checkpoint (default: the shipped ones) and for a
+does (``metagait_edge.runtime.real_eval``). For each checkpoint (default: the shipped ones) and for a
 no-network average-silhouette (GEI) baseline, prints same-vs-different-person ROC AUC, EER, and rank-1 with
 each sequence left out in turn; ``--json PATH`` writes ``{"data": {...}, "results": {method: {"auc", "eer",
 "rank1", "rank1_chance", ...}}}`` (rates 0..1).
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from metagait_edge.atomic import atomic_write_text
     from metagait_edge.recognition import shipped_checkpoint_dir
-    from metagait_edge.recognition import real_eval as R
+    from metagait_edge.runtime import real_eval as R
     from metagait_edge.runtime.camera import load_recognition_model
 
     torch.set_num_threads(1)

@@ -1,5 +1,8 @@
 """Recognition on REAL silhouettes: do the embeddings separate real people?
 
+It lives with the runtime because it runs the runtime's own camera front end and ``Recognizer`` (the
+recognition package sits below the runtime and must not import it).
+
 Real silhouette data cannot be shipped; this module evaluates a local folder of it. Layout::
 
     ROOT/<person>/<sequence>/*.png     one walk of one person: binary (or 0..255) silhouette frames, name order
