@@ -167,7 +167,9 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
               "- Masked gyroscopes: the rows 'both shank gyros valid' / 'a shank gyro masked' split walking by the file's "
               "shank gyroscope validity; the network sees masked gyroscopes as zeros with a 0 flag (never the x10 signal).",
               "- Each fold keeps the epoch with the lowest validation phase loss; the validation mode cross-entropy "
-              "rises after a few epochs (over-confidence on new walkers), so it does not choose the epoch.",
+              "rises after a few epochs (over-confidence on new walkers), so it does not choose the epoch. The network's "
+              "set-up (`training/configs/phase.yaml`: window, layers, sampling, augmentation, epochs) was chosen on fold 0's "
+              "validation walkers only; the file's comments give that comparison.",
               "- Ground-truth resolution: ICs are interpolated to 0.33 ms RMS (docs/data.md); one sample is 17 ms, "
               "1.8 % of a walking stride.", ""]
     lines += ["## Against the issue's goals", "",
