@@ -108,7 +108,9 @@ def test_publisher_sends_all_four_topics_with_per_topic_sequence():
 
     ctx = zmq.Context.instance()
     est = PhaseEstimate(0.0, (0.25, 0.75), 1.1, "stairs_up", 2, 0.9, "OK", "", "phasenet")
-    with _publisher() as pub:
+    # Room for every message: at the default high-water mark (10) a subscriber slowed by a busy machine loses
+    # messages, as documented (seq gaps), and this test is about the sequence numbers, not that loss.
+    with _publisher(sndhwm=10_000, queue_size=10_000) as pub:
         sub = _sub(ctx, pub.bound_endpoints[0])
         try:
             def publish():
@@ -133,7 +135,7 @@ def test_publisher_sends_all_four_topics_with_per_topic_sequence():
     assert ph.header["cycle_s"] == pytest.approx(1 / 1.1) and ph.header["channels"] == list(M.PHASE_CHANNELS)
     for t in M.TOPICS:
         seqs = [m.header["seq"] for m in by_topic[t]]
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (t, seqs, pub.stats)
     assert abs(time.time_ns() - tr.header["t_ns"]) < 5e9
 
 
