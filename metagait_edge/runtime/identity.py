@@ -146,18 +146,23 @@ class WearerIdentity:
         max_age = self.config.evidence_max_age_s
         if max_age <= 0:
             return None
-        gone = [e for e in (self.camera, self.imu) if e is not None and now_s - e.t_s > max_age]
-        if not gone:
-            return None
-        for e in gone:
+
+        def fresh(e: Optional[Evidence]) -> Optional[Evidence]:
+            if e is None or now_s - e.t_s <= max_age:
+                return e
+            gone.append(e.source)
             log.info("%s identity evidence (%s) expired: %.1f s old > identity.evidence_max_age_s %.1f s",
                      e.source, e.walker_id or "unknown", now_s - e.t_s, max_age)
-        self.camera = None if self.camera in gone else self.camera
-        self.imu = None if self.imu in gone else self.imu
+            return None
+
+        gone: list[str] = []
+        self.camera, self.imu = fresh(self.camera), fresh(self.imu)
+        if not gone:
+            return None
         self.expired += len(gone)
         fused = self._fuse()
         if fused.walker_id is None and self.camera is None and self.imu is None:
-            sources = " and ".join(e.source for e in gone)
+            sources = " and ".join(gone)
             fused = self.fused = FusedIdentity(None, 0.0, f"identity evidence expired ({sources}: no answer for over "
                                                f"{max_age:g} s): generic model", False)
         return fused
