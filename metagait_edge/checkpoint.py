@@ -235,7 +235,11 @@ def load_checkpoint(
 
 def load_into(model: nn.Module, path: PathLike, expected_config: Any = None) -> Checkpoint:
     """Load every weight of a checkpoint into ``model`` (its class name and, if given, config must match)."""
-    ckpt = load_checkpoint(path, expected_config, expected_model_class=type(model).__name__)
+    return load_state(model, load_checkpoint(path, expected_config, expected_model_class=type(model).__name__))
+
+
+def load_state(model: nn.Module, ckpt: Checkpoint) -> Checkpoint:
+    """Every weight of a loaded checkpoint into ``model``, strictly (a model built from ``ckpt.config``)."""
     try:
         model.load_state_dict(ckpt.state_dict)
     except RuntimeError as exc:

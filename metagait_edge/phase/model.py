@@ -9,7 +9,6 @@ the current one, so running it per sample is causal. Weights are safetensors wit
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from metagait_edge.checkpoint import load_into
 from metagait_edge.phase.dataset import MODES, N_INPUTS
 
 
@@ -240,15 +238,14 @@ RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources" / "phase"
 def load_phase_net(path: str | Path) -> PhaseNet:
     """A ``PhaseNet`` of the architecture its sidecar names (typed: an unknown key is an error, a missing one
     takes its default, i.e. the first shipped architecture), weights loaded strictly with their checksum."""
-    from metagait_edge.checkpoint import CheckpointError, sidecar_path
+    from metagait_edge.checkpoint import CheckpointError, load_checkpoint, load_state
     from metagait_edge.config import ConfigError, from_dict
 
-    side = sidecar_path(path)
+    ckpt = load_checkpoint(path, expected_model_class="PhaseNet")  # the sidecar read once, checksum verified
     try:
-        stored = json.loads(side.read_text(encoding="utf-8")).get("config")
-        config = from_dict(PhaseNetConfig, stored)
-    except (OSError, ValueError, ConfigError) as exc:
-        raise CheckpointError(f"{side}: no PhaseNet config: {exc}") from None
+        config = from_dict(PhaseNetConfig, ckpt.config)
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{ckpt.path}: no PhaseNet config: {exc}") from None
     model = PhaseNet(config)
-    load_into(model, path, expected_config=config)
+    load_state(model, ckpt)
     return model.eval()
