@@ -92,3 +92,21 @@ def test_latency_probe_times_every_sample_from_physical_values():
     rows = np.random.default_rng(0).normal(size=(80, 36)).astype(np.float32)
     wall, cpu = latency_ms(PhaseNet(PhaseNetConfig(window=32)), rows, {"rs": False}, 120)
     assert wall.shape == cpu.shape == (120,) and (wall > 0).all() and (cpu >= 0).all()
+
+
+def test_true_labels_delayed_bound_the_accuracy_of_a_late_output():
+    from metagait_edge.phase.evaluate import LABEL_DELAYS_MS, delayed_labels
+
+    m = np.array([0] * 50 + [2] * 50 + [-1] * 10)
+    assert delayed_labels(m, 0).tolist() == m.tolist()
+    assert delayed_labels(m, 3).tolist() == [0] * 53 + [2] * 50 + [-1] * 7  # causal: the first label repeats
+    rec = prepare_recording(synthetic_recording())
+    rec.mode = np.zeros(len(rec), dtype=np.int64)
+    rec.mode[len(rec) // 2:] = 1  # one change
+    sc = PhaseScores()
+    sc.add_modes(rec, rec.mode)
+    late = sc.summary(())["mode_accuracy_true_labels_delayed"]
+    assert list(late) == [f"{d}ms" for d in LABEL_DELAYS_MS] and late["0ms"] == 1.0
+    k = round(0.3 * rec.fs)
+    assert np.isclose(late["300ms"], 1 - k / len(rec))  # one change costs d of rows
+    assert all(a >= b for a, b in zip(list(late.values()), list(late.values())[1:]))

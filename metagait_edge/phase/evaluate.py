@@ -27,6 +27,17 @@ HS_TOLERANCE_S = 0.25
 TRANSITIONS = "transitions"
 DEFAULT_STRIDE = 53.0
 NEAR_CHANGE_S = (0.5, 1.0)
+# The true labels themselves, output d ms late: what a causal estimator that is perfect except that it needs d ms
+# of evidence after each label change can reach (an upper bound on mode accuracy at that delay).
+LABEL_DELAYS_MS = (0, 50, 100, 150, 200, 300, 500)
+
+
+def delayed_labels(mode: np.ndarray, k: int) -> np.ndarray:
+    """The labels ``k`` samples late: out[t] = mode[t - k], the first label repeated before the recording starts."""
+    m = np.asarray(mode)
+    if k <= 0:
+        return m.copy()
+    return np.concatenate([np.full(min(k, len(m)), m[0] if len(m) else -1, dtype=m.dtype), m[:max(len(m) - k, 0)]])
 
 
 def circular_error(est: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -95,6 +106,7 @@ class PhaseScores:
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(MODES), len(MODES)), dtype=np.int64))
     delays: list = field(default_factory=list)  # (from, to, seconds or nan, strides or nan)
     mode_errors_near: dict = field(default_factory=lambda: defaultdict(int))  # window (s) -> wrong samples that close
+    delayed_hits: dict = field(default_factory=lambda: defaultdict(int))  # delay (ms) -> labelled rows the late labels get right
 
     def add_phase(self, name: str, rec: PhaseRecording, est: np.ndarray) -> None:
         truth = rec.truth.phase
@@ -142,6 +154,9 @@ class PhaseScores:
         m = rec.mode
         lab = m >= 0
         np.add.at(self.confusion, (m[lab], pred[lab]), 1)
+        for d in LABEL_DELAYS_MS:
+            late = delayed_labels(m, int(round(d * 1e-3 * rec.fs)))
+            self.delayed_hits[d] += int((late[lab] == m[lab]).sum())
         # How many of the wrong samples lie within a short time of a label change (any change of the row's label):
         # errors a causal output makes while it catches up with, or disagrees on the moment of, a change.
         wrong = lab & (pred != m)
@@ -196,6 +211,8 @@ class PhaseScores:
         n_wrong = int(tot - np.trace(cm)) if tot else 0
         out["mode_errors_near_change"] = {f"{w:g}s": (self.mode_errors_near[w] / n_wrong if n_wrong else float("nan"))
                                           for w in NEAR_CHANGE_S}
+        out["mode_accuracy_true_labels_delayed"] = {f"{d}ms": (self.delayed_hits[d] / tot if tot else float("nan"))
+                                                     for d in LABEL_DELAYS_MS}
         d = np.asarray([x[2] for x in self.delays], dtype=float)
         s = np.asarray([x[3] for x in self.delays], dtype=float)
         ok = np.isfinite(d)

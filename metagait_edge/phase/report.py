@@ -42,6 +42,25 @@ def _near_change(s: dict) -> str:
             "with a change, or disagreeing with the labels on its moment.")
 
 
+def _delayed_bound(s: dict) -> list[str]:
+    """What any causal mode output can reach on these labels if it needs d ms of evidence after each change."""
+    late = s.get("mode_accuracy_true_labels_delayed")
+    if not late:
+        return []
+    goal = [k for k, v in late.items() if v >= 0.98]
+    reach = (f"0.98 needs the output to follow every label change within {goal[-1]}" if goal
+             else "no delay reaches 0.98")
+    return ["Upper bound for a causal output: the true labels themselves, output d ms late (out[t] = label[t - d]; "
+            "a perfect recognizer that needs d ms of evidence after each change), scored like the estimator on the "
+            "same held-out rows:", "",
+            "| delay d (ms) | " + " | ".join(k.removesuffix("ms") for k in late) + " |",
+            "|---" * (len(late) + 1) + "|",
+            "| accuracy | " + " | ".join(f"{v:.4f}" for v in late.values()) + " |", "",
+            f"Every label change costs d ms of rows at that delay, so {reach} (the estimator's own median switch delay "
+            "is in the paragraph above); a change of locomotion is seldom visible in the IMUs within a fraction of a "
+            "stride, and the labels' moment of change is the annotator's.", ""]
+
+
 def learned_description(summary: dict) -> str:
     """What the evaluated network is, from its weights' sidecar (the first fold's; every fold shares the set-up)."""
     from metagait_edge.config import from_dict
@@ -139,7 +158,9 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
               f"Switch delay after a true label change until the output first says the new mode: {d['transitions']} "
               f"changes, median {_f(d['median_s'])} s = {_f(d['median_strides'])} strides, p90 {_f(d['p90_s'])} s = "
               f"{_f(d['p90_strides'])} strides; {d['missed']} never switched before the next change "
-              "(a stride is the recording's median ground-truth stride)." + _near_change(s), "",
+              "(a stride is the recording's median ground-truth stride)." + _near_change(s), ""]
+    lines += _delayed_bound(s)
+    lines += [
               "## Latency", "",
               f"Per sample, from one decoded IMU sample (36 values in g and deg/s) to phase, confidence and mode "
               f"(`features` of the row, then `StreamingPhaseEstimator.push`: the network in numpy, "
