@@ -100,6 +100,44 @@ def test_walkers_crossing_are_merged_never_mixed():
     _assert_one_walker_per_track(per_track, 2, 0.6)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("offset_m, height_cm", [(0.35, 165), (0.45, 170)])
+def test_a_pair_walking_side_by_side_is_one_blob_dropped_as_merged(offset_m, height_cm):
+    """Two walkers abreast make one blob no wider than tall: the aspect gate passes it, their two heads do not.
+
+    Without the two-heads gate (``merged_memory: 0``) every frame of the pair came out as one silhouette, as a
+    couple did on the real multi-walker video (docs/results/recognition.md, "Real video")."""
+    scene = render_scene([SceneWalker(180, 80, "M", 105, x0=0.0, seed=1),
+                          SceneWalker(height_cm, 60, "F", 105, x0=offset_m, shirt_bgr=(40, 140, 60), seed=2)],
+                         n_frames=40, lead_in=15)
+    per_track, ungated = _run(scene, CameraConfig(warmup_frames=10, merged_memory=0))
+    assert sum(len(rows) for rows in per_track.values()) >= 30 and ungated.counters.dropped_merged == 0
+    per_track, front_end = _run(scene, CameraConfig(warmup_frames=10))
+    assert sum(len(rows) for rows in per_track.values()) <= 2
+    assert front_end.counters.dropped_merged >= 30
+
+
+def test_heads_in_view_counts_walkers_abreast_not_a_raised_hand():
+    from metagait_edge.runtime.camera_masks import heads_in_view
+
+    def person(canvas, cx, top, height):
+        cv2.ellipse(canvas, (cx, top + height // 12), (height // 14, height // 12), 0, 0, 360, 255, -1)  # head
+        cv2.rectangle(canvas, (cx - height // 8, top + height // 7), (cx + height // 8, top + height), 255, -1)
+
+    one = np.zeros((120, 70), np.uint8)
+    person(one, 35, 5, 110)
+    assert heads_in_view(one) == 1
+    cv2.rectangle(one, (57, 0), (60, 20), 255, -1)  # a raised hand: a thin blob in the top band
+    assert heads_in_view(one) == 1
+    pair = np.zeros((120, 90), np.uint8)
+    person(pair, 28, 5, 110)
+    person(pair, 62, 12, 100)  # shoulders touch: one blob, aspect 0.75
+    assert heads_in_view(pair) == 2
+    assert heads_in_view(np.zeros((10, 10), np.uint8)) == 0
+    with pytest.raises(ValueError, match="merged_memory"):
+        CameraConfig(merged_memory=-1)
+
+
 def test_mog2_never_emits_the_first_frames_whole_image_mask():
     scene = render_scene([SceneWalker(180, 80, "M", 105, x0=0.0, seed=1)], n_frames=25, lead_in=0)
     raw = BackgroundModel("mog2", warmup_frames=1)

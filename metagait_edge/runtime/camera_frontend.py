@@ -6,7 +6,8 @@ detector) -> ``WalkerTracker`` (one id per walker) -> a person mask per confirme
 track's crop) -> quality gates -> the OpenGait pretreatment (64x64). A frame is dropped for a track, and
 counted by reason, when the walker is cut by the image edge, is a partial body (shorter than the track's
 usual height, or the pose model does not see head, shoulders, hips and ankles), shares one blob with
-another walker (merged), or has not changed shape for a while (still: a ghost of the background model, an
+another walker (merged: two tracks ran into one blob, the blob is wider than tall, or it has two heads side by
+side, as a pair walking abreast has), or has not changed shape for a while (still: a ghost of the background model, an
 object, someone standing: no gait to recognize). Nothing is emitted while the background model learns the scene (its first mask
 is the whole image).
 """
@@ -21,7 +22,7 @@ import numpy as np
 
 from metagait_edge.runtime.camera_masks import (
     BackgroundModel, CallableSegmenter, MediaPipePoseSegmenter, OnnxPersonSegmenter, PersonSegmenter, clean_mask,
-    largest_component, mask_iou,
+    heads_in_view, largest_component, mask_iou,
 )
 from metagait_edge.runtime.camera_tracking import (
     Box, Detection, HogPeopleDetector, Track, WalkerTracker, blob_detections, expand_box, touches_edge,
@@ -48,6 +49,9 @@ class CameraConfig:
     edge_margin_px: int = 2  # a mask this close to the image border is cut by it
     partial_height_ratio: float = 0.8  # shorter than this x the track's median height: partial body
     max_aspect: float = 1.0  # blob width / height above this: walkers merged side by side
+    # Two heads in the mask's top band (heads_in_view) in this frame, or in at least half of the track's last
+    # merged_memory frames: two walkers side by side in one blob, whatever its aspect. 0 turns the gate off.
+    merged_memory: int = 10
     track_min_hits: int = 3  # matches before a track emits silhouettes
     track_max_missed: int = 10  # frames without a match before a track ends
     # Silhouettes unchanged (IoU >= still_iou with the previous) for still_frames frames: nobody walking there,
@@ -71,6 +75,8 @@ class CameraConfig:
                              "track_max_missed >= 0")
         if not 0 < self.still_iou <= 1 or self.still_frames < 1:
             raise ValueError("camera: need 0 < still_iou <= 1 and still_frames >= 1")
+        if self.merged_memory < 0:
+            raise ValueError(f"camera.merged_memory must be >= 0, got {self.merged_memory}")
         if not 0 < self.partial_height_ratio <= 1 or not self.max_aspect > 0:
             raise ValueError("camera: need 0 < partial_height_ratio <= 1 and max_aspect > 0")
 
@@ -185,10 +191,16 @@ class CameraFrontEnd:
         if (x1 - x0) > cfg.max_aspect * (y1 - y0):
             counters.dropped_merged += 1  # wider than any one walker's stride: two people in one blob
             return None
+        blob = None if labels is None else (labels[y0:y1, x0:x1] == det.label).astype(np.uint8) * 255
+        # Judged on the foreground blob when there is one: a segmenter given a pair's crop returns one of them,
+        # not always the same one.
+        if blob is not None and self._side_by_side(track, blob):
+            counters.dropped_merged += 1
+            return None
         whole_body = True
         if self.segmenter is None:  # the foreground blob is the mask
             crop = (x0, y0, x1, y1)
-            mask = (labels[y0:y1, x0:x1] == det.label).astype(np.uint8) * 255
+            mask = blob
         else:
             crop = expand_box(det.box, 0.15, frame.shape[:2])
             person = self.segmenter.segment(track.id, frame[crop[1]:crop[3], crop[0]:crop[2]])
@@ -218,6 +230,9 @@ class CameraFrontEnd:
             counters.dropped_partial += 1
             return None
         mask = mask[inner[1]:inner[3], inner[0]:inner[2]]
+        if blob is None and self._side_by_side(track, mask):
+            counters.dropped_merged += 1
+            return None
         silhouette = pretreat_frame(mask)
         if silhouette is None:
             counters.dropped_no_person += 1
@@ -230,6 +245,16 @@ class CameraFrontEnd:
             counters.dropped_still += 1
             return None
         return TrackSilhouette(track.id, silhouette, box, np.ascontiguousarray(mask), self._index)
+
+    def _side_by_side(self, track: Track, mask: np.ndarray) -> bool:
+        """Two walkers in one mask: two heads now, or in most of the track's recent frames (the heads of a pair
+        overlap in some frames; the track is still the pair's)."""
+        memory = self.config.merged_memory
+        if memory == 0:
+            return False
+        two = heads_in_view(mask) >= 2
+        track.two_heads = (track.two_heads + [two])[-memory:]
+        return two or (len(track.two_heads) >= 3 and 2 * sum(track.two_heads) >= len(track.two_heads))
 
     def close(self) -> None:
         if self.segmenter is not None:

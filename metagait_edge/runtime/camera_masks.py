@@ -218,6 +218,24 @@ def largest_component(mask: np.ndarray, min_area: int = 0) -> np.ndarray:
     return fill_holes((labels == k).astype(np.uint8) * 255)
 
 
+def heads_in_view(mask: np.ndarray, band: float = 0.2, min_share: float = 0.3) -> int:
+    """Separate blobs in the top ``band`` of a person mask: one head (and shoulders) per walker.
+
+    Two walkers side by side make one foreground blob no wider than tall (the aspect gate misses them), but
+    its top band splits into two heads. A blob counts if its area is at least ``min_share`` of the largest
+    one's, so a raised hand or a bag strap does not. On the real multi-walker video of docs/results/recognition.md
+    ("Real video"), a couple walking side by side showed two heads in 83 % of its frames, single walkers in at
+    most 5 %.
+    """
+    import cv2
+
+    rows = max(1, int(round(band * mask.shape[0])))
+    top = (np.asarray(mask)[:rows] > 0).astype(np.uint8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(top, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return int(np.count_nonzero(areas >= min_share * areas.max())) if len(areas) else 0
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a) > 0, np.asarray(b) > 0
     union = np.count_nonzero(a | b)

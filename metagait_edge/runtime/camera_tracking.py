@@ -92,6 +92,7 @@ class Track:
     group: Optional[int] = None  # merge group: tracks inside one merged blob
     last_silhouette: Optional[np.ndarray] = None  # the previous frame's (still-silhouette gate)
     still_frames: int = 0  # consecutive frames whose silhouette barely changed
+    two_heads: List[bool] = field(default_factory=list)  # recent frames whose mask had two heads (merged gate)
 
     def predicted(self) -> Box:
         if self.group is not None:
