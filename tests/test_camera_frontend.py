@@ -114,7 +114,9 @@ def test_a_pair_walking_side_by_side_is_one_blob_dropped_as_merged(offset_m, hei
     assert sum(len(rows) for rows in per_track.values()) >= 30 and ungated.counters.dropped_merged == 0
     per_track, front_end = _run(scene, CameraConfig(warmup_frames=10))
     assert sum(len(rows) for rows in per_track.values()) <= 2
-    assert front_end.counters.dropped_merged >= 30
+    # Each track of the pair ends after 2 merged frames (no buffer continues across a merge); the blob's next
+    # track needs track_min_hits frames before it is judged again.
+    assert front_end.counters.dropped_merged >= 15 and front_end.counters.tracks_ended >= 5
 
 
 def test_heads_in_view_counts_walkers_abreast_not_a_raised_hand():

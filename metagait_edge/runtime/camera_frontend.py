@@ -32,6 +32,8 @@ SILHOUETTE_METHODS = ("mog2", "knn", "segmentation")
 DETECTORS = ("motion", "hog")
 SEGMENTERS = ("mediapipe-pose", "onnx")
 _SHORT_OF_BLOB = 0.6  # segmented height / foreground-blob height below this: a partial body
+# A confirmed track dropped as merged in this many consecutive frames ends (one frame: a passing touch).
+_MERGED_FRAMES_TO_END = 2
 
 
 @dataclass
@@ -177,9 +179,13 @@ class CameraFrontEnd:
         for track, det in update.matched:
             if not self.tracker.confirmed(track):
                 continue
+            merged_before = counters.dropped_merged
             sil = self._silhouette(frame_bgr, track, det, labels)
+            track.merged_frames = track.merged_frames + 1 if counters.dropped_merged > merged_before else 0
             if sil is not None:
                 result.silhouettes.append(sil)
+            elif track.merged_frames >= _MERGED_FRAMES_TO_END:
+                self._end(track.id, result)
         counters.silhouettes += len(result.silhouettes)
         return result
 
@@ -245,6 +251,15 @@ class CameraFrontEnd:
             counters.dropped_still += 1
             return None
         return TrackSilhouette(track.id, silhouette, box, np.ascontiguousarray(mask), self._index)
+
+    def _end(self, track: int, result: FrameResult) -> None:
+        """A track whose blob held a second walker ends there: when the blob splits, the part that keeps its
+        box may be the other walker (seen on real video), so no buffer may continue across a merge."""
+        self.tracker.end(track)
+        self.counters.tracks_ended += 1
+        result.ended_tracks.append(track)
+        if self.segmenter is not None:
+            self.segmenter.end(track)
 
     def _side_by_side(self, track: Track, mask: np.ndarray) -> bool:
         """Two walkers in one mask: two heads now, or in most of the track's recent frames (the heads of a pair

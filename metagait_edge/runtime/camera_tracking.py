@@ -93,6 +93,7 @@ class Track:
     last_silhouette: Optional[np.ndarray] = None  # the previous frame's (still-silhouette gate)
     still_frames: int = 0  # consecutive frames whose silhouette barely changed
     two_heads: List[bool] = field(default_factory=list)  # recent frames whose mask had two heads (merged gate)
+    merged_frames: int = 0  # consecutive frames the front end dropped as merged (two walkers in its blob)
 
     def predicted(self) -> Box:
         if self.group is not None:
@@ -195,6 +196,11 @@ class WalkerTracker:
                 born.append(track.id)
                 matched.append((track, detections[j]))
         return TrackUpdate(matched, [self.tracks[t] for t in sorted(merged)], born, ended)
+
+    def end(self, tid: int) -> None:
+        """End a track now (the front end saw a second walker in its blob); its blob's next detection starts a
+        new one."""
+        self.tracks.pop(tid, None)
 
     def _merge(self, members: List[int], box: Box, group: int) -> None:
         for tid in members:
