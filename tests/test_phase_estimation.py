@@ -161,6 +161,26 @@ def test_balanced_sampling_and_gain_augmentation():
     assert g[:, 0, rf[0]].std() > 0.1 and augment_gain(xb, np.random.default_rng(0), 0.0) is xb
 
 
+def test_leg_swap_mirrors_the_imus_and_swaps_the_legs_phase():
+    from metagait_edge.phase.train import augment_leg_swap, mirror_map
+
+    src, sign = mirror_map()
+    assert (src[src] == np.arange(N_INPUTS)).all() and (sign * sign[src] == 1).all()  # an involution
+    col = IMU_CHANNELS.index
+    assert src[col("gyro_rs_y")] == col("gyro_ls_y") and sign[col("gyro_rs_y")] == 1  # sagittal: kept
+    assert src[col("acc_lt_y")] == col("acc_rt_y") and sign[col("acc_lt_y")] == -1  # mediolateral: negated
+    assert sign[col("gyro_rf_z")] == -1 and sign[col("acc_rf_z")] == 1 and src[36] == 39  # flags swap
+    rng = np.random.default_rng(0)
+    xb = rng.normal(size=(64, 5, N_INPUTS)).astype(np.float32)
+    ph = rng.normal(size=(64, 2, 2)).astype(np.float32)
+    x2, p2 = augment_leg_swap(xb, ph, np.random.default_rng(1), 0.5)
+    swapped = ~np.isclose(x2, xb).all(axis=(1, 2))
+    assert 10 < swapped.sum() < 54 and (p2[swapped] == ph[swapped][:, ::-1]).all()
+    assert (x2[~swapped] == xb[~swapped]).all() and (p2[~swapped] == ph[~swapped]).all()
+    assert np.allclose(x2[swapped][:, :, col("acc_lf_y")], -xb[swapped][:, :, col("acc_rf_y")])
+    assert augment_leg_swap(xb, ph, rng, 0.0)[0] is xb
+
+
 @pytest.mark.slow
 def test_training_learns_phase_on_synthetic_walkers_with_masks():
     """A few hundred steps on two synthetic walkers (shank gyros carry the phase) beat chance on a third."""

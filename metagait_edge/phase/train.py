@@ -41,6 +41,7 @@ class PhaseTrainConfig:
     threads: int = 1
     balance: float = 0.0  # windows drawn with weight count(mode)^-balance: 0 uniform over rows, 1 equal per mode
     gain_sd: float = 0.0  # per window and IMU, accelerometer and gyroscope scaled by exp(N(0, gain_sd))
+    leg_swap_prob: float = 0.0  # windows mirrored left <-> right (``mirror_legs``), the legs' phase targets swapped
 
 
 @dataclass
@@ -109,6 +110,43 @@ def augment_gain(xb: np.ndarray, rng: np.random.Generator, gain_sd: float) -> np
     return xb * scale[:, None, :]
 
 
+def mirror_map() -> tuple[np.ndarray, np.ndarray]:
+    """(source column, sign) per feature column: the same window as if the left and right legs were swapped.
+
+    HuGaDB's six IMUs are mounted alike on both legs (checked on the walking files with six valid gyros: the
+    left leg's signal half a stride later correlates positively with the right's in acc x, acc z and gyro y,
+    the sagittal ones; the mean acc y is about -0.45 g on the right foot and +0.44 g on the left). So y is the
+    mediolateral axis and a mirror through the sagittal plane keeps acc x, acc z, gyro y and negates acc y,
+    gyro x, gyro z (rotations about the axes that lie in the mirror plane change sense); validity flags swap."""
+    n_imu = len(IMU_CHANNELS)
+    src = np.arange(n_imu + len(SENSORS))
+    sign = np.ones(len(src), dtype=np.float32)
+    other = {s: ("l" if s[0] == "r" else "r") + s[1:] for s in SENSORS}
+    for j, name in enumerate(IMU_CHANNELS):
+        kind, s, axis = name.split("_")
+        src[j] = IMU_CHANNELS.index(f"{kind}_{other[s]}_{axis}")
+        if (kind, axis) in {("acc", "y"), ("gyro", "x"), ("gyro", "z")}:
+            sign[j] = -1.0
+    for i, s in enumerate(SENSORS):
+        src[n_imu + i] = n_imu + SENSORS.index(other[s])
+    return src, sign
+
+
+def augment_leg_swap(xb: np.ndarray, ph: np.ndarray, rng: np.random.Generator,
+                     prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """On ``prob`` of the windows: the mirrored window and the two legs' phase targets [B, 2 legs, 2] swapped."""
+    if prob <= 0:
+        return xb, ph
+    pick = rng.random(len(xb)) < prob
+    if not pick.any():
+        return xb, ph
+    src, sign = mirror_map()
+    xb, ph = xb.copy(), ph.copy()
+    xb[pick] = xb[pick][:, :, src] * sign
+    ph[pick] = ph[pick][:, ::-1]
+    return xb, ph
+
+
 def sampling_weights(s: Stacked, balance: float) -> np.ndarray | None:
     """Probability of each candidate end row: count(mode)^-balance (rows without a mode form one group)."""
     if balance <= 0:
@@ -162,8 +200,9 @@ def train_phase_net(train: Sequence[PhaseRecording], val: Sequence[PhaseRecordin
             tot = [0.0, 0.0, 0]
             for a in range(0, len(ends) - config.batch + 1, config.batch):
                 e = ends[a:a + config.batch]
-                xb = augment_masks(augment_gain(gather(tr, e, net.window), rng, config.gain_sd), rng, config)
-                loss, pl, ml = batch_loss(model, xb, tr.phase[e], tr.mode[e], config.mode_weight, ce)
+                xb, ph = augment_leg_swap(gather(tr, e, net.window), tr.phase[e], rng, config.leg_swap_prob)
+                xb = augment_masks(augment_gain(xb, rng, config.gain_sd), rng, config)
+                loss, pl, ml = batch_loss(model, xb, ph, tr.mode[e], config.mode_weight, ce)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
