@@ -28,8 +28,9 @@ demo: venv
 eval-quick: venv
 	$(BIN)/metagait-edge eval-personalization --quick --json personalization_quick.json
 
-# The library's tests, then the ROS 2 packages' tests on a real ROS 2 (launch, nodes, actions, DDS on loopback).
-test: test-lib test-ros2
+# The library's tests, the camera front end with its pre-trained segmentation model (its own venv, below), then
+# the ROS 2 packages' tests on a real ROS 2 (launch, nodes, actions, DDS on loopback).
+test: test-lib test-camera-models test-ros2
 
 test-lib: venv
 	$(BIN)/python -m pytest -q
@@ -49,10 +50,11 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The camera front end with its pre-trained segmentation model (mediapipe 0.10.21 needs NumPy < 2): its own
-# environment, so the main one keeps NumPy 2.
+# environment, so the main one keeps NumPy 2. CI keeps it in the user's cache (CAMERA_VENV, set by .ci/run):
+# re-running the install there only re-points the editable install at this checkout.
 CAMERA_VENV ?= .venv-camera
 $(CAMERA_VENV)/bin/metagait-edge: pyproject.toml
-	$(PYTHON) -m venv $(CAMERA_VENV)
+	test -x $(CAMERA_VENV)/bin/python || $(PYTHON) -m venv $(CAMERA_VENV)
 	$(CAMERA_VENV)/bin/pip install --quiet --upgrade pip
 	$(CAMERA_VENV)/bin/pip install --quiet -e ".[dev,camera-models]"
 	touch $@
