@@ -140,6 +140,24 @@ def test_heads_in_view_counts_walkers_abreast_not_a_raised_hand():
         CameraConfig(merged_memory=-1)
 
 
+def test_tracker_does_not_hand_a_walker_a_much_taller_box():
+    """On real video a track took over the taller blob of its walker merged with someone behind, then followed
+    that other walker out of it. A box over 30 % taller than the track's walker is not theirs; a shorter one
+    (a partial body) still is, for the front end's partial-body gate to drop."""
+    from metagait_edge.runtime.camera_tracking import Detection, WalkerTracker
+
+    tracker = WalkerTracker(max_tracks=1, min_hits=1)  # one track: the test follows the walker's alone
+    walker = (100, 100, 130, 160)  # 60 px tall
+    (track, _), = tracker.update([Detection(walker)]).matched
+    assert tracker.update([Detection((98, 60, 132, 160))]).matched == []  # 100 px, IoU 0.53 with the walker's box
+    assert tracker.tracks[track.id].missed == 1
+    shorter = tracker.update([Detection((100, 118, 130, 160))])  # 42 px: legs only
+    assert [t.id for t, _ in shorter.matched] == [track.id]
+    track.heights.extend([60] * 5)  # typical height from accepted frames, not the last (short) box
+    assert [t.id for t, _ in tracker.update([Detection((100, 100, 131, 161))]).matched] == [track.id]
+    assert tracker.update([Detection((99, 70, 131, 161))]).matched == []  # 91 px > 1.3 x 60
+
+
 def test_mog2_never_emits_the_first_frames_whole_image_mask():
     scene = render_scene([SceneWalker(180, 80, "M", 105, x0=0.0, seed=1)], n_frames=25, lead_in=0)
     raw = BackgroundModel("mog2", warmup_frames=1)

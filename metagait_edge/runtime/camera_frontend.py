@@ -32,7 +32,8 @@ SILHOUETTE_METHODS = ("mog2", "knn", "segmentation")
 DETECTORS = ("motion", "hog")
 SEGMENTERS = ("mediapipe-pose", "onnx")
 _SHORT_OF_BLOB = 0.6  # segmented height / foreground-blob height below this: a partial body
-# A confirmed track dropped as merged in this many consecutive frames ends (one frame: a passing touch).
+# A confirmed track ends when its blob is wider than tall (two walkers, surely), or shows two heads in this many
+# consecutive frames (one frame: a raised arm, a passing touch).
 _MERGED_FRAMES_TO_END = 2
 
 
@@ -181,7 +182,8 @@ class CameraFrontEnd:
                 continue
             merged_before = counters.dropped_merged
             sil = self._silhouette(frame_bgr, track, det, labels)
-            track.merged_frames = track.merged_frames + 1 if counters.dropped_merged > merged_before else 0
+            if counters.dropped_merged == merged_before:
+                track.merged_frames = 0
             if sil is not None:
                 result.silhouettes.append(sil)
             elif track.merged_frames >= _MERGED_FRAMES_TO_END:
@@ -196,12 +198,14 @@ class CameraFrontEnd:
         x0, y0, x1, y1 = det.box
         if (x1 - x0) > cfg.max_aspect * (y1 - y0):
             counters.dropped_merged += 1  # wider than any one walker's stride: two people in one blob
+            track.merged_frames = _MERGED_FRAMES_TO_END  # sure: the track ends
             return None
         blob = None if labels is None else (labels[y0:y1, x0:x1] == det.label).astype(np.uint8) * 255
         # Judged on the foreground blob when there is one: a segmenter given a pair's crop returns one of them,
         # not always the same one.
         if blob is not None and self._side_by_side(track, blob):
             counters.dropped_merged += 1
+            track.merged_frames += 1
             return None
         whole_body = True
         if self.segmenter is None:  # the foreground blob is the mask
@@ -238,6 +242,7 @@ class CameraFrontEnd:
         mask = mask[inner[1]:inner[3], inner[0]:inner[2]]
         if blob is None and self._side_by_side(track, mask):
             counters.dropped_merged += 1
+            track.merged_frames += 1
             return None
         silhouette = pretreat_frame(mask)
         if silhouette is None:

@@ -3,7 +3,8 @@
 Detections are boxes from the foreground's connected components (``blob_detections``, fixed camera) or
 OpenCV's HOG people detector (``HogPeopleDetector``: built into OpenCV, no weights to fetch; works with a
 moving camera, slower). ``WalkerTracker`` keeps one track per walker: boxes matched greedily by IoU with
-a constant-velocity prediction; a track is born on an unmatched detection, confirmed after ``min_hits``
+a constant-velocity prediction (never to a box over 30 % taller than the track's walker: that is them merged
+with someone behind them); a track is born on an unmatched detection, confirmed after ``min_hits``
 matches and ends after ``max_missed`` frames without one. One detection that covers two tracks is a
 merged blob (walkers passing each other): the frame is dropped for both, and they stay one merge group
 while the blob stays one. When it splits, nobody can say which part is which walker, so the group's tracks
@@ -129,9 +130,9 @@ class WalkerTracker:
     """IoU tracker with track birth (``min_hits``) and death (``max_missed``); at most ``max_tracks``."""
 
     def __init__(self, max_tracks: int = 4, min_hits: int = 3, max_missed: int = 10, min_iou: float = 0.2,
-                 merge_iou: float = 0.1) -> None:
+                 merge_iou: float = 0.1, max_height_growth: float = 0.3) -> None:
         self.max_tracks, self.min_hits, self.max_missed = max_tracks, min_hits, max_missed
-        self.min_iou, self.merge_iou = min_iou, merge_iou
+        self.min_iou, self.merge_iou, self.max_height_growth = min_iou, merge_iou, max_height_growth
         self.tracks: Dict[int, Track] = {}
         self._next_id = 0
 
@@ -174,7 +175,8 @@ class WalkerTracker:
                         if tid not in merged and self.tracks[tid].group is None for j in free), reverse=True)
         matched, used_t = [], set()
         for iou, tid, j in pairs:
-            if iou < self.min_iou or tid in used_t or j not in free:
+            if iou < self.min_iou or tid in used_t or j not in free or \
+                    not self._not_taller(self.tracks[tid], detections[j].box):
                 continue
             used_t.add(tid)
             free.discard(j)
@@ -196,6 +198,15 @@ class WalkerTracker:
                 born.append(track.id)
                 matched.append((track, detections[j]))
         return TrackUpdate(matched, [self.tracks[t] for t in sorted(merged)], born, ended)
+
+    def _not_taller(self, track: Track, box: Box) -> bool:
+        """A walker's image height changes by a few percent a frame: a box much taller than the track's walker
+        (its typical accepted height, else its last box) is them merged with someone behind them, and is not
+        matched (seen on real video: a track that took such a box over followed the other walker out of it).
+        A much shorter box stays matched: the front end's partial-body gate drops it, and a track's typical
+        height only learns from frames it accepted."""
+        before = track.typical_height() or track.box[3] - track.box[1]
+        return before <= 0 or box[3] - box[1] <= (1 + self.max_height_growth) * before
 
     def end(self, tid: int) -> None:
         """End a track now (the front end saw a second walker in its blob); its blob's next detection starts a
