@@ -210,3 +210,62 @@ def test_videos_go_through_the_camera_front_end(tmp_path):
     assert R.recording_of(seqs[0]) == "walk0"
     scores = R.evaluate_real(seqs, {})[R.GEI]
     assert scores.genuine_pairs == 2 and scores.impostor_pairs == 4
+
+
+def test_a_comparable_mask_scores_only_the_pairs_it_marks():
+    people = ["a", "a", "b", "c"]
+    d = np.array([[0.0, 0.2, 0.1, 0.9], [0.2, 0.0, 0.9, 0.9], [0.1, 0.9, 0.0, 0.9], [0.9, 0.9, 0.9, 0.0]])
+    everything = R.pair_scores(d, people)
+    assert everything.genuine_pairs == 1 and everything.impostor_pairs == 5 and everything.auc < 1
+    mask = np.zeros((4, 4), bool)
+    mask[0, 1] = mask[1, 0] = True  # a's two halves
+    mask[1, 3] = mask[3, 1] = mask[0, 3] = mask[3, 0] = True  # a and c were seen together; b never with a
+    s = R.pair_scores(d, people, comparable=mask)
+    assert s.genuine_pairs == 1 and s.impostor_pairs == 2 and s.auc == 1.0 and s.rank1 == 1.0
+    with pytest.raises(ValueError, match="symmetric"):
+        R.pair_scores(d, people, comparable=np.triu(mask))
+
+
+def _write_video(path, frames, fps=25.0):
+    import cv2
+
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+@pytest.mark.slow
+def test_track_halves_of_a_multi_walker_video(tmp_path, capsys):
+    """--tracks-of: walkers in view together, apart, are two people; each track's halves are one."""
+    from metagait_edge.cli import main
+    from metagait_edge.runtime.camera_frontend import CameraConfig
+    from metagait_edge.runtime.walker_scene import SceneWalker, render_scene
+
+    lead_in = CameraConfig().warmup_frames + 5
+    together = render_scene([SceneWalker(185, 90, "M", 100, x0=-1.3, seed=1),
+                             SceneWalker(158, 50, "F", 118, x0=1.3, shirt_bgr=(40, 140, 60), seed=2)],
+                            n_frames=40, lead_in=lead_in)
+    video = tmp_path / "two.avi"
+    _write_video(video, together.frames)
+    seqs, mask = R.video_track_halves(video, half_frames=10)
+    assert len(seqs) == 4 and [s.name.split("/")[1] for s in seqs] == ["first", "second"] * 2
+    assert seqs[0].person == seqs[1].person != seqs[2].person == seqs[3].person
+    assert mask.all() == False and mask[0, 1] and mask[2, 3] and mask[0:2, 2:4].all()  # noqa: E712
+    assert not mask.diagonal().any()
+    out = tmp_path / "tracks.json"
+    assert main(["eval-recognition-real", "--tracks-of", str(video), "--half-frames", "10", "--no-gei",
+                 "--variants", "baseline", "--json", str(out)]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["data"]["pairs_of_tracks_in_view_together"] == 1
+    assert result["results"]["baseline"]["genuine_pairs"] == 2 and result["results"]["baseline"]["impostor_pairs"] == 4
+    # One walker only: no pair is known to be two people.
+    alone = render_scene([SceneWalker(185, 90, "M", 100, x0=0.0, seed=1)], n_frames=40, lead_in=lead_in)
+    _write_video(tmp_path / "one.avi", alone.frames)
+    with pytest.raises(R.RealDataError, match="walker track"):
+        R.video_track_halves(tmp_path / "one.avi", half_frames=10)
+    assert main(["eval-recognition-real", str(tmp_path), "--tracks-of", str(video)]) == 1
+    assert "not both" in capsys.readouterr().err

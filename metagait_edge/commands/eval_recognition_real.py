@@ -6,7 +6,9 @@ one walk, through the runtime's camera front end). Frames are pretreated and emb
 does (``metagait_edge.runtime.real_eval``). For each checkpoint (default: the shipped ones) and for a
 no-network average-silhouette (GEI) baseline, prints same-vs-different-person ROC AUC, EER, and rank-1 with
 each sequence left out in turn; ``--json PATH`` writes ``{"data": {...}, "results": {method: {"auc", "eer",
-"rank1", "rank1_chance", ...}}}`` (rates 0..1).
+"rank1", "rank1_chance", ...}}}`` (rates 0..1). ``--tracks-of VIDEO`` scores a multi-walker video without
+labels instead: the halves of each walker track are one person, tracks in view side by side are two
+(``real_eval.video_track_halves``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ HELP = ("score the recognition checkpoints and a GEI baseline on a local folder 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", metavar="DIR", help="DIR/<person>/<sequence>/*.png or DIR/<person>/<sequence>.mp4")
+    parser.add_argument("root", metavar="DIR", nargs="?", default=None,
+                        help="DIR/<person>/<sequence>/*.png or DIR/<person>/<sequence>.mp4")
+    parser.add_argument("--tracks-of", default=None, metavar="VIDEO",
+                        help="instead of DIR: a multi-walker video without labels; each walker track's first and "
+                             "second half are one person, tracks in view side by side at one moment two people, "
+                             "other pairs are not compared")
+    parser.add_argument("--half-frames", type=int, default=15,
+                        help="with --tracks-of: silhouettes per half (a track needs twice this; default 15)")
     parser.add_argument("--checkpoints", default=None, metavar="DIR",
                         help="folder with <variant>.safetensors + .json (default: the shipped checkpoints)")
     parser.add_argument("--variants", default=None,
@@ -62,14 +71,26 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {v!r} not found: {path}")
         models[v] = load_recognition_model(path)
-    sequences = R.load_real_sequences(args.root, progress=True, min_frames=args.min_frames)
+    if (args.root is None) == (args.tracks_of is None):
+        raise ValueError("give either DIR (labelled sequences) or --tracks-of VIDEO, not both or neither")
+    comparable = None
+    if args.tracks_of:
+        if args.across_recordings:
+            raise ValueError("--across-recordings compares folders of DIR; --tracks-of has one recording")
+        sequences, comparable = R.video_track_halves(args.tracks_of, half_frames=args.half_frames, progress=True)
+    else:
+        sequences = R.load_real_sequences(args.root, progress=True, min_frames=args.min_frames)
     data = R.describe_sequences(sequences)
+    if comparable is not None:
+        data["pairs_of_tracks_in_view_together"] = int(comparable[::2, ::2].sum()) // 2  # first halves: one cell per pair and order
     results = R.evaluate_real(sequences, models, progress=True, include_gei=not args.no_gei,
-                             across_recordings=args.across_recordings)
-    print(f"{args.root}: {data['people']} people, {data['sequences']} sequences "
+                             across_recordings=args.across_recordings, comparable=comparable)
+    print(f"{args.root or args.tracks_of}: {data['people']} people, {data['sequences']} sequences "
           f"({data['frames_min']}-{data['frames_max']} frames, median {data['frames_median']:.0f}; "
           f"{data['frames_skipped']} empty frames skipped); checkpoints {ckpt_dir}"
-          + ("; only pairs across recordings" if args.across_recordings else ""))
+          + ("; only pairs across recordings" if args.across_recordings else "")
+          + (f"; tracks: halves of a track are one person, {data['pairs_of_tracks_in_view_together']} pairs of "
+             "tracks in view side by side are two" if comparable is not None else ""))
     print(R.format_table(results))
     if args.nearest:
         for name, r in results.items():
@@ -77,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     for line in R.verdict(results):
         print(line)
     if args.json:
-        payload = {"data": {"root": str(args.root), "checkpoints": str(ckpt_dir),
+        payload = {"data": {"root": str(args.root or args.tracks_of), "checkpoints": str(ckpt_dir),
                             "across_recordings": bool(args.across_recordings), **data},
                    "results": {k: r.as_dict() for k, r in results.items()}}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")

@@ -21,6 +21,12 @@ input); nothing is tuned to the data. Scores, over every pair of sequences (no t
   all the other sequences; correct when its nearest one is the same person. ``rank1_chance`` is the expected
   rank-1 of a random ordering.
 
+A multi-walker video without identity labels (``video_track_halves``): each walker track of the camera front end
+is cut into its first and second half (the same person, certainly); two tracks are a different-person pair only
+when they were in view at the same time, side by side (certainly two people); other pairs of tracks are never
+compared, since they may be one person seen twice. Scores as above over those pairs only; rank-1 is then among
+the walkers in view together.
+
 Methods: every recognition checkpoint given (cosine distance, as the runtime's gallery) and ``gei``, a
 no-network baseline: the average silhouette (gait energy image) of the same pretreated 64x44 frames,
 euclidean distance.
@@ -31,7 +37,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -182,12 +188,14 @@ def roc_auc(genuine, impostor) -> float:
 
 
 def pair_scores(distances: np.ndarray, people: Sequence[str], names: Optional[Sequence[str]] = None,
-                metric: str = "", recordings: Optional[Sequence[str]] = None) -> PairScores:
+                metric: str = "", recordings: Optional[Sequence[str]] = None,
+                comparable: Optional[np.ndarray] = None) -> PairScores:
     """AUC / EER over all pairs i < j and leave-one-sequence-out rank-1 from a symmetric [N, N] distance matrix.
 
     ``recordings``: one recording name per sequence; pairs of the same recording (e.g. two walkers filmed in
     one video: same view, scene and segmentation) are left out of every score, so that only sequences of
-    different recordings are compared.
+    different recordings are compared. ``comparable``: a symmetric boolean [N, N] mask; only pairs marked True
+    are scored (e.g. only tracks known to be two people, :func:`video_track_halves`).
     """
     from metagait_edge.recognition.gallery import equal_error_rate
 
@@ -202,7 +210,13 @@ def pair_scores(distances: np.ndarray, people: Sequence[str], names: Optional[Se
     rec = np.asarray(recordings) if recordings is not None else np.arange(n).astype(str)
     if rec.shape != (n,):
         raise ValueError(f"{rec.shape[0]} recording names for {n} sequences")
-    comparable = rec[:, None] != rec[None, :]
+    mask = rec[:, None] != rec[None, :]
+    if comparable is not None:
+        comparable = np.asarray(comparable, dtype=bool)
+        if comparable.shape != (n, n) or not (comparable == comparable.T).all():
+            raise ValueError(f"comparable must be a symmetric [{n}, {n}] mask, got shape {comparable.shape}")
+        mask &= comparable
+    comparable = mask
     np.fill_diagonal(comparable, False)
     iu, ju = np.triu_indices(n, k=1)
     keep = comparable[iu, ju]
@@ -239,27 +253,96 @@ def recording_of(sequence: RealSequence) -> str:
 
 
 def score_embeddings(embeddings: np.ndarray, sequences: Sequence[RealSequence], metric: str,
-                     across_recordings: bool = False) -> PairScores:
+                     across_recordings: bool = False, comparable: Optional[np.ndarray] = None) -> PairScores:
     from metagait_edge.recognition.metrics import distance_matrix
 
     d = distance_matrix(embeddings, embeddings, metric)
     d = (d + d.T) / 2.0  # exact symmetry (float rounding)
     recordings = [recording_of(s) for s in sequences] if across_recordings else None
     return pair_scores(d, [s.person for s in sequences], [s.name for s in sequences], metric=metric,
-                       recordings=recordings)
+                       recordings=recordings, comparable=comparable)
 
 
 def evaluate_real(sequences: Sequence[RealSequence], models: Dict[str, object], progress: bool = False,
-                  include_gei: bool = True, across_recordings: bool = False) -> Dict[str, PairScores]:
+                  include_gei: bool = True, across_recordings: bool = False,
+                  comparable: Optional[np.ndarray] = None) -> Dict[str, PairScores]:
     """{method: PairScores}: every model in ``models`` (cosine, as the runtime gallery) and the GEI baseline.
-    ``across_recordings``: compare only sequences whose folder names differ (see :func:`pair_scores`)."""
+    ``across_recordings``: compare only sequences whose folder names differ; ``comparable``: only the pairs
+    this mask marks (see :func:`pair_scores`)."""
     results: Dict[str, PairScores] = {}
     for name, model in models.items():
         results[name] = score_embeddings(model_embeddings(model, sequences, progress, desc=f"embed {name}"),
-                                         sequences, "cosine", across_recordings)
+                                         sequences, "cosine", across_recordings, comparable)
     if include_gei:
-        results[GEI] = score_embeddings(gei_embeddings(sequences), sequences, "euclidean", across_recordings)
+        results[GEI] = score_embeddings(gei_embeddings(sequences), sequences, "euclidean", across_recordings,
+                                        comparable)
     return results
+
+
+def video_track_halves(path: str | os.PathLike, half_frames: int = 15, progress: bool = False,
+                       config=None) -> Tuple[List[RealSequence], np.ndarray]:
+    """A multi-walker video without labels -> (sequences, comparable mask) for :func:`evaluate_real`.
+
+    Every track of the camera front end (``config``: its ``CameraConfig``) with at least ``2 * half_frames``
+    silhouettes gives two sequences, its first and its second half (person ``track<id>``). The mask pairs the
+    two halves of a track, and the halves of two tracks that had silhouettes in one frame with boxes side by
+    side (no column in common): two people, certainly. A person is never split into two tracks at one moment
+    by the front end (a blob cut in two leaves a part too short for the partial-body gate), so these are the
+    only pairs whose truth is known without labels.
+    """
+    from tqdm import tqdm
+
+    from metagait_edge.data.pretreatment import PretreatmentError, pretreat_frames
+    from metagait_edge.runtime.camera import FrameSource
+    from metagait_edge.runtime.camera_frontend import CameraFrontEnd
+
+    if half_frames < 1:
+        raise ValueError(f"half_frames must be >= 1, got {half_frames}")
+    path = Path(path)
+    if not path.is_file():
+        raise RealDataError(f"{path}: no such video file")
+    front_end = CameraFrontEnd(config)
+    silhouettes: Dict[int, List[np.ndarray]] = {}
+    columns: Dict[int, Dict[int, Tuple[int, int]]] = {}  # track -> frame -> (x0, x1) of its box
+    for frame, _ in tqdm(FrameSource("video", path), desc=f"tracks of {path.name}", unit="frame",
+                         disable=not progress):
+        if frame is None:
+            continue
+        for sil in front_end.process(frame).silhouettes:
+            silhouettes.setdefault(sil.track, []).append(sil.silhouette)
+            columns.setdefault(sil.track, {})[sil.frame_index] = (sil.box[0], sil.box[2])
+    front_end.close()
+    tracks = sorted(t for t, s in silhouettes.items() if len(s) >= 2 * half_frames)
+    if len(tracks) < 2:
+        raise RealDataError(f"{path}: {len(tracks)} walker track(s) with >= {2 * half_frames} silhouettes; "
+                            f"need 2 (tracks: {sorted(len(s) for s in silhouettes.values())})")
+    sequences: List[RealSequence] = []
+    for t in tracks:
+        frames = silhouettes[t]
+        cut = len(frames) // 2
+        for half, part in (("first", frames[:cut]), ("second", frames[cut:])):
+            name = f"track{t}/{half}"
+            try:
+                seq = pretreat_frames(part, name=name)
+            except PretreatmentError as exc:
+                raise RealDataError(str(exc)) from exc
+            sequences.append(RealSequence(f"track{t}", name, seq.frames, seq.n_input, seq.n_skipped))
+
+    def apart(a: int, b: int) -> bool:
+        return any(columns[a][f][1] <= columns[b][f][0] or columns[b][f][1] <= columns[a][f][0]
+                   for f in columns[a].keys() & columns[b].keys())
+
+    n = len(sequences)
+    comparable = np.zeros((n, n), dtype=bool)
+    for i, a in enumerate(tracks):
+        comparable[2 * i, 2 * i + 1] = comparable[2 * i + 1, 2 * i] = True
+        for j in range(i + 1, len(tracks)):
+            if apart(a, tracks[j]):
+                comparable[2 * i:2 * i + 2, 2 * j:2 * j + 2] = comparable[2 * j:2 * j + 2, 2 * i:2 * i + 2] = True
+    if not any(comparable[2 * i, 2 * j] for i in range(len(tracks)) for j in range(len(tracks)) if i != j):
+        raise RealDataError(f"{path}: no two tracks were in view at the same time, side by side: no pair known "
+                            f"to be two people")
+    return sequences, comparable
 
 
 def describe_sequences(sequences: Sequence[RealSequence]) -> dict:
