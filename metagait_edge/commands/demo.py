@@ -57,10 +57,12 @@ def run_demo(args: argparse.Namespace, out=print) -> dict:
     # walker, two distractors) through the same extractor.
     video = render_walker_video(spec, work / "camera.avi", n_frames=90, seed=11)
     recognizer = Recognizer(load_recognition_model(), Gallery())
-    others = [spec, synthetic_walker(), load_walker(1 if args.subject != 1 else 10)]
-    names = [spec.name, "synthetic-01", others[2].name]
+    # Two distractors: a synthetic walker of another body, and another HuGaDB walker (without the data, that is
+    # the synthetic stand-in of the walker themselves, and is left out).
+    others = [spec, synthetic_walker(seed=1), load_walker(1 if args.subject != 1 else 10)]
     if others[2].name == spec.name:
-        others, names = others[:2], names[:2]
+        others = others[:2]
+    names = [s.name for s in others]
     import cv2
 
     held_out = []

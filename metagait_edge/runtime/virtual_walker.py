@@ -104,13 +104,22 @@ def _hugadb_walker(subject: int, rate_hz: float) -> WalkerSpec:
 
 
 def synthetic_walker(rate_hz: float = HUGADB_RATE_HZ, seconds: float = 60.0, seed: int = 0) -> WalkerSpec:
+    """A synthetic IMU walker ``synthetic-<seed + 1>``; each seed another body and cadence (seed 0: 172 cm, 68 kg,
+    F, 108 steps/min), so that distinct seeds are distinct walkers for the camera too."""
     from metagait_edge.imu.synthetic import synthetic_imu
 
-    cadence_hz = 0.9
+    height, weight, sex, cadence_hz = 172.0, 68.0, "F", 0.9
+    if seed:
+        rng = np.random.default_rng(seed)
+        sex = "MF"[int(rng.integers(2))]
+        height = float(rng.uniform(165, 192) if sex == "M" else rng.uniform(152, 178))
+        weight = float(rng.uniform(0.33, 0.5) * height)
+        cadence_hz = float(rng.uniform(0.82, 0.98))
     samples = synthetic_imu(int(seconds * rate_hz), rate_hz, seed, cadence_hz)  # HuGaDB's mounting and mean cycle
     return WalkerSpec(
-        name="synthetic-01", samples=samples, rate_hz=rate_hz,
-        height_cm=172.0, weight_kg=68.0, sex="F", cadence_spm=120.0 * cadence_hz, source="synthetic",
+        name=f"synthetic-{seed + 1:02d}", samples=samples, rate_hz=rate_hz,
+        height_cm=round(height, 1), weight_kg=round(weight, 1), sex=sex, cadence_spm=120.0 * cadence_hz,
+        source="synthetic",
     )
 
 
