@@ -180,10 +180,7 @@ class CameraFrontEnd:
         for track, det in update.matched:
             if not self.tracker.confirmed(track):
                 continue
-            merged_before = counters.dropped_merged
             sil = self._silhouette(frame_bgr, track, det, labels)
-            if counters.dropped_merged == merged_before:
-                track.merged_frames = 0
             if sil is not None:
                 result.silhouettes.append(sil)
             elif track.merged_frames >= _MERGED_FRAMES_TO_END:
@@ -195,18 +192,15 @@ class CameraFrontEnd:
         from metagait_edge.data.pretreatment import pretreat_frame
 
         cfg, counters = self.config, self.counters
+        merged_before, track.merged_frames = track.merged_frames, 0  # counts consecutive merged frames
         x0, y0, x1, y1 = det.box
-        if (x1 - x0) > cfg.max_aspect * (y1 - y0):
-            counters.dropped_merged += 1  # wider than any one walker's stride: two people in one blob
-            track.merged_frames = _MERGED_FRAMES_TO_END  # sure: the track ends
-            return None
+        if (x1 - x0) > cfg.max_aspect * (y1 - y0):  # wider than any one walker's stride: two people in one blob
+            return self._drop_merged(track, _MERGED_FRAMES_TO_END)  # sure: the track ends
         blob = None if labels is None else (labels[y0:y1, x0:x1] == det.label).astype(np.uint8) * 255
         # Judged on the foreground blob when there is one: a segmenter given a pair's crop returns one of them,
         # not always the same one.
         if blob is not None and self._side_by_side(track, blob):
-            counters.dropped_merged += 1
-            track.merged_frames += 1
-            return None
+            return self._drop_merged(track, merged_before + 1)
         whole_body = True
         if self.segmenter is None:  # the foreground blob is the mask
             crop = (x0, y0, x1, y1)
@@ -241,9 +235,7 @@ class CameraFrontEnd:
             return None
         mask = mask[inner[1]:inner[3], inner[0]:inner[2]]
         if blob is None and self._side_by_side(track, mask):
-            counters.dropped_merged += 1
-            track.merged_frames += 1
-            return None
+            return self._drop_merged(track, merged_before + 1)
         silhouette = pretreat_frame(mask)
         if silhouette is None:
             counters.dropped_no_person += 1
@@ -256,6 +248,10 @@ class CameraFrontEnd:
             counters.dropped_still += 1
             return None
         return TrackSilhouette(track.id, silhouette, box, np.ascontiguousarray(mask), self._index)
+
+    def _drop_merged(self, track: Track, merged_frames: int) -> None:
+        self.counters.dropped_merged += 1
+        track.merged_frames = merged_frames
 
     def _end(self, track: int, result: FrameResult) -> None:
         """A track whose blob held a second walker ends there: when the blob splits, the part that keeps its
