@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of DIR: a multi-walker video without labels; each walker track's first and "
                              "second half are one person, tracks in view side by side at one moment two people, "
                              "other pairs are not compared")
+    parser.add_argument("--silhouette-method", default="mog2", choices=["mog2", "knn", "segmentation"],
+                        help="with --tracks-of: the camera front end's person masks (default mog2; segmentation "
+                             "needs the camera-models extra)")
+    parser.add_argument("--max-walkers", type=int, default=8,
+                        help="with --tracks-of: walkers tracked at once (default 8; the runtime's default is 3)")
     parser.add_argument("--half-frames", type=int, default=15,
                         help="with --tracks-of: silhouettes per half (a track needs twice this; default 15)")
     parser.add_argument("--checkpoints", default=None, metavar="DIR",
@@ -77,11 +82,16 @@ def run(args: argparse.Namespace) -> int:
     if args.tracks_of:
         if args.across_recordings:
             raise ValueError("--across-recordings compares folders of DIR; --tracks-of has one recording")
-        sequences, comparable = R.video_track_halves(args.tracks_of, half_frames=args.half_frames, progress=True)
+        from metagait_edge.runtime.camera_frontend import CameraConfig
+
+        front_end = CameraConfig(silhouette_method=args.silhouette_method, max_walkers=args.max_walkers)
+        sequences, comparable = R.video_track_halves(args.tracks_of, half_frames=args.half_frames, progress=True,
+                                                     config=front_end)
     else:
         sequences = R.load_real_sequences(args.root, progress=True, min_frames=args.min_frames)
     data = R.describe_sequences(sequences)
     if comparable is not None:
+        data["silhouette_method"], data["max_walkers"] = args.silhouette_method, args.max_walkers
         data["pairs_of_tracks_in_view_together"] = int(comparable[::2, ::2].sum()) // 2  # first halves: one cell per pair and order
     results = R.evaluate_real(sequences, models, progress=True, include_gei=not args.no_gei,
                              across_recordings=args.across_recordings, comparable=comparable)
