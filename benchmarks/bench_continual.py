@@ -4,8 +4,9 @@
 
 One update (``personalization.continual.propose_update``) of the shipped personalization model on a full
 buffer (``buffer_strides`` strides, the newest ``holdout_strides`` held out), for the default settings (the output
-head refitted in closed form on the buffer, ``ridge > 0``) and without the refit (ridge 0: templates and the choice of
-weights only). The strides are random
+head refitted in closed form on the buffer, ``ridge > 0``; ``grad_steps`` Adam steps on every weight; a per-phase
+residual), without the gradient steps and the residual (the previous default), and without any of them (ridge 0:
+templates and the choice of weights only). The strides are random
 normalized cycles: the compute does not depend on their values. CPU time of the calling thread is the compute
 (it does not grow when other processes share the core); wall time is what the learner thread waits.
 """
@@ -39,8 +40,11 @@ def main(argv=None) -> int:
     from dataclasses import replace
 
     default = ContinualConfig()
-    for label, config in ((f"default (ridge {default.ridge:g}: head refit)", default),
-                          ("ridge 0 (no head refit)", replace(default, ridge=0.0))):
+    plain = replace(default, grad_steps=0, residual_prior=0.0)
+    for label, config in ((f"default (ridge {default.ridge:g}, grad_steps {default.grad_steps}, residual_prior "
+                           f"{default.residual_prior:g})", default),
+                          ("head refit only (grad_steps 0, residual_prior 0)", plain),
+                          ("ridge 0 (templates only)", replace(plain, ridge=0.0))):
         n = config.buffer_strides
         x = torch.randn(n, p.n_channels, 101, generator=g)
         valid = torch.ones(n, p.n_channels, dtype=torch.bool)

@@ -318,7 +318,7 @@ def test_a_personalization_worse_than_the_fallback_on_held_out_strides_is_replac
     decision = propose_update(model, current, fallback, RunningTemplate.from_strides(x, valid), x, valid, contiguous,
                               ContinualConfig(every_strides=5, holdout_strides=5, buffer_strides=30))
     assert decision.accepted and decision.loss_candidate < decision.loss_current
-    assert decision.kind.startswith("fallback")
+    assert "fallback" in decision.kind  # the fallback, or its weights with a template or a residual
     assert all(torch.equal(decision.state.params[k], params[k]) for k in params)
 
 
@@ -345,3 +345,86 @@ def test_the_runtime_learner_and_the_evaluation_run_the_same_library_learner(per
     saved = store.load("ann")
     assert np.allclose(saved.template, lib.state.template.numpy(), atol=1e-6)
     assert np.allclose(saved.weights["tcn.head.weight"], lib.state.params["tcn.head.weight"].numpy(), atol=1e-6)
+
+
+def test_a_per_phase_residual_corrects_an_error_the_output_head_cannot_learn():
+    """The walker's strides are what the model generates plus a fixed shape along the cycle: only a per-phase
+    residual (not a template, not a 1x1 head) removes it; the residual is that shape, shrunk by its prior."""
+    from metagait_edge.personalization.continual import phase_residual, predict
+
+    model = tiny_model()
+    params = model_params(model, detach=True)
+    shape = torch.sin(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    bump = 0.5 * torch.cos(torch.linspace(0, 12.56, L))[None].repeat(C, 1)
+    x = torch.zeros(30, C, L)
+    x[0] = shape
+    from metagait_edge.personalization.inputs import generation_input
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(1, 30):  # each stride: the model's output from the previous one, the bump, a little noise
+        inp = generation_input(x[i - 1:i], shape[None], torch.ones(1, C, dtype=torch.bool))
+        x[i] = predict(model, ModelState(params, shape), inp)[0] + bump + 0.01 * torch.randn(C, L, generator=g)
+    valid, contiguous = torch.ones(30, C, dtype=torch.bool), torch.ones(30, dtype=torch.bool)
+    config = ContinualConfig(every_strides=5, holdout_strides=5, buffer_strides=30, recent_strides=0, ridge=0.0,
+                             grad_steps=0, residual_prior=1.0)
+    state = ModelState(params, shape)
+    decision = propose_update(model, state, state, RunningTemplate.from_strides(x, valid), x, valid, contiguous,
+                              config)
+    assert decision.accepted and decision.kind.startswith("residual+")
+    assert decision.loss_candidate < 0.1 * decision.loss_current
+    from metagait_edge.personalization.continual import generation_pairs
+
+    batch = generation_pairs(x, valid, contiguous, range(1, 30), shape)
+    assert torch.allclose(phase_residual(model, state, batch, prior=29.0), bump / 2, atol=0.03)  # shrunk
+    off = propose_update(model, state, state, RunningTemplate.from_strides(x, valid), x, valid, contiguous,
+                         ContinualConfig(every_strides=5, holdout_strides=5, buffer_strides=30, recent_strides=0,
+                                         ridge=0.0, grad_steps=0, residual_prior=0.0))
+    assert off.state.residual is None  # residual_prior 0: no residual candidate ...
+    assert off.loss_candidate > 2 * decision.loss_candidate  # ... and the other candidates do worse without it
+
+
+def test_gradient_steps_learn_what_the_walker_does_and_carry_on_across_updates():
+    from metagait_edge.personalization.continual import Learner, generation_pairs, held_out_loss, train_steps
+
+    model = tiny_model()
+    params = model_params(model, detach=True)
+    shape = torch.sin(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    g = torch.Generator().manual_seed(3)
+    x = torch.zeros(60, C, L)
+    x[0] = shape
+    for i in range(1, 60):  # the walker's stride is a damped echo of the previous one plus its shape
+        x[i] = 0.5 * x[i - 1].roll(3, dims=1) + shape + 0.02 * torch.randn(C, L, generator=g)
+    valid, contiguous = torch.ones(60, C, dtype=torch.bool), torch.ones(60, dtype=torch.bool)
+    batch = generation_pairs(x, valid, contiguous, range(1, 60), shape)
+    state = ModelState(params, shape)
+    trained = train_steps(model, state, batch, steps=20, lr=3e-3, batch_size=16)
+    assert held_out_loss(model, ModelState(trained, shape), batch) < held_out_loss(model, state, batch)
+    assert all(torch.equal(params[k], model_params(model, detach=True)[k]) for k in params)  # a copy is trained
+    config = ContinualConfig(every_strides=5, holdout_strides=5, buffer_strides=30, recent_strides=0, ridge=0.0,
+                             grad_steps=10, grad_lr=3e-3, grad_batch=16, residual_prior=0.0)
+    learner = Learner(model, state, state, config, 5)
+    kinds = [d.kind for i in range(60) for d in [learner.add(x[i], valid[i], i > 0)] if d is not None and d.accepted]
+    assert sum(k.startswith("trained+") for k in kinds) >= 2  # training goes on from the accepted weights
+    hold = generation_pairs(x, valid, contiguous, range(55, 60), shape)
+    assert held_out_loss(model, ModelState(learner.state.params, shape), hold) < held_out_loss(model, state, hold)
+    with pytest.raises(ValueError, match="grad_steps"):
+        ContinualConfig(grad_steps=-1)
+    with pytest.raises(ValueError, match="residual_prior"):
+        ContinualConfig(residual_prior=-1.0)
+
+
+def test_a_profile_keeps_its_residual_and_the_runtime_adds_it_to_the_generated_cycle(pers, tmp_path):
+    store = ProfileStore(tmp_path)
+    template = np.zeros((pers.n_channels, 101), np.float32)
+    residual = np.random.default_rng(0).normal(size=(pers.n_channels, 101)).astype(np.float32)
+    store.save(Profile("bo", {}, template, np.ones(pers.n_channels, bool), meta={}, residual=residual))
+    saved = store.load("bo")
+    assert np.array_equal(saved.residual, residual) and "__residual__" not in saved.weights
+    store.save(Profile("cy", {}, template, np.ones(pers.n_channels, bool)))
+    assert store.load("cy").residual is None  # profiles without one (every calibration) load as before
+    prev = _cycle(pers, np.random.default_rng(1), 0).cycle
+    valid = np.ones(pers.n_channels, bool)
+    plain = pers.generate(prev, template, valid)
+    shifted = pers.generate(prev, template, valid, residual=residual)
+    assert np.allclose(pers.normalize(shifted) - pers.normalize(plain), residual, atol=1e-3)
+

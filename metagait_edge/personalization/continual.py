@@ -11,7 +11,9 @@ Every ``every_strides`` new strides it proposes an update (:func:`propose_update
 weights and the fallback's (the pooled model: what the walker gets without personalization), each with the grown
 template, the recent template (the last ``recent_strides`` strides: a walker's cycle drifts within and between
 sessions) or the calibration's; the best of those with its output head refitted in closed form on the buffer
-(:func:`refit_head`, ``ridge``); and the fallback itself. The best one on the held-out strides is accepted only if
+(:func:`refit_head`, ``ridge``); the best with every weight trained ``grad_steps`` Adam steps on the buffer
+(:func:`train_steps`); the best with a per-phase residual added to its output (its mean error on the buffer per
+channel and sample of the cycle, :func:`phase_residual`, ``residual_prior``); and the fallback itself. The best one on the held-out strides is accepted only if
 it beats both the current state and the fallback there (optionally on a majority of the strides); otherwise the
 current state stays (rollback). Because the held-out strides are newer than the last update
 (``holdout_strides <= every_strides``), neither the current state nor the candidate has seen them.
@@ -39,11 +41,14 @@ class ContinualConfig:
     """How the runtime (``enabled``) and the evaluation learn a walker continually (see the module docstring)."""
 
     enabled: bool = False  # runtime only: the evaluation always learns
-    # every_strides, holdout_strides, recent_strides and ridge were chosen on the shipped fold's 3 validation
-    # walkers (walk up to the future, docs/results/personalization_continual.md): ridge 0.1 with a 20-stride recent
-    # template closed 59 / 67 / 63 % of the gap after 50 / 100 / 200 strides there, against 33 / 37 / 27 % for the
-    # template alone (ridge 0); 0.03, 0.3, buffers of 100 or 120, updates every 10 strides on 10 held out, a
-    # 60-stride grown template and the majority test did no better
+    # every_strides, holdout_strides, recent_strides, ridge, grad_steps and residual_prior were chosen on the
+    # shipped fold's 3 validation walkers (walk up to the future, docs/results/personalization_continual.md): the
+    # head refit (ridge 0.1) with a 20-stride recent template closed 59 / 67 / 63 % of the gap after 50 / 100 / 200
+    # strides there (33 / 37 / 27 % for the template alone, ridge 0); adding 4 gradient steps per update and a
+    # per-phase residual (prior 5 strides) 80 / 89 / 105 %, none worse than pooled; the residual alone 65 / 77 / 77,
+    # the gradient steps alone 65 / 85 / 84 with 1 walker worse, 10 steps 89 / 111 / 133 with 1 walker worse;
+    # ridge 0.03, 0.3, buffers of 100 or 120, updates every 10 strides on 10 held out, a 60-stride grown template
+    # and the majority test did no better
     every_strides: int = 5  # an update is proposed after every this many new valid strides
     buffer_strides: int = 60  # recent strides kept for adaptation (memory stays bounded on a long walk)
     holdout_strides: int = 5  # the newest strides of the buffer, held out to accept or reject an update
@@ -56,6 +61,16 @@ class ContinualConfig:
     # An extra candidate template: the mean of the last this many strides before the held-out ones (0: none);
     # a walker's cycle drifts within and between sessions
     recent_strides: int = 20
+    # Gradient steps: an extra candidate trains every weight of the best candidate this many Adam steps (learning
+    # rate ``grad_lr``, ``grad_batch`` random stride pairs of the buffer, masked MSE); accepted updates carry
+    # the training on from one update to the next; 0: none
+    grad_steps: int = 4
+    grad_lr: float = 1e-3
+    grad_batch: int = 32
+    # A per-phase residual: an extra candidate adds the best candidate's mean error over the buffer, per channel
+    # and sample of the cycle (what a 1x1 output head cannot learn), shrunk towards zero as sum / (n + this) for
+    # n strides; 0: no residual
+    residual_prior: float = 5.0
     min_improvement: float = 0.0  # relative: accept only if held-out loss < current * (1 - this)
     # accept only a candidate that also beats the current state on more than half of the held-out strides
     majority: bool = False
@@ -73,6 +88,11 @@ class ContinualConfig:
             raise ValueError(f"continual.template_strides must be >= 0 (0: every stride), got {self.template_strides}")
         if self.recent_strides < 0:
             raise ValueError(f"continual.recent_strides must be >= 0 (0: no recent template), got {self.recent_strides}")
+        if self.grad_steps < 0 or self.grad_lr <= 0 or self.grad_batch < 1:
+            raise ValueError(f"continual.grad_steps must be >= 0, grad_lr > 0 and grad_batch >= 1, got "
+                             f"{self.grad_steps}, {self.grad_lr}, {self.grad_batch}")
+        if self.residual_prior < 0:
+            raise ValueError(f"continual.residual_prior must be >= 0 (0: no residual), got {self.residual_prior}")
         if self.ridge < 0:
             raise ValueError(f"continual.ridge must be >= 0 (0: template only), got {self.ridge}")
         if not 0.0 <= self.min_improvement < 1.0:
@@ -119,6 +139,18 @@ class ModelState:
 
     params: Dict[str, "Tensor"]
     template: "Tensor"
+    residual: Optional["Tensor"] = None  # [C, L], added to the network's output (normalized channels)
+
+
+def predict(model, state: ModelState, x: "Tensor") -> "Tensor":
+    """The next cycles ``state`` generates from generation inputs ``x`` (its template already in them)."""
+    import torch
+
+    from metagait_edge.meta.maml import functional_forward
+
+    with torch.no_grad():
+        out = functional_forward(model, state.params, x)["output"]
+    return out if state.residual is None else out + state.residual[None].to(out.dtype)
 
 
 @dataclass
@@ -148,11 +180,9 @@ def generation_pairs(strides: "Tensor", valid: "Tensor", contiguous: "Tensor", t
 def held_out_loss(model, state: ModelState, batch) -> float:
     import torch
 
-    from metagait_edge.meta.maml import functional_forward
     from metagait_edge.metrics.masked import masked_mse
 
-    with torch.no_grad():
-        return float(masked_mse(functional_forward(model, state.params, batch.x)["output"], batch.y, batch.mask))
+    return float(masked_mse(predict(model, state, batch.x), batch.y, batch.mask))
 
 
 def with_template(batch, template: "Tensor"):
@@ -206,15 +236,48 @@ def refit_head(model, params: Dict[str, "Tensor"], batch, ridge: float) -> Dict[
 
 def held_out_losses(model, state: ModelState, batch) -> "Tensor":
     """Per-stride masked MSE of ``state`` on ``batch`` (generation inputs with ``state``'s template)."""
+    from metagait_edge.metrics.masked import masked_mse
+
+    batch = with_template(batch, state.template)
+    return masked_mse(predict(model, state, batch.x), batch.y, batch.mask, reduction="per_sample")
+
+
+def phase_residual(model, state: ModelState, batch, prior: float) -> "Tensor":
+    """The mean error ``y - prediction`` of ``state`` (without its residual) over the strides of ``batch``, per
+    channel and sample, over valid strides only and shrunk towards zero: ``sum / (n + prior)``."""
+    import torch
+
+    base = ModelState(state.params, state.template)
+    err = (batch.y - predict(model, base, with_template(batch, state.template).x)).double()  # [B, C, L]
+    m = batch.mask.double()  # [B, C]
+    total = torch.einsum("bc,bcl->cl", m, err)
+    return (total / (m.sum(0)[:, None] + prior)).float()
+
+
+def train_steps(model, state: ModelState, batch, steps: int, lr: float, batch_size: int, seed: int = 0
+                ) -> Dict[str, "Tensor"]:
+    """``state``'s parameters after ``steps`` Adam steps on random ``batch_size`` pairs of ``batch`` (generation
+    inputs with ``state``'s template; its residual, if any, stays as it is), masked MSE."""
     import torch
 
     from metagait_edge.meta.maml import functional_forward
     from metagait_edge.metrics.masked import masked_mse
 
-    batch = with_template(batch, state.template)
-    with torch.no_grad():
-        return masked_mse(functional_forward(model, state.params, batch.x)["output"], batch.y, batch.mask,
-                          reduction="per_sample")
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in state.params.items()}
+    opt = torch.optim.Adam(list(params.values()), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    n = batch.y.shape[0]
+    with torch.enable_grad():
+        for _ in range(steps):
+            idx = torch.randperm(n, generator=gen)[:batch_size]
+            out = functional_forward(model, params, batch.x[idx])["output"]
+            if state.residual is not None:
+                out = out + state.residual[None]
+            loss = masked_mse(out, batch.y[idx], batch.mask[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return {k: v.detach() for k, v in params.items()}
 
 
 def _candidate_templates(running: RunningTemplate, strides: "Tensor", valid: "Tensor", n_fit: int,
@@ -243,7 +306,9 @@ def propose_update(model, current: ModelState, fallback: ModelState, running: Ru
     Candidates: the current weights and the fallback's, each with the grown template (every stride since
     calibration, or the last ``template_strides``), the recent template (the last ``recent_strides`` before the
     held-out ones) and the fallback's template; with ``ridge > 0`` also the best of them with its output head
-    refitted on the buffer. The best candidate on the newest ``holdout_strides`` is accepted only if its mean
+    refitted on the buffer; with ``grad_steps > 0`` the best so far with every weight trained that many Adam steps
+    on the buffer; with ``residual_prior > 0`` the best so far with a per-phase residual (its mean error on the
+    buffer). The best candidate on the newest ``holdout_strides`` is accepted only if its mean
     held-out loss beats the current state's (by ``min_improvement``) and the fallback's, and (``majority``) it
     beats the current state on more than half of the held-out strides; otherwise the current state stays. The
     fallback itself is a candidate: a personalization that no longer pays is replaced by it.
@@ -262,8 +327,9 @@ def propose_update(model, current: ModelState, fallback: ModelState, running: Ru
     loss_current, loss_fallback = float(per_current.mean()), float(per_fallback.mean())
     candidates = [("fallback", fallback)]
     for weights, params in (("", current.params), ("fallback weights+", fallback.params)):
-        candidates += [(weights + kind, ModelState(params, t)) for kind, t in templates]
-    candidates.append(("fallback template", ModelState(current.params, fallback.template)))
+        residual = current.residual if not weights else None  # the current residual goes with its weights
+        candidates += [(weights + kind, ModelState(params, t, residual)) for kind, t in templates]
+    candidates.append(("fallback template", ModelState(current.params, fallback.template, current.residual)))
     scored = [(held_out_losses(model, state, hold), kind, state) for kind, state in candidates]
     key = lambda s: float(s[0].mean()) if math.isfinite(float(s[0].mean())) else math.inf  # noqa: E731
     if config.ridge > 0:
@@ -271,6 +337,17 @@ def propose_update(model, current: ModelState, fallback: ModelState, running: Ru
         tuned = ModelState(refit_head(model, start.params, with_template(fit, start.template), config.ridge),
                            start.template)
         scored.append((held_out_losses(model, tuned, hold), "head+" + kind, tuned))
+    if config.grad_steps > 0:
+        per, kind, start = min(scored[1:], key=key)
+        trained = ModelState(train_steps(model, start, with_template(fit, start.template), config.grad_steps,
+                                         config.grad_lr, config.grad_batch, seed=running.strides),
+                             start.template, start.residual)
+        scored.append((held_out_losses(model, trained, hold), "trained+" + kind, trained))
+    if config.residual_prior > 0:
+        per, kind, start = min(scored[1:], key=key)
+        fit_pairs = with_template(fit, start.template)
+        shifted = ModelState(start.params, start.template, phase_residual(model, start, fit_pairs, config.residual_prior))
+        scored.append((held_out_losses(model, shifted, hold), "residual+" + kind, shifted))
     per, kind, state = min(scored, key=key)
     loss = float(per.mean())
     bar = loss_current * (1.0 - config.min_improvement)
@@ -331,3 +408,4 @@ class Learner:
                                   torch.stack(list(self.valid)), contiguous, self.config)
         self.state = decision.state
         return decision
+

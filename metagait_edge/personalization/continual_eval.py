@@ -33,12 +33,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from metagait_edge.meta.maml import Batch, functional_forward, model_params
+from metagait_edge.meta.maml import Batch, model_params
 from metagait_edge.metrics.masked import masked_mse
 from metagait_edge.personalization import train as T
 from metagait_edge.personalization.config import PersonalizationConfig
 from metagait_edge.personalization.continual import (
-    ContinualConfig, Learner, ModelState, generation_pairs, held_out_loss, with_template,
+    ContinualConfig, Learner, ModelState, generation_pairs, held_out_loss, predict, with_template,
 )
 from metagait_edge.personalization.episodes import query_batch, support_batch
 from metagait_edge.personalization.evaluate import angle_sq_errors_deg, reference_examples
@@ -86,8 +86,7 @@ def walker_walk(prepared: Prepared, subject: int, conditions: Sequence[str], que
 
 
 def _score(model, state: ModelState, batch: Batch, std: np.ndarray, angle_index: List[int]) -> dict:
-    with torch.no_grad():
-        pred = functional_forward(model, state.params, with_template(batch, state.template).x)["output"]
+    pred = predict(model, state, with_template(batch, state.template).x)
     mse = float(masked_mse(pred, batch.y, batch.mask, reduction="per_sample").mean())
     sq = angle_sq_errors_deg(pred, batch.y, batch.mask, std, angle_index)
     seen = np.isfinite(sq).any(axis=0)  # a joint never valid for this walker has no error, not zero error

@@ -118,6 +118,13 @@ def _learner_text(p: dict) -> str:
     recent = (f", the mean of the last {cfg['recent_strides']} strides" if cfg.get("recent_strides") else "")
     head = (f"; and the best of those with its output head refitted in closed form on the buffer (ridge "
             f"{cfg['ridge']:g} towards the current head)" if cfg.get("ridge") else "; the output head not refitted")
+    if cfg.get("grad_steps"):
+        head += (f"; the best so far with every weight trained {cfg['grad_steps']} Adam steps (learning rate "
+                 f"{cfg.get('grad_lr', 1e-3):g}, {cfg.get('grad_batch', 32)} stride pairs of the buffer per step; an "
+                 f"accepted update carries the training on)")
+    if cfg.get("residual_prior"):
+        head += (f"; the best so far with a per-phase residual added to its output (its mean error over the buffer "
+                 f"per channel and sample of the cycle, shrunk as sum / (n + {cfg['residual_prior']:g}) for n strides)")
     majority = (" and beats the current state on more than half of them" if cfg.get("majority") else "")
     return (f"- Learner (`personalization.continual.Learner`, the object the runtime's ContinualLearner drives): "
             f"the pooled model with the {p['calibration_shots']} calibration strides' mean as template; from the next "

@@ -128,7 +128,8 @@ class ContinualLearner:
 
             p = self.personalizer
             template = torch.from_numpy(np.asarray(profile.template, np.float32))
-            state = ModelState(p.params_from(profile.weights) if profile.weights else p.base, template)
+            residual = None if profile.residual is None else torch.from_numpy(np.asarray(profile.residual, np.float32))
+            state = ModelState(p.params_from(profile.weights) if profile.weights else p.base, template, residual)
             # The fallback, what the walker would get without personalization: the base weights with the
             # template the learner starts from (the calibration's, or the profile's when restarted on a refined one).
             fallback = ModelState(p.base, template)
@@ -187,7 +188,9 @@ class ContinualLearner:
     def _commit(self, walker: str, profile: Profile, decision) -> None:
         weights = {k: v.numpy() for k, v in decision.state.params.items()}
         updates = int(profile.meta.get("continual_updates", 0)) + 1
-        new = Profile(walker, weights, decision.state.template.numpy(), np.asarray(profile.valid, bool), meta={
+        residual = None if decision.state.residual is None else decision.state.residual.numpy()
+        new = Profile(walker, weights, decision.state.template.numpy(), np.asarray(profile.valid, bool), residual=residual,
+                      meta={
             **{k: v for k, v in profile.meta.items() if k != "saved"}, "continual_updates": updates,
             "template_strides": self._learner.running.strides, "continual_loss_before": decision.loss_current,
             "continual_loss_after": decision.loss_candidate, "continual_kind": decision.kind,

@@ -278,7 +278,7 @@ class Runtime(StatusReporter, PhaseOutput):
         t0 = time.perf_counter()
         if use_profile:
             prof, model = entry
-            out = self.personalizer.generate(rec.cycle, prof.template, rec.valid, model)
+            out = self.personalizer.generate(rec.cycle, prof.template, rec.valid, model, prof.residual)
         else:
             # Uncalibrated walkers get the pooled model with the mean of their most recent cycles as template,
             # the input distribution it was trained on (never the population zero template).

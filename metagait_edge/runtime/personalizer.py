@@ -170,10 +170,13 @@ class Personalizer:
         return np.ascontiguousarray(generation_input(prev_n, tmpl, v).numpy(), dtype=np.float32)
 
     def generate(self, prev: np.ndarray, template: Optional[np.ndarray], valid: np.ndarray,
-                 model: Optional[CycleGenerator] = None) -> np.ndarray:
-        """Next cycle [C, 101] in physical units from the previous one (physical); template normalized."""
-        out = (model or self.base_generator)(self.generation_input(prev, template, valid))[0]
-        return self.normalizer.invert(np.asarray(out, np.float32))
+                 model: Optional[CycleGenerator] = None, residual: Optional[np.ndarray] = None) -> np.ndarray:
+        """Next cycle [C, 101] in physical units from the previous one (physical); template and ``residual``
+        (a profile's per-phase correction, added to the model's output) normalized."""
+        out = np.asarray((model or self.base_generator)(self.generation_input(prev, template, valid))[0], np.float32)
+        if residual is not None:
+            out = out + np.asarray(residual, np.float32)
+        return self.normalizer.invert(out)
 
     def support_and_query(self, cycles: np.ndarray, valid: np.ndarray, shots: int):
         """MAML support (first ``shots`` cycles) and query (the next one) batches from physical cycles."""

@@ -2,7 +2,8 @@
 
 Layout (``<root>/<walker>/``)::
 
-    weights-<id>.safetensors   adapted fast weights + the personal template (tensor ``__template__``)
+    weights-<id>.safetensors   adapted fast weights + the personal template (tensor ``__template__``) and, after
+                               continual updates that learnt one, the per-phase residual (``__residual__``)
     profile.json               metadata; names the weights file and its SHA-256: the commit point
 
 A save writes the new weights file atomically (temp file, fsync, rename), then ``profile.json``
@@ -21,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from metagait_edge.hashing import file_sha256
 FORMAT = "metagait-edge-walker-profile"
 VERSION = 1
 TEMPLATE_KEY = "__template__"
+RESIDUAL_KEY = "__residual__"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -57,6 +59,8 @@ class Profile:
     template: np.ndarray  # float32 [C, 101] normalized personal template (mean of the support cycles)
     valid: np.ndarray  # bool [C]
     meta: Dict[str, Any] = field(default_factory=dict)  # losses, shots, base checkpoint, created, ...
+    # float32 [C, 101] normalized, added to the generated cycle (continual personalization); None: none
+    residual: Optional[np.ndarray] = None
 
 
 class ProfileStore:
@@ -82,9 +86,12 @@ class ProfileStore:
         folder = self.folder(profile.walker)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in profile.weights.items()}
-        if TEMPLATE_KEY in tensors:
-            raise ProfileError(f"walker {profile.walker!r}: parameter name {TEMPLATE_KEY!r} is reserved")
+        for key in (TEMPLATE_KEY, RESIDUAL_KEY):
+            if key in tensors:
+                raise ProfileError(f"walker {profile.walker!r}: parameter name {key!r} is reserved")
         tensors[TEMPLATE_KEY] = np.ascontiguousarray(profile.template, dtype=np.float32)
+        if profile.residual is not None:
+            tensors[RESIDUAL_KEY] = np.ascontiguousarray(profile.residual, dtype=np.float32)
         tensors["__valid__"] = np.asarray(profile.valid, dtype=np.float32)
         name = f"weights-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.safetensors"
         wpath = folder / name
@@ -154,5 +161,6 @@ class ProfileStore:
             raise ProfileError(f"{wpath}: lacks the personal template")
         template = tensors.pop(TEMPLATE_KEY)
         valid = tensors.pop("__valid__") > 0.5
+        residual = tensors.pop(RESIDUAL_KEY, None)
         extra = {k: v for k, v in meta.items() if k not in ("format", "version", "walker", "weights", "weights_sha256")}
-        return Profile(walker=walker, weights=tensors, template=template, valid=valid, meta=extra)
+        return Profile(walker=walker, weights=tensors, template=template, valid=valid, meta=extra, residual=residual)
