@@ -428,3 +428,37 @@ def test_a_profile_keeps_its_residual_and_the_runtime_adds_it_to_the_generated_c
     shifted = pers.generate(prev, template, valid, residual=residual)
     assert np.allclose(pers.normalize(shifted) - pers.normalize(plain), residual, atol=1e-3)
 
+
+def test_after_a_gap_a_walker_whose_strides_changed_is_re_anchored_on_the_new_strides():
+    """Sensors put on again (a gap, then strides unlike the earlier ones): once the held-out strides after the gap
+    show the personalization doing worse than the fallback, the learner starts over from the fallback weights
+    with the new strides' template, and forgets the strides before the gap. Without the check it does not."""
+    from metagait_edge.personalization.continual import Learner
+
+    model = tiny_model()
+    params = model_params(model, detach=True)
+    shape = 2.0 * torch.sin(torch.linspace(0, 6.28, L))[None].repeat(C, 1)
+    before, valid, _ = walk(12, shape)
+    after, _, _ = walk(13, torch.zeros(C, L), seed=1)  # the new session looks nothing like the old one
+    x = torch.cat([before, after])
+    valid = torch.ones(25, C, dtype=torch.bool)
+    contiguous = [i not in (0, 12) for i in range(25)]
+    base = dict(every_strides=5, holdout_strides=5, buffer_strides=30, recent_strides=0, ridge=0.0, grad_steps=0,
+                residual_prior=0.0)
+
+    def run(**config):
+        learner = Learner(model, ModelState(params, shape), ModelState(params, torch.zeros(C, L)),
+                          ContinualConfig(**base, **config), 5)
+        decisions = [d for i in range(25) for d in [learner.add(x[i], valid[i], contiguous[i])] if d is not None]
+        return learner, decisions
+
+    learner, decisions = run(session_jump=0.1)
+    anchored = [d for d in decisions if d.kind == "re-anchored"]
+    assert len(anchored) == 1 and anchored[0].loss_current > 1.1 * anchored[0].loss_fallback
+    assert all(torch.equal(learner.fallback.params[k], params[k]) for k in params)
+    assert len(learner.strides) <= 13  # the strides before the gap are forgotten
+    assert learner.state.template.abs().mean() < 0.2  # the new session's template, not the old shape
+    _, plain = run()
+    assert not any(d.kind == "re-anchored" for d in plain)
+    with pytest.raises(ValueError, match="session_jump"):
+        ContinualConfig(session_jump=-0.5)

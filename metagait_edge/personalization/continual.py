@@ -71,6 +71,14 @@ class ContinualConfig:
     # and sample of the cycle (what a 1x1 output head cannot learn), shrunk towards zero as sum / (n + this) for
     # n strides; 0: no residual
     residual_prior: float = 5.0
+    # Session change: after a gap (a stride that does not follow the previous one: a pause, sensors put on
+    # again), the first update whose held-out strides all follow the gap checks them; if the current state's
+    # held-out loss exceeds the fallback's by more than this (relative), the walker is taken to have changed and
+    # the learner re-anchors: the fallback weights with the mean of the strides since the gap as template (the
+    # new fallback), the buffer and the grown template restarted from those strides; 0: no check. On the
+    # validation walkers' name-order walk (docs/results/personalization_continual.md) 0.1 never fired: after every
+    # gap the personalized state still beat the fallback on the strides it walked, so the curve was unchanged
+    session_jump: float = 0.0
     min_improvement: float = 0.0  # relative: accept only if held-out loss < current * (1 - this)
     # accept only a candidate that also beats the current state on more than half of the held-out strides
     majority: bool = False
@@ -91,6 +99,8 @@ class ContinualConfig:
         if self.grad_steps < 0 or self.grad_lr <= 0 or self.grad_batch < 1:
             raise ValueError(f"continual.grad_steps must be >= 0, grad_lr > 0 and grad_batch >= 1, got "
                              f"{self.grad_steps}, {self.grad_lr}, {self.grad_batch}")
+        if self.session_jump < 0:
+            raise ValueError(f"continual.session_jump must be >= 0 (0: no session check), got {self.session_jump}")
         if self.residual_prior < 0:
             raise ValueError(f"continual.residual_prior must be >= 0 (0: no residual), got {self.residual_prior}")
         if self.ridge < 0:
@@ -385,6 +395,8 @@ class Learner:
         self.valid: Deque["Tensor"] = deque(maxlen=config.buffer_strides)
         self.contiguous: Deque[bool] = deque(maxlen=config.buffer_strides)
         self.new = 0
+        self.since_gap = 0  # strides since the last gap (the gap stride included)
+        self.gap_pending = False  # a gap whose strides the session check has not looked at yet
 
     def add(self, stride: "Tensor", valid: "Tensor", contiguous: bool) -> Optional[UpdateDecision]:
         """Learn one normalized stride ``[C, L]`` (``contiguous``: it directly follows the previous one);
@@ -394,6 +406,10 @@ class Learner:
         self.contiguous.append(bool(contiguous))
         self.running.add(stride, valid)
         self.new += 1
+        if contiguous:
+            self.since_gap += 1
+        else:
+            self.since_gap, self.gap_pending = 1, True
         if self.new < self.config.every_strides or len(self.strides) < self.config.holdout_strides + 3:
             return None
         self.new = 0
@@ -404,8 +420,45 @@ class Learner:
 
         contiguous = torch.as_tensor(list(self.contiguous))
         contiguous[0] = False  # the oldest buffered stride's predecessor has left the buffer
+        if self.config.session_jump > 0 and self.gap_pending and self.since_gap > self.config.holdout_strides:
+            self.gap_pending = False
+            decision = self._session_check(contiguous)
+            if decision is not None:
+                return decision
         decision = propose_update(self.model, self.state, self.fallback, self.running, torch.stack(list(self.strides)),
                                   torch.stack(list(self.valid)), contiguous, self.config)
         self.state = decision.state
         return decision
 
+    def _session_check(self, contiguous: "Tensor") -> Optional[UpdateDecision]:
+        """Re-anchor on the strides since the last gap when the current state does worse than the fallback on the
+        newest of them by more than ``session_jump`` (see :class:`ContinualConfig`); None: no change seen."""
+        import torch
+
+        from metagait_edge.personalization.inputs import template_from_support
+
+        strides, valid = torch.stack(list(self.strides)), torch.stack(list(self.valid))
+        n, h = len(strides), self.config.holdout_strides
+        hold = generation_pairs(strides, valid, contiguous, range(n - h, n), self.state.template)
+        if hold.y.shape[0] == 0:
+            return None
+        loss_current = float(held_out_losses(self.model, self.state, hold).mean())
+        loss_fallback = float(held_out_losses(self.model, self.fallback, hold).mean())
+        if not loss_current > loss_fallback * (1.0 + self.config.session_jump):
+            return None
+        keep = min(self.since_gap, n)
+        post, post_valid = strides[n - keep:], valid[n - keep:]
+        template = template_from_support(post, post_valid)
+        self.fallback = ModelState(self.fallback.params, template)
+        self.state = self.fallback
+        self.running = RunningTemplate.from_strides(post, post_valid)
+        kept = list(self.contiguous)[n - keep:]
+        for buf in (self.strides, self.valid, self.contiguous):
+            buf.clear()
+        self.strides.extend(post)
+        self.valid.extend(post_valid)
+        self.contiguous.extend(kept)
+        loss_new = float(held_out_losses(self.model, self.state, hold).mean())  # in-sample for the template
+        return UpdateDecision(True, self.state, "re-anchored", loss_current, loss_new, loss_fallback,
+                              f"session change: held-out loss {loss_current:.4f} against the fallback's "
+                              f"{loss_fallback:.4f} after a gap")

@@ -126,6 +126,11 @@ def _learner_text(p: dict) -> str:
         head += (f"; the best so far with a per-phase residual added to its output (its mean error over the buffer "
                  f"per channel and sample of the cycle, shrunk as sum / (n + {cfg['residual_prior']:g}) for n strides)")
     majority = (" and beats the current state on more than half of them" if cfg.get("majority") else "")
+    session = (f". After a gap between strides (another bout or recording), once the held-out strides all follow "
+               f"it: if the current state does worse than the pooled model there by more than "
+               f"{100 * cfg['session_jump']:.0f} %, a session change: the learner re-anchors on the strides since the "
+               f"gap (pooled weights, their mean as template, the older strides forgotten)"
+               if cfg.get("session_jump") else "")
     return (f"- Learner (`personalization.continual.Learner`, the object the runtime's ContinualLearner drives): "
             f"the pooled model with the {p['calibration_shots']} calibration strides' mean as template; from the next "
             f"stride on the few-shot calibration (MAML adapted on them) if it predicts that stride better, as the "
@@ -133,7 +138,8 @@ def _learner_text(p: dict) -> str:
             f"on a buffer of the last {cfg['buffer_strides']} strides. Candidates: the current weights and the pooled "
             f"ones, each with the mean of {grown}{recent} or the calibration's template{head}; the pooled model itself "
             f"(the fallback). The best candidate on the newest {cfg['holdout_strides']} strides (held out from it) is "
-            f"accepted only if it beats the current state and the pooled model there{majority}; else rolled back. "
+            f"accepted only if it beats the current state and the pooled model there{majority}; else rolled back"
+            f"{session}. "
             f"Settings chosen on the fold's 3 validation walkers, never on these.")
 
 
