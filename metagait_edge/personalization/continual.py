@@ -92,19 +92,14 @@ class ContinualConfig:
         if self.buffer_strides < self.holdout_strides + 3:
             raise ValueError(f"continual.buffer_strides ({self.buffer_strides}) must exceed holdout_strides "
                              f"({self.holdout_strides}) by at least 3: an update needs strides to learn from")
-        if self.template_strides < 0:
-            raise ValueError(f"continual.template_strides must be >= 0 (0: every stride), got {self.template_strides}")
-        if self.recent_strides < 0:
-            raise ValueError(f"continual.recent_strides must be >= 0 (0: no recent template), got {self.recent_strides}")
+        for name, zero_means in (("template_strides", "every stride"), ("recent_strides", "no recent template"),
+                                 ("session_jump", "no session check"), ("residual_prior", "no residual"),
+                                 ("ridge", "template only")):
+            if getattr(self, name) < 0:
+                raise ValueError(f"continual.{name} must be >= 0 (0: {zero_means}), got {getattr(self, name)}")
         if self.grad_steps < 0 or self.grad_lr <= 0 or self.grad_batch < 1:
             raise ValueError(f"continual.grad_steps must be >= 0, grad_lr > 0 and grad_batch >= 1, got "
                              f"{self.grad_steps}, {self.grad_lr}, {self.grad_batch}")
-        if self.session_jump < 0:
-            raise ValueError(f"continual.session_jump must be >= 0 (0: no session check), got {self.session_jump}")
-        if self.residual_prior < 0:
-            raise ValueError(f"continual.residual_prior must be >= 0 (0: no residual), got {self.residual_prior}")
-        if self.ridge < 0:
-            raise ValueError(f"continual.ridge must be >= 0 (0: template only), got {self.ridge}")
         if not 0.0 <= self.min_improvement < 1.0:
             raise ValueError(f"continual.min_improvement must be in [0, 1), got {self.min_improvement}")
 
