@@ -147,15 +147,19 @@ class ModelState:
     residual: Optional["Tensor"] = None  # [C, L], added to the network's output (normalized channels)
 
 
+def _output(model, params: Dict[str, "Tensor"], residual: Optional["Tensor"], x: "Tensor") -> "Tensor":
+    from metagait_edge.meta.maml import functional_forward
+
+    out = functional_forward(model, params, x)["output"]
+    return out if residual is None else out + residual[None].to(out.dtype)
+
+
 def predict(model, state: ModelState, x: "Tensor") -> "Tensor":
     """The next cycles ``state`` generates from generation inputs ``x`` (its template already in them)."""
     import torch
 
-    from metagait_edge.meta.maml import functional_forward
-
     with torch.no_grad():
-        out = functional_forward(model, state.params, x)["output"]
-    return out if state.residual is None else out + state.residual[None].to(out.dtype)
+        return _output(model, state.params, state.residual, x)
 
 
 @dataclass
@@ -248,12 +252,12 @@ def held_out_losses(model, state: ModelState, batch) -> "Tensor":
 
 
 def phase_residual(model, state: ModelState, batch, prior: float) -> "Tensor":
-    """The mean error ``y - prediction`` of ``state`` (without its residual) over the strides of ``batch``, per
-    channel and sample, over valid strides only and shrunk towards zero: ``sum / (n + prior)``."""
+    """The mean error ``y - prediction`` of ``state`` (without its residual) over the strides of ``batch``
+    (generation inputs with ``state``'s template), per channel and sample, over valid strides only and shrunk
+    towards zero: ``sum / (n + prior)``."""
     import torch
 
-    base = ModelState(state.params, state.template)
-    err = (batch.y - predict(model, base, with_template(batch, state.template).x)).double()  # [B, C, L]
+    err = (batch.y - predict(model, ModelState(state.params, state.template), batch.x)).double()  # [B, C, L]
     m = batch.mask.double()  # [B, C]
     total = torch.einsum("bc,bcl->cl", m, err)
     return (total / (m.sum(0)[:, None] + prior)).float()
@@ -265,7 +269,6 @@ def train_steps(model, state: ModelState, batch, steps: int, lr: float, batch_si
     inputs with ``state``'s template; its residual, if any, stays as it is), masked MSE."""
     import torch
 
-    from metagait_edge.meta.maml import functional_forward
     from metagait_edge.metrics.masked import masked_mse
 
     params = {k: v.detach().clone().requires_grad_(True) for k, v in state.params.items()}
@@ -275,10 +278,7 @@ def train_steps(model, state: ModelState, batch, steps: int, lr: float, batch_si
     with torch.enable_grad():
         for _ in range(steps):
             idx = torch.randperm(n, generator=gen)[:batch_size]
-            out = functional_forward(model, params, batch.x[idx])["output"]
-            if state.residual is not None:
-                out = out + state.residual[None]
-            loss = masked_mse(out, batch.y[idx], batch.mask[idx])
+            loss = masked_mse(_output(model, params, state.residual, batch.x[idx]), batch.y[idx], batch.mask[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -350,8 +350,8 @@ def propose_update(model, current: ModelState, fallback: ModelState, running: Ru
         scored.append((held_out_losses(model, trained, hold), "trained+" + kind, trained))
     if config.residual_prior > 0:
         per, kind, start = min(scored[1:], key=key)
-        fit_pairs = with_template(fit, start.template)
-        shifted = ModelState(start.params, start.template, phase_residual(model, start, fit_pairs, config.residual_prior))
+        residual = phase_residual(model, start, with_template(fit, start.template), config.residual_prior)
+        shifted = ModelState(start.params, start.template, residual)
         scored.append((held_out_losses(model, shifted, hold), "residual+" + kind, shifted))
     per, kind, state = min(scored, key=key)
     loss = float(per.mean())
