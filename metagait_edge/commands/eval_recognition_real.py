@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     data = R.describe_sequences(sequences)
     if comparable is not None:
         data["silhouette_method"], data["max_walkers"] = args.silhouette_method, args.max_walkers
-        data["pairs_of_tracks_in_view_together"] = int(comparable[::2, ::2].sum()) // 2  # first halves: one cell per pair and order
+        data["pairs_of_tracks_in_view_together"] = R.people_compared(sequences, comparable)
     results = R.evaluate_real(sequences, models, progress=True, include_gei=not args.no_gei,
                              across_recordings=args.across_recordings, comparable=comparable)
     print(f"{args.root or args.tracks_of}: {data['people']} people, {data['sequences']} sequences "

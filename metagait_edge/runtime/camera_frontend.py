@@ -277,14 +277,20 @@ class CameraFrontEnd:
             self.segmenter.close()
 
 
-def track_silhouettes(frames: Iterable[Optional[np.ndarray]], front_end: Optional[CameraFrontEnd] = None
-                      ) -> Dict[int, np.ndarray]:
-    """Every track's silhouettes over ``frames`` (None frames skipped): {track: uint8 [T, 64, 64]}."""
+def emitted(frames: Iterable[Optional[np.ndarray]], front_end: Optional[CameraFrontEnd] = None
+            ) -> Dict[int, List[TrackSilhouette]]:
+    """Every track's emitted silhouettes (with box and frame) over ``frames``, None frames skipped: {track: [...]}."""
     front_end = front_end or CameraFrontEnd()
-    per_track: Dict[int, List[np.ndarray]] = {}
+    per_track: Dict[int, List[TrackSilhouette]] = {}
     for frame in frames:
         if frame is None:
             continue
         for sil in front_end.process(frame).silhouettes:
-            per_track.setdefault(sil.track, []).append(sil.silhouette)
-    return {t: np.stack(s) for t, s in per_track.items()}
+            per_track.setdefault(sil.track, []).append(sil)
+    return per_track
+
+
+def track_silhouettes(frames: Iterable[Optional[np.ndarray]], front_end: Optional[CameraFrontEnd] = None
+                      ) -> Dict[int, np.ndarray]:
+    """Every track's silhouettes over ``frames`` (None frames skipped): {track: uint8 [T, 64, 64]}."""
+    return {t: np.stack([s.silhouette for s in sils]) for t, sils in emitted(frames, front_end).items()}

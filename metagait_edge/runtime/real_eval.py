@@ -294,7 +294,7 @@ def video_track_halves(path: str | os.PathLike, half_frames: int = 15, progress:
 
     from metagait_edge.data.pretreatment import PretreatmentError, pretreat_frames
     from metagait_edge.runtime.camera import FrameSource
-    from metagait_edge.runtime.camera_frontend import CameraFrontEnd
+    from metagait_edge.runtime.camera_frontend import CameraFrontEnd, emitted
 
     if half_frames < 1:
         raise ValueError(f"half_frames must be >= 1, got {half_frames}")
@@ -302,23 +302,18 @@ def video_track_halves(path: str | os.PathLike, half_frames: int = 15, progress:
     if not path.is_file():
         raise RealDataError(f"{path}: no such video file")
     front_end = CameraFrontEnd(config)
-    silhouettes: Dict[int, List[np.ndarray]] = {}
-    columns: Dict[int, Dict[int, Tuple[int, int]]] = {}  # track -> frame -> (x0, x1) of its box
-    for frame, _ in tqdm(FrameSource("video", path), desc=f"tracks of {path.name}", unit="frame",
-                         disable=not progress):
-        if frame is None:
-            continue
-        for sil in front_end.process(frame).silhouettes:
-            silhouettes.setdefault(sil.track, []).append(sil.silhouette)
-            columns.setdefault(sil.track, {})[sil.frame_index] = (sil.box[0], sil.box[2])
+    per_track = emitted((frame for frame, _ in tqdm(FrameSource("video", path), desc=f"tracks of {path.name}",
+                                                    unit="frame", disable=not progress)), front_end)
     front_end.close()
-    tracks = sorted(t for t, s in silhouettes.items() if len(s) >= 2 * half_frames)
+    tracks = sorted(t for t, s in per_track.items() if len(s) >= 2 * half_frames)
     if len(tracks) < 2:
         raise RealDataError(f"{path}: {len(tracks)} walker track(s) with >= {2 * half_frames} silhouettes; "
-                            f"need 2 (tracks: {sorted(len(s) for s in silhouettes.values())})")
+                            f"need 2 (tracks: {sorted(len(s) for s in per_track.values())})")
+    # track -> frame -> (x0, x1) of its box
+    columns = {t: {s.frame_index: (s.box[0], s.box[2]) for s in per_track[t]} for t in tracks}
     sequences: List[RealSequence] = []
     for t in tracks:
-        frames = silhouettes[t]
+        frames = [s.silhouette for s in per_track[t]]
         cut = len(frames) // 2
         for half, part in (("first", frames[:cut]), ("second", frames[cut:])):
             name = f"track{t}/{half}"
@@ -343,6 +338,12 @@ def video_track_halves(path: str | os.PathLike, half_frames: int = 15, progress:
         raise RealDataError(f"{path}: no two tracks were in view at the same time, side by side: no pair known "
                             f"to be two people")
     return sequences, comparable
+
+
+def people_compared(sequences: Sequence[RealSequence], comparable: np.ndarray) -> int:
+    """Pairs of different people with at least one pair of sequences the ``comparable`` mask compares."""
+    return len({frozenset((a.person, b.person)) for i, a in enumerate(sequences) for j, b in enumerate(sequences)
+                if i < j and a.person != b.person and comparable[i, j]})
 
 
 def describe_sequences(sequences: Sequence[RealSequence]) -> dict:
