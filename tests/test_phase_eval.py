@@ -110,3 +110,33 @@ def test_true_labels_delayed_bound_the_accuracy_of_a_late_output():
     k = round(0.3 * rec.fs)
     assert np.isclose(late["300ms"], 1 - k / len(rec))  # one change costs d of rows
     assert all(a >= b for a, b in zip(list(late.values()), list(late.values())[1:]))
+
+
+def test_per_walker_rmse_per_mode_and_the_report_table():
+    act = np.ones(1600, dtype=np.uint8)
+    act[800:] = 3  # walking, then stairs up
+    a = prepare_recording(synthetic_recording(act=act))
+    b = prepare_recording(synthetic_recording(act=act))
+    b.subject = a.subject + 1
+    s = PhaseScores()
+    s.add_phase("learned", a, np.mod(np.nan_to_num(a.truth.phase) + 2.0, 100))
+    s.add_phase("learned", b, np.mod(np.nan_to_num(b.truth.phase) + 6.0, 100))
+    out = s.summary(("learned",))
+    per = out["rmse_per_walker"]["learned"]
+    assert per["walking"][a.subject] == pytest.approx(2.0, abs=1e-6)
+    assert per["stairs_up"][b.subject] == pytest.approx(6.0, abs=1e-6)
+    assert per["running"] == {}
+    assert out["walking_rmse_per_walker"]["learned"] == per["walking"]
+    assert out["samples_per_walker"]["learned"]["walking"][a.subject] > 0
+    full = {**out, "files": 2, "subjects": [a.subject, b.subject], "quick": False, "mode_alpha": 1.0,
+            "latency_ms_p50": 0.3, "latency_ms_p99": 0.5, "latency_cpu_ms_p50": 0.2, "latency_cpu_ms_p99": 0.4}
+    full["phase_rmse_pct"]["baseline"] = full["phase_rmse_pct"]["learned"]
+    full["coverage"]["baseline"] = full["coverage"]["learned"]
+    full["hs_timing_ms"]["baseline"] = full["hs_timing_ms"]["learned"]
+    full["walking_rmse_per_walker"]["baseline"] = full["walking_rmse_per_walker"]["learned"]
+    md = render(full, "cmd", "vm", "today", None)
+    assert "| walker | walking | stairs_up | stairs_down | transitions |" not in md  # empty modes left out
+    assert "| walker | walking | stairs_up | transitions |" in md
+    assert f"| {b.subject} | 6.00 | 6.00 |" in md
+    # Equal sample counts: leaving out the walker with the larger share leaves the other walker's error.
+    assert f"| pooled, largest share left out | 2.00 (without {b.subject}) | 2.00 (without {b.subject}) |" in md

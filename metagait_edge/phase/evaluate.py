@@ -26,6 +26,8 @@ from metagait_edge.phase.dataset import GAIT_MODES, MODES, PhaseRecording
 HS_TOLERANCE_S = 0.25
 TRANSITIONS = "transitions"
 DEFAULT_STRIDE = 53.0
+# Groups scored per held-out walker too: whether a mode's error is every walker's or a few walkers'.
+PER_WALKER_GROUPS = tuple(GAIT_MODES) + (TRANSITIONS,)
 NEAR_CHANGE_S = (0.5, 1.0)
 # The true labels themselves, output d ms late: what a causal estimator that is perfect except that it needs d ms
 # of evidence after each label change can reach (an upper bound on mode accuracy at that delay).
@@ -100,7 +102,7 @@ class PhaseScores:
     sq: dict = field(default_factory=lambda: defaultdict(float))
     n: dict = field(default_factory=lambda: defaultdict(int))
     total: dict = field(default_factory=lambda: defaultdict(int))
-    per_subject: dict = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))
+    per_subject: dict = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))  # (name, group, walker) -> [sq, n]
     hs: dict = field(default_factory=lambda: defaultdict(list))
     hs_counts: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))  # truth, matched, extra
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(MODES), len(MODES)), dtype=np.int64))
@@ -127,8 +129,8 @@ class PhaseScores:
                 e = circular_error(est[sel], truth[sel])
                 self.sq[(name, g)] += float(np.sum(e ** 2))
                 self.n[(name, g)] += int(sel.sum())
-                if g == "walking":
-                    acc = self.per_subject[(name, rec.subject)]
+                if g in PER_WALKER_GROUPS:
+                    acc = self.per_subject[(name, g, rec.subject)]
                     acc[0] += float(np.sum(e ** 2))
                     acc[1] += int(sel.sum())
         for li in range(2):
@@ -185,7 +187,8 @@ class PhaseScores:
 
     def summary(self, names: tuple[str, ...] = ("learned", "baseline")) -> dict:
         groups = list(GAIT_MODES) + [TRANSITIONS, "walking, both shank gyros valid", "walking, a shank gyro masked"]
-        out: dict = {"phase_rmse_pct": {}, "coverage": {}, "samples": {}, "hs_timing_ms": {}, "walking_rmse_per_walker": {}}
+        out: dict = {"phase_rmse_pct": {}, "coverage": {}, "samples": {}, "hs_timing_ms": {}, "walking_rmse_per_walker": {},
+                     "rmse_per_walker": {}, "samples_per_walker": {}}
         for name in names:
             out["phase_rmse_pct"][name] = {g: self.rmse(name, g) for g in groups}
             out["coverage"][name] = {g: self.coverage(name, g) for g in groups}
@@ -199,8 +202,12 @@ class PhaseScores:
                 "p95_abs": float(np.percentile(np.abs(e), 95)) if len(e) else float("nan"),
                 "truth_events": c[0], "matched": c[1], "extra": c[2],
             }
-            per = {int(s): float(np.sqrt(v[0] / v[1])) for (nm, s), v in self.per_subject.items() if nm == name and v[1]}
-            out["walking_rmse_per_walker"][name] = dict(sorted(per.items()))
+            per = {g: {int(s): float(np.sqrt(v[0] / v[1])) for (nm, gg, s), v in sorted(self.per_subject.items())
+                       if nm == name and gg == g and v[1]} for g in PER_WALKER_GROUPS}
+            out["rmse_per_walker"][name] = per
+            out["samples_per_walker"][name] = {g: {int(s): v[1] for (nm, gg, s), v in sorted(self.per_subject.items())
+                                                   if nm == name and gg == g and v[1]} for g in PER_WALKER_GROUPS}
+            out["walking_rmse_per_walker"][name] = per["walking"]
         cm = self.confusion
         tot = cm.sum()
         out["mode_accuracy"] = float(np.trace(cm) / tot) if tot else float("nan")

@@ -70,6 +70,34 @@ def _delayed_bound(s: dict) -> list[str]:
             "annotator's label does.", ""]
 
 
+def _per_walker_table(s: dict) -> list[str]:
+    """The learned estimator's RMSE per held-out walker and mode: is a mode's error every walker's or a few walkers'?"""
+    per = (s.get("rmse_per_walker") or {}).get("learned")
+    if not per:
+        return []
+    import numpy as np
+
+    groups = [g for g in per if per[g]]
+    walkers = sorted({w for g in groups for w in per[g]})
+    n = (s.get("samples_per_walker") or {}).get("learned", {})
+    lines = ["", "Learned phase RMSE (%) per held-out walker and mode ('-': no scored samples of that mode); the last "
+             "rows pool each mode's squared errors over all walkers, then over all but the walker with the largest "
+             "share of them:", "", "| walker | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    for w in walkers:
+        lines.append(f"| {w} | " + " | ".join(_f(per[g][w]) if w in per[g] else "-" for g in groups) + " |")
+    lines.append("| median over walkers | " + " | ".join(_f(float(np.median(list(per[g].values())))) for g in groups) + " |")
+    lines.append("| pooled | " + " | ".join(_f(s["phase_rmse_pct"]["learned"][g]) for g in groups) + " |")
+    cells = []
+    for g in groups:
+        sq = {w: per[g][w] ** 2 * n.get(g, {}).get(w, 0) for w in per[g]}
+        total_n = sum(n.get(g, {}).get(w, 0) for w in per[g])
+        worst = max(sq, key=sq.get)
+        rest_n = total_n - n.get(g, {}).get(worst, 0)
+        cells.append(f"{_f(float(np.sqrt((sum(sq.values()) - sq[worst]) / rest_n)))} (without {worst})" if rest_n else "n/a")
+    lines.append("| pooled, largest share left out | " + " | ".join(cells) + " |")
+    return lines
+
+
 def learned_description(summary: dict) -> str:
     """What the evaluated network is, from its weights' sidecar (the first fold's; every fold shares the set-up)."""
     from metagait_edge.config import from_dict
@@ -146,6 +174,7 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
         lines += ["", f"Walking RMSE per held-out walker (mean +/- sd over {len(v)} walkers): learned "
                   f"{v.mean():.2f} +/- {v.std():.2f} %, baseline {b.mean():.2f} +/- {b.std():.2f} %; per walker (learned): "
                   + ", ".join(f"{k}: {x:.2f}" for k, x in per["learned"].items()) + "."]
+    lines += _per_walker_table(s)
     lines += ["", "## Heel-strike timing (ms; estimate - truth, positive = late)", "",
               "Where the estimator's phase wraps from ~100 % to ~0 %, matched one-to-one to ground-truth ICs "
               "within 250 ms. For the baseline this is when it declares the IC (2 samples after it, minus the "
