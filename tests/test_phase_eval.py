@@ -140,3 +140,16 @@ def test_per_walker_rmse_per_mode_and_the_report_table():
     assert f"| {b.subject} | 6.00 | 6.00 |" in md
     # Equal sample counts: leaving out the walker with the larger share leaves the other walker's error.
     assert f"| pooled, largest share left out | 2.00 (without {b.subject}) | 2.00 (without {b.subject}) |" in md
+
+
+def test_strides_rejected_by_the_alternation_check_are_scored_apart():
+    from metagait_edge.phase.evaluate import REJECTED
+
+    rec = prepare_recording(synthetic_recording(left_shift=0.37))  # legs in step: every stride rejected
+    assert np.isnan(rec.truth.phase).all()
+    s = PhaseScores()
+    s.add_phase("learned", rec, np.mod(np.nan_to_num(rec.truth.rejected) + 3.0, 100))
+    out = s.summary(("learned",))
+    assert out["phase_rmse_pct"]["learned"][REJECTED] == pytest.approx(3.0, abs=1e-6)
+    assert out["samples"]["learned"][REJECTED] == int(np.isfinite(rec.truth.rejected).sum())
+    assert np.isnan(out["phase_rmse_pct"]["learned"]["walking"])  # nothing left to score there

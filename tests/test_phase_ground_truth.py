@@ -80,3 +80,30 @@ def test_subsample_error_is_below_integer_error():
     e_frac, e_int = subsample_error(rec.channel("gyro_rs_y"), FS)
     assert len(e_frac) > 40
     assert np.sqrt(np.mean(e_frac ** 2)) < 0.05 < np.sqrt(np.mean(e_int ** 2))
+
+
+def test_strides_where_the_legs_do_not_alternate_are_rejected_and_kept_apart():
+    # Both legs' ICs at the same moment: no stride holds the other leg's IC at 30-70 %, so no truth at all.
+    same = phase_truth(synthetic_recording(left_shift=0.37))
+    assert np.isnan(same.phase).all() and len(same.strides[0]) == 0
+    assert np.isfinite(same.rejected).mean() > 0.9  # what the check removed, kept for the reports
+    # Half a cycle apart (the normal case): every stride passes, nothing is rejected.
+    ok = phase_truth(synthetic_recording())
+    assert np.isfinite(ok.phase[0]).mean() > 0.9 and np.isnan(ok.rejected).all()
+
+
+def test_an_extra_ic_inside_strides_rejects_both_halves():
+    # The right shank crosses zero twice per stride (as some HuGaDB stairs look to the detector): its "strides"
+    # last half a stride, pass the duration limits, and hold the left IC at 15 % or not at all.
+    period, n, shift = 60.0, 1800, 0.37
+    rec = synthetic_recording(period=period, n=n, shift=shift)
+    left_ic = shift + period  # the left leg's falling crossings: shift + period + k * period
+    r = left_ic - 0.15 * period / 2 - period / 4  # right crossings 15 % of a short stride before each left IC
+    t = np.arange(n, dtype=float)
+    fast = 300.0 * np.sin(2 * np.pi * (t - r) / (period / 2))
+    rec.raw[:, IMU_CHANNELS.index("gyro_rs_y")] = np.round(-fast * GYRO_LSB_PER_DPS).astype(np.int16)
+    gt = phase_truth(rec)
+    assert np.isnan(gt.phase[0]).all()
+    assert np.isfinite(gt.rejected[0]).mean() > 0.8
+    # The left leg's strides now hold two right ICs each: rejected too, no truth is left on either leg.
+    assert np.isnan(gt.phase[1]).all()

@@ -26,6 +26,9 @@ from metagait_edge.phase.dataset import GAIT_MODES, MODES, PhaseRecording
 HS_TOLERANCE_S = 0.25
 TRANSITIONS = "transitions"
 DEFAULT_STRIDE = 53.0
+# The strides the ground truth rejects only because the legs do not alternate in them (detector errors): scored
+# apart, never in the groups above, to show what the check removes.
+REJECTED = "strides failing the alternation check (not scored above)"
 # Groups scored per held-out walker too: whether a mode's error is every walker's or a few walkers'.
 PER_WALKER_GROUPS = tuple(GAIT_MODES) + (TRANSITIONS,)
 NEAR_CHANGE_S = (0.5, 1.0)
@@ -121,12 +124,17 @@ class PhaseScores:
         groups[TRANSITIONS] = near
         shank_ok = rec.valid["rs"] and rec.valid["ls"]
         groups["walking, both shank gyros valid" if shank_ok else "walking, a shank gyro masked"] = rec.mode == 0
+        truths = {g: truth for g in groups}
+        if rec.truth.rejected is not None:
+            groups[REJECTED] = np.ones(len(rec), dtype=bool)
+            truths[REJECTED] = rec.truth.rejected
         for g, rows in groups.items():
-            sel = defined & rows[None, :]
+            ref = truths[g]
+            sel = np.isfinite(ref) & rows[None, :]
             self.total[(name, g)] += int(sel.sum())
             sel &= np.isfinite(est)
             if sel.any():
-                e = circular_error(est[sel], truth[sel])
+                e = circular_error(est[sel], ref[sel])
                 self.sq[(name, g)] += float(np.sum(e ** 2))
                 self.n[(name, g)] += int(sel.sum())
                 if g in PER_WALKER_GROUPS:
@@ -186,7 +194,8 @@ class PhaseScores:
         return self.n.get((name, group), 0) / t if t else float("nan")
 
     def summary(self, names: tuple[str, ...] = ("learned", "baseline")) -> dict:
-        groups = list(GAIT_MODES) + [TRANSITIONS, "walking, both shank gyros valid", "walking, a shank gyro masked"]
+        groups = list(GAIT_MODES) + [TRANSITIONS, "walking, both shank gyros valid", "walking, a shank gyro masked",
+                                     REJECTED]
         out: dict = {"phase_rmse_pct": {}, "coverage": {}, "samples": {}, "hs_timing_ms": {}, "walking_rmse_per_walker": {},
                      "rmse_per_walker": {}, "samples_per_walker": {}}
         for name in names:

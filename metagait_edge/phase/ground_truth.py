@@ -11,10 +11,15 @@ Choice (issue 17, item 1):
   the last sample above zero and the first at or below it: ``t = k - 1 + y[k-1] / (y[k-1] - y[k])``.
   One sample is 17 ms, 1.8 % of a 0.9 s walking stride; the interpolation removes that quantization.
 * **Strides.** Consecutive ICs of one leg that lie inside one *gait bout* (a maximal run of rows labelled
-  walking, running, stairs up or stairs down, modes may change inside it) and pass the duration limits
-  (``plausible_strides``). Phase is linear in time between the two ICs: 0 % at one, 100 % at the next.
-  Samples outside such strides (standing, sitting, the first/last partial strides, rejected strides)
-  have no ground truth (NaN) and are not scored.
+  walking, running, stairs up or stairs down, modes may change inside it), pass the duration limits
+  (``plausible_strides``) and hold exactly one IC of the other leg, at 30-70 % of the stride
+  (``contralateral_consistent``, the rule the cycle sets already use): the legs alternate in walking,
+  running and on stairs, so a stride without that is the detector's error (an extra IC inside a stride, a
+  missed one, or one leg's IC at another event), not the walker's. Phase is linear in time between the
+  two ICs: 0 % at one, 100 % at the next. Samples outside such strides (standing, sitting, the first/last
+  partial strides, rejected strides) have no ground truth (NaN) and are not scored; the strides that pass
+  everything but the alternation check are kept apart (``PhaseTruth.rejected``) so that reports can show
+  what the check removed.
 
 Known error (measured by ``subsample_error``, numbers in docs/results/phase.md): the IC is the end of
 terminal swing, a few samples before the shank's initial-contact trough (docs/data.md), so 0 % is that
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from metagait_edge.data.gait_events import (
-    SHANK_CHANNEL, SHANK_SENSOR, GaitEventConfig, _normalize, _sos, detect_leg_events, plausible_strides,
+    SHANK_CHANNEL, SHANK_SENSOR, GaitEventConfig, _normalize, _sos, contralateral_consistent, detect_leg_events,
+    plausible_strides,
 )
 from metagait_edge.data.gyro_validity import gyro_valid
 from metagait_edge.data.hugadb import Recording
@@ -90,6 +96,8 @@ class PhaseTruth:
     phase: np.ndarray  # float [2, T] percent 0..100 per leg (right, left); NaN where not defined
     ic: list  # per leg: float [K] fractional IC times of accepted strides' boundaries
     strides: list  # per leg: float [S, 2] (start, end) fractional times of accepted strides
+    # float [2, T]: the phase the strides rejected only by the alternation check would give (NaN elsewhere)
+    rejected: np.ndarray | None = None
 
     def defined(self) -> np.ndarray:
         return np.isfinite(self.phase)
@@ -105,36 +113,39 @@ def phase_truth(rec: Recording, config: GaitEventConfig = GaitEventConfig()) -> 
         breaks[1:] = np.diff(rec.source_rows) != 1
     bout = gait_bouts(rec.act, breaks)
     phase = np.full((2, n), np.nan)
-    all_ic: list = []
-    all_strides: list = []
+    rejected = np.full((2, n), np.nan)
     t = np.arange(n, dtype=np.float64)
-    for li, leg in enumerate(LEGS):
-        gyro = rec.channel(SHANK_CHANNEL[leg])
-        corrupted = not valid[SHANK_SENSOR[leg]]
-        ics, strides = [], []
-        for a, b in contiguous_pieces(rec):
-            times = leg_ic_times(gyro[a:b], fs, config, corrupted) + a
-            if len(times) < 2:
+    pieces = contiguous_pieces(rec)
+    # IC times per leg and piece first: each leg's strides are checked against the other leg's ICs.
+    times = [[leg_ic_times(rec.channel(SHANK_CHANNEL[leg])[a:b], fs, config, not valid[SHANK_SENSOR[leg]]) + a
+              for a, b in pieces] for leg in LEGS]
+    all_strides: list = [[], []]
+    for li in range(len(LEGS)):
+        for pi in range(len(pieces)):
+            ic = times[li][pi]
+            if len(ic) < 2:
                 continue
-            ok = plausible_strides(np.round(times).astype(np.int64), fs, config)
+            ok = plausible_strides(np.round(ic).astype(np.int64), fs, config)
+            alternate = contralateral_consistent(ic, times[1 - li][pi], config)
             for k in np.flatnonzero(ok):
-                s, e = times[k], times[k + 1]
-                i0, i1 = int(np.ceil(s)), int(np.floor(e))
-                i1 = min(i1, n - 1)
+                s, e = ic[k], ic[k + 1]
+                i0, i1 = int(np.ceil(s)), min(int(np.floor(e)), n - 1)
                 if i1 < i0:
                     continue
                 # Both ends and every sample between inside one gait bout.
                 lo, hi = int(np.floor(s)), min(int(np.ceil(e)), n - 1)
                 if bout[lo] < 0 or np.any(bout[lo:hi + 1] != bout[lo]):
                     continue
-                idx = slice(i0, i1 + 1)
-                phase[li, idx] = 100.0 * (t[idx] - s) / (e - s)
-                strides.append((s, e))
-        strides_arr = np.asarray(strides, dtype=np.float64).reshape(-1, 2)
-        all_strides.append(strides_arr)
-        all_ic.append(np.unique(strides_arr.ravel()) if len(strides_arr) else np.zeros(0))
-        phase[li] = np.where(phase[li] >= 100.0, phase[li] - 100.0, phase[li])
-    return PhaseTruth(rec.file_id, phase, all_ic, all_strides)
+                target = phase if alternate[k] else rejected
+                target[li, i0:i1 + 1] = 100.0 * (t[i0:i1 + 1] - s) / (e - s)
+                if alternate[k]:
+                    all_strides[li].append((s, e))
+    strides = [np.asarray(st, dtype=np.float64).reshape(-1, 2) for st in all_strides]
+    ics = [np.unique(st.ravel()) if len(st) else np.zeros(0) for st in strides]
+    # A stride's last sample can sit exactly on its end IC: 100 % is the next stride's 0 %.
+    phase = np.where(phase >= 100.0, phase - 100.0, phase)
+    rejected = np.where(rejected >= 100.0, rejected - 100.0, rejected)
+    return PhaseTruth(rec.file_id, phase, ics, strides, rejected)
 
 
 def subsample_error(gyro_dps: np.ndarray, fs: float, config: GaitEventConfig = GaitEventConfig(),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 from metagait_edge.phase.dataset import GAIT_MODES, MODES
+from metagait_edge.phase.evaluate import REJECTED
 
-GROUPS = list(GAIT_MODES) + ["transitions", "walking, both shank gyros valid", "walking, a shank gyro masked"]
+GROUPS = list(GAIT_MODES) + ["transitions", "walking, both shank gyros valid", "walking, a shank gyro masked", REJECTED]
 
 
 def _f(x: float, nd: int = 2) -> str:
@@ -142,7 +143,10 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
         "",
         "- **Ground truth** (`metagait_edge/phase/ground_truth.py`, [docs/data.md](../data.md#gait-phase-ground-truth-metagait_edgephaseground_truthpy)): "
         "offline zero-phase IC per leg (end of terminal swing on the shank gyro), timed to a fraction of a sample, "
-        "phase linear between consecutive accepted ICs inside a gait bout; undefined (not scored) elsewhere.",
+        "phase linear between consecutive accepted ICs inside a gait bout, a stride accepted only where the legs "
+        "alternate (one IC of the other leg at 30-70 % of it: a stride without that is a detector error, an extra, "
+        "missed or misplaced IC); undefined (not scored) elsewhere. The strides removed by that check alone are "
+        "scored apart in the last row of the table below.",
         "- **Baseline**: `CausalGaitDetector.phase` (time since the last causal IC over the median of the last three "
         "strides), per leg, on the shank gyro (a corrupted one divided by its x10 gain, as the detector does). It says "
         "nothing before its first stride: its RMSE is over the samples it covers (coverage column).",
