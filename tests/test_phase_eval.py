@@ -153,3 +153,19 @@ def test_strides_rejected_by_the_alternation_check_are_scored_apart():
     assert out["phase_rmse_pct"]["learned"][REJECTED] == pytest.approx(3.0, abs=1e-6)
     assert out["samples"]["learned"][REJECTED] == int(np.isfinite(rec.truth.rejected).sum())
     assert np.isnan(out["phase_rmse_pct"]["learned"]["walking"])  # nothing left to score there
+
+
+def test_validation_scoring_is_named_in_the_report_and_bad_walker_sets_are_refused():
+    from metagait_edge.phase.run import evaluate_phase
+
+    with pytest.raises(ValueError, match="walkers must be 'test' or 'val'"):
+        evaluate_phase(None, walkers="train")
+    rec = prepare_recording(synthetic_recording())
+    s = PhaseScores()
+    for name in ("learned", "baseline"):
+        s.add_phase(name, rec, np.nan_to_num(rec.truth.phase))
+    s.add_modes(rec, rec.mode)
+    base = {**s.summary(), "files": 1, "subjects": [99], "quick": False, "mode_alpha": 1.0, "latency_ms_p50": 0.3,
+            "latency_ms_p99": 0.5, "latency_cpu_ms_p50": 0.2, "latency_cpu_ms_p99": 0.4}
+    assert "**Validation walkers**" in render({**base, "scored_walkers": "val"}, "cmd", "vm", "today", None)
+    assert "**Validation walkers**" not in render({**base, "scored_walkers": "test"}, "cmd", "vm", "today", None)

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode-alpha", type=float, default=None,
                    help="causal exponential smoothing of the mode probabilities (1 = none; default: per fold, "
                         "the most accurate on its validation walkers)")
+    p.add_argument("--validation", action="store_true",
+                   help="score each fold's validation walkers instead of its test walkers: how set-ups are chosen "
+                        "(training/configs/phase.yaml), never how they are reported")
     p.add_argument("--machine", default="2-vCPU Debian 12 VM, no GPU", help="machine named in the report")
 
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     db = HuGaDB.open()
     summary, trace = evaluate_phase(db, args.weights or RESOURCE_DIR, quick=args.quick, folds=args.folds,
-                                    mode_alpha=args.mode_alpha)
+                                    mode_alpha=args.mode_alpha, walkers="val" if args.validation else "test")
     out = machine_summary(summary)
     out["seconds"] = round(time.time() - t0, 1)
     if args.json:
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         with open(args.report, "w", encoding="utf-8") as f:
             f.write(text)
     ph, bl = out["phase_rmse_pct"], out["baseline_phase_rmse_pct"]
-    print(f"eval-phase: {summary['files']} held-out files of {len(summary['subjects'])} walkers in {out['seconds']:.0f} s")
+    kind = "validation" if args.validation else "held-out test"
+    print(f"eval-phase: {summary['files']} {kind} files of {len(summary['subjects'])} walkers in {out['seconds']:.0f} s")
     for m in ph:
         print(f"  phase RMSE {m:12s} learned {ph[m]:6.2f} %   baseline {bl[m]:6.2f} %")
     h = summary["hs_timing_ms"]

@@ -74,10 +74,14 @@ def latency_ms(model: PhaseNet, physical: np.ndarray, valid: dict, n: int) -> tu
 
 
 def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = False, folds: Sequence[int] = (0, 1, 2),
-                   mode_alpha: float | None = None, progress: bool = True) -> tuple[dict, dict]:
+                   mode_alpha: float | None = None, progress: bool = True, walkers: str = "test") -> tuple[dict, dict]:
     """(summary, traces): traces holds one held-out recording's truth and estimates around a transition.
 
-    ``mode_alpha`` None: each fold's mode smoothing is the one most accurate on its validation walkers."""
+    ``mode_alpha`` None: each fold's mode smoothing is the one most accurate on its validation walkers.
+    ``walkers``: "test" (the report) or "val", each fold's validation walkers (choosing a set-up; the smoothing is
+    then tuned on the walkers it is scored on)."""
+    if walkers not in ("test", "val"):
+        raise ValueError(f"walkers must be 'test' or 'val', got {walkers!r}")
     from tqdm import tqdm
 
     splits = phase_folds()
@@ -89,7 +93,7 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
     for k in folds:
         model = load_phase_net(Path(weights_dir) / f"fold{k}")
         weights[k] = weights_provenance(Path(weights_dir) / f"fold{k}")
-        test = splits[k]["test"]
+        test = splits[k][walkers]
         alpha = mode_alpha
         if alpha is None:
             val = load_recordings(db, subjects=splits[k]["val"], progress=False)
@@ -122,6 +126,7 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
     summary["files"] = n_files
     summary["subjects"] = sorted(subjects)
     summary["quick"] = quick
+    summary["scored_walkers"] = walkers
     summary["mode_alpha"] = mode_alpha if mode_alpha is not None else {k: v["best"] for k, v in alphas.items()}
     summary["weights"] = weights
     summary["mode_alpha_validation"] = {k: v["accuracy"] for k, v in alphas.items()}
