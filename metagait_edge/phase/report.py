@@ -231,8 +231,15 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
               "- The switch delay counts the first sample that says the new mode; a flickering output can switch early "
               "and back, so accuracy and recall are the primary mode figures. Sitting rows predicted as `transition` and "
               "walking rows predicted as stairs (or back) are most of the errors (confusion above).",
-              "- Stairs are the weakest phase modes: they have a sixth of walking's training rows, and the shank zero "
-              "crossing that defines 0 % moves within the stride on stairs, so the ground truth itself is less regular there.",
+              "- Stairs are the weakest phase modes: they have a sixth of walking's training rows, the shank zero "
+              "crossing that defines 0 % moves within the stride on stairs, so the ground truth itself is less regular "
+              "there, and the per-walker table shows their error is mostly a few walkers' (a corrupted shank "
+              "gyroscope does not explain it: 12 of the 18 walkers have one in most of their stairs recordings, "
+              "several of them among the best).",
+              "- The alternation check on the ground truth (docs/data.md) removes the strides in which the other leg's "
+              "IC is missing, doubled or outside 30-70 % of the stride; the estimator and the baseline both disagree "
+              "with those strides by about 20 % RMSE (the last row of the first table), as they would with a truth at "
+              "the wrong event. The shipped weights were trained on the checked truth.",
               "- Masked gyroscopes: the rows 'both shank gyros valid' / 'a shank gyro masked' split walking by the file's "
               "shank gyroscope validity; the network sees masked gyroscopes as zeros with a 0 flag (never the x10 signal).",
               "- Each fold keeps the epoch with the lowest validation phase loss; the validation mode cross-entropy "
@@ -240,8 +247,8 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
               "set-up (`training/configs/phase.yaml`: window, layers, sampling, augmentation, epochs) was chosen on fold 0's "
               "validation walkers only; the file's comments give that comparison.",
               "- Mode smoothing: besides the exponential smoothing above, a causal HMM forward filter (a switch "
-              "probability per sample) was tried on fold 0's validation walkers; it was no better (0.9608 at best against "
-              "0.9613), since every stickier output switches later, and late switches are most of the errors.",
+              "probability per sample) was tried on fold 0's validation walkers with the weights before leg swap; it was no "
+              "better (0.9608 at best against 0.9613), since every stickier output switches later, and late switches are most of the errors.",
               "- Ground-truth resolution: ICs are interpolated to 0.33 ms RMS (docs/data.md); one sample is 17 ms, "
               "1.8 % of a walking stride.", ""]
     lines += ["## Against the issue's goals", "",
