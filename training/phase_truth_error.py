@@ -26,13 +26,12 @@ ef, ei = np.concatenate(ef), np.concatenate(ei)
 ms = 1000 / 58.8
 print(f"{n} clean shank recordings, {len(ef)} ICs: sub-sample RMS {np.sqrt(np.mean(ef**2))*ms:.2f} ms (p99 |e| {np.percentile(np.abs(ef),99)*ms:.2f} ms); integer RMS {np.sqrt(np.mean(ei**2))*ms:.2f} ms")
 
-from metagait_edge.phase.dataset import GAIT_MODES, prepare_recording
+from metagait_edge.phase.dataset import GAIT_MODES, load_recordings
 
 kept, rejected, rows = (np.zeros(len(GAIT_MODES)) for _ in range(3))
 per_walker: dict = {}
 files = list(db.file_ids)
-for rec in db.iter_recordings(files, progress=True, desc="all files -> phase truth"):
-    pr = prepare_recording(rec)
+for pr in load_recordings(db):  # files without a labelled mode row have no gait rows either
     w = per_walker.setdefault(pr.subject, np.zeros((2, len(GAIT_MODES))))
     for i in range(len(GAIT_MODES)):
         m = pr.mode == i

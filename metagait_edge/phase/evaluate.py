@@ -211,11 +211,14 @@ class PhaseScores:
                 "p95_abs": float(np.percentile(np.abs(e), 95)) if len(e) else float("nan"),
                 "truth_events": c[0], "matched": c[1], "extra": c[2],
             }
-            per = {g: {int(s): float(np.sqrt(v[0] / v[1])) for (nm, gg, s), v in sorted(self.per_subject.items())
-                       if nm == name and gg == g and v[1]} for g in PER_WALKER_GROUPS}
+            per: dict = {g: {} for g in PER_WALKER_GROUPS}
+            counts: dict = {g: {} for g in PER_WALKER_GROUPS}
+            for (nm, g, subject), (sq, n) in sorted(self.per_subject.items()):
+                if nm == name and n:
+                    per[g][int(subject)] = float(np.sqrt(sq / n))
+                    counts[g][int(subject)] = n
             out["rmse_per_walker"][name] = per
-            out["samples_per_walker"][name] = {g: {int(s): v[1] for (nm, gg, s), v in sorted(self.per_subject.items())
-                                                   if nm == name and gg == g and v[1]} for g in PER_WALKER_GROUPS}
+            out["samples_per_walker"][name] = counts
             out["walking_rmse_per_walker"][name] = per["walking"]
         cm = self.confusion
         tot = cm.sum()
