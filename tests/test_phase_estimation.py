@@ -113,6 +113,51 @@ def test_cached_streaming_matches_the_batch_forward_pass_and_restarts_on_reset(c
         CachedPhaseNet(PhaseNet(PhaseNetConfig(window=32)))
 
 
+@pytest.mark.parametrize("cfg", [PhaseNetConfig(window=61, width=16, hidden=24, right_aligned=True),
+                                 PhaseNetConfig(window=32, width=16, hidden=24)])
+def test_mirror_average_is_left_right_equivariant_and_streams_like_the_batch_pass(cfg):
+    """A net trained with leg swap averages its outputs for the window and for its mirror image: the estimate for
+    the mirrored walk is then exactly the estimate for the walk with the legs swapped (a wrong leg order in
+    ``unmirror_outputs`` or a wrong column in ``mirror_map`` breaks that), and the per-sample estimator gives
+    the batch pass's outputs."""
+    from metagait_edge.phase.dataset import mirror_features
+    from metagait_edge.phase.model import unmirror_outputs
+
+    torch.manual_seed(2)
+    model = PhaseNet(cfg).eval()
+    model.mirror_trained = True
+    x = np.random.default_rng(2).normal(size=(90, N_INPUTS)).astype(np.float32)
+    x[:, 36:] = (np.random.default_rng(3).random((1, 6)) < 0.5)  # some gyros flagged invalid, as in HuGaDB
+    assert np.array_equal(mirror_features(mirror_features(x)), x)  # a mirror twice is the identity
+    avg = predict_recording(model, x)
+    legs_swapped = avg[:, [2, 3, 0, 1] + list(range(4, avg.shape[1]))]  # right (cos, sin) <-> left, modes kept
+    assert np.array_equal(unmirror_outputs(avg), legs_swapped)
+    assert np.allclose(predict_recording(model, mirror_features(x)), legs_swapped, atol=1e-5)
+    plain = predict_recording(model, x, mirror=False)
+    assert not np.allclose(plain, avg, atol=1e-3)  # the mirror pass really runs
+    assert not np.allclose(predict_recording(model, mirror_features(x), mirror=False), unmirror_outputs(plain), atol=1e-3)
+    est = StreamingPhaseEstimator(model)
+    assert est.mirror and not StreamingPhaseEstimator(model, mirror=False).mirror
+    stream = [est.push(r) for r in x]
+    d = decode(avg)
+    assert np.allclose([s["phase"] for s in stream], d["phase"], atol=1e-3)
+    assert np.allclose([s["confidence"] for s in stream], d["confidence"], atol=1e-4)
+    assert np.allclose([s["mode_prob"] for s in stream], d["mode_prob"], atol=1e-5)
+
+
+def test_load_phase_net_mirror_averages_only_weights_trained_with_leg_swap(tmp_path):
+    from metagait_edge.checkpoint import save_checkpoint
+    from metagait_edge.phase.model import RESOURCE_DIR, load_phase_net
+
+    cfg = PhaseNetConfig(window=61, width=16, hidden=24, right_aligned=True)
+    for prob, want in ((0.0, False), (0.5, True)):
+        save_checkpoint(tmp_path / f"net{prob}", PhaseNet(cfg), cfg, extra={"train_config": {"leg_swap_prob": prob}})
+        assert load_phase_net(tmp_path / f"net{prob}").mirror_trained is want
+    save_checkpoint(tmp_path / "bare", PhaseNet(cfg), cfg)
+    assert load_phase_net(tmp_path / "bare").mirror_trained is False
+    assert all(load_phase_net(RESOURCE_DIR / k).mirror_trained for k in ("fold0", "fold1", "fold2", "all"))
+
+
 def test_load_phase_net_builds_the_architecture_its_sidecar_names_and_refuses_unknown_keys(tmp_path):
     from metagait_edge.checkpoint import CheckpointError, save_checkpoint
     from metagait_edge.phase.model import load_phase_net
@@ -162,7 +207,8 @@ def test_balanced_sampling_and_gain_augmentation():
 
 
 def test_leg_swap_mirrors_the_imus_and_swaps_the_legs_phase():
-    from metagait_edge.phase.train import augment_leg_swap, mirror_map
+    from metagait_edge.phase.dataset import mirror_map
+    from metagait_edge.phase.train import augment_leg_swap
 
     src, sign = mirror_map()
     assert (src[src] == np.arange(N_INPUTS)).all() and (sign * sign[src] == 1).all()  # an involution

@@ -60,6 +60,34 @@ def mask_gyros(x: np.ndarray, sensors: Sequence[str]) -> np.ndarray:
     return x
 
 
+def mirror_map() -> tuple[np.ndarray, np.ndarray]:
+    """(source column, sign) per feature column: the same window as if the left and right legs were swapped.
+
+    HuGaDB's six IMUs are mounted alike on both legs (checked on the walking files with six valid gyros: the
+    left leg's signal half a stride later correlates positively with the right's in acc x, acc z and gyro y,
+    the sagittal ones; the mean acc y is about -0.45 g on the right foot and +0.44 g on the left). So y is the
+    mediolateral axis and a mirror through the sagittal plane keeps acc x, acc z, gyro y and negates acc y,
+    gyro x, gyro z (rotations about the axes that lie in the mirror plane change sense); validity flags swap."""
+    n_imu = len(IMU_CHANNELS)
+    src = np.arange(n_imu + len(SENSORS))
+    sign = np.ones(len(src), dtype=np.float32)
+    other = {s: ("l" if s[0] == "r" else "r") + s[1:] for s in SENSORS}
+    for j, name in enumerate(IMU_CHANNELS):
+        kind, s, axis = name.split("_")
+        src[j] = IMU_CHANNELS.index(f"{kind}_{other[s]}_{axis}")
+        if (kind, axis) in {("acc", "y"), ("gyro", "x"), ("gyro", "z")}:
+            sign[j] = -1.0
+    for i, s in enumerate(SENSORS):
+        src[n_imu + i] = n_imu + SENSORS.index(other[s])
+    return src, sign
+
+
+def mirror_features(x: np.ndarray) -> np.ndarray:
+    """Feature rows ``x`` [..., 42] as if the legs were swapped (``mirror_map``), float32."""
+    src, sign = mirror_map()
+    return (np.asarray(x, np.float32)[..., src] * sign).astype(np.float32, copy=False)
+
+
 @dataclass
 class PhaseRecording:
     file_id: str

@@ -29,6 +29,8 @@ DEFAULT_STRIDE = 53.0
 # The strides the ground truth rejects only because the legs do not alternate in them (detector errors): scored
 # apart, never in the groups above, to show what the check removes.
 REJECTED = "strides failing the alternation check (not scored above)"
+# The same network without the mirror average (one pass on the window as it is), for the report's comparison.
+ONE_PASS = "one pass (no mirror average)"
 # Groups scored per held-out walker too: whether a mode's error is every walker's or a few walkers'.
 PER_WALKER_GROUPS = tuple(GAIT_MODES) + (TRANSITIONS,)
 NEAR_CHANGE_S = (0.5, 1.0)

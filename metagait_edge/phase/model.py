@@ -69,6 +69,9 @@ class PhaseNet(nn.Module):
         with torch.no_grad():
             n = self.features(torch.zeros(1, c.in_channels, self.used)).numel()
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(n, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 4 + c.n_modes))
+        # Trained on windows mirrored left <-> right (``train.leg_swap_prob`` > 0; ``load_phase_net`` reads it from
+        # the sidecar): its outputs are then averaged with those for the mirrored window (``mirror_average``).
+        self.mirror_trained = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, window, C] (time last row = now) -> [B, 4 + n_modes]."""
@@ -92,13 +95,36 @@ def phase_targets(phase_pct: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(a), np.sin(a)], axis=-1)
 
 
+def unmirror_outputs(out: np.ndarray) -> np.ndarray:
+    """Outputs for a mirrored window [..., 4 + M] -> the same in the original legs' order (the legs' (cos, sin)
+    swapped back; the mode logits do not depend on the side)."""
+    return np.concatenate([out[..., 2:4], out[..., 0:2], out[..., 4:]], axis=-1)
+
+
+def mirror_average(out: np.ndarray, mirrored_out: np.ndarray) -> np.ndarray:
+    """The mean of the outputs for a window and for its mirror image (legs swapped back): a two-member ensemble
+    for one network trained with leg swap. The legs' (cos, sin) vectors average on the circle, so where the two
+    passes disagree the vector shortens and the confidence (its length) drops; the mode logits average too.
+    Chosen on every fold's validation walkers (training/configs/phase.yaml)."""
+    return 0.5 * (out + unmirror_outputs(mirrored_out))
+
+
+def uses_mirror(model: PhaseNet, mirror: bool | None) -> bool:
+    """``mirror`` None: average with the mirrored window where the weights were trained mirrored."""
+    return model.mirror_trained if mirror is None else bool(mirror)
+
+
 @torch.no_grad()
-def predict_recording(model: PhaseNet, x: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Causal outputs at every row of one recording's features ``x`` [T, C] -> [T, 4 + M]."""
-    from metagait_edge.phase.dataset import windows
+def predict_recording(model: PhaseNet, x: np.ndarray, batch: int = 4096, mirror: bool | None = None) -> np.ndarray:
+    """Causal outputs at every row of one recording's features ``x`` [T, C] -> [T, 4 + M]; ``mirror``: see
+    ``uses_mirror``."""
+    from metagait_edge.phase.dataset import mirror_features, windows
 
     model.eval()
     w = model.config.window
+    if uses_mirror(model, mirror):
+        return mirror_average(predict_recording(model, x, batch, mirror=False),
+                              predict_recording(model, mirror_features(x), batch, mirror=False))
     outs = []
     for a in range(0, len(x), batch):
         ends = np.arange(a, min(a + batch, len(x)))
@@ -152,10 +178,11 @@ class CachedPhaseNet:
     Each layer's input history lives in a doubled ring (each row written twice), so the rows a layer reads are
     one strided view. The first sample repeats back in time, as ``windows`` pads in training."""
 
-    def __init__(self, model: PhaseNet):
+    def __init__(self, model: PhaseNet, streams: int = 1):
         if not model.config.right_aligned:
             raise ValueError("CachedPhaseNet needs a right-aligned PhaseNet (NumpyPhaseNet runs the others)")
         net = NumpyPhaseNet(model)
+        self.streams = int(streams)  # independent inputs run side by side (the window and its mirror image)
         self.layers, d = [], 1
         for w, b, k, stride in net.convs:
             self.layers.append((w, b, k, d))
@@ -165,15 +192,19 @@ class CachedPhaseNet:
         spans = [(k - 1) * dil + 1 for _, _, k, dil in self.layers] + [(self.head_len - 1) * d + 1]
         widths = [model.config.in_channels] + [w.shape[1] for w, _, _, _ in self.layers]
         reads = [(k, dil) for _, _, k, dil in self.layers] + [(self.head_len, d)]
-        self.rings = [(np.zeros((2 * n, c), np.float32), n, k, dil) for n, c, (k, dil) in zip(spans, widths, reads)]
+        self.rings = [(np.zeros((2 * n, self.streams, c), np.float32), n, k, dil)
+                      for n, c, (k, dil) in zip(spans, widths, reads)]
         self._t = 0
 
     def reset(self) -> None:
         self._t = 0
 
-    def push(self, row: np.ndarray) -> np.ndarray:
-        """The newest feature row [C] -> the network's outputs [4 + M] for the window ending at it."""
-        h = np.asarray(row, dtype=np.float32)
+    def push(self, rows: np.ndarray) -> np.ndarray:
+        """The newest feature row of each stream [streams, C] -> the network's outputs [streams, 4 + M] for the
+        windows ending at them (one stream: a row [C] -> [4 + M]). The streams share each layer's matrix product."""
+        h = np.asarray(rows, dtype=np.float32)
+        single = h.ndim == 1
+        h = h.reshape(self.streams, -1)
         first, t = self._t == 0, self._t
         for j, (ring, n, k, dil) in enumerate(self.rings):
             i = t % n
@@ -182,7 +213,7 @@ class CachedPhaseNet:
             else:
                 ring[i] = ring[i + n] = h
             # the last n rows, oldest first, are ring[i + 1: i + 1 + n]; read k of them, dil apart, ending newest
-            x = ring[i + 1 + n - 1 - (k - 1) * dil: i + 1 + n: dil].reshape(-1)
+            x = ring[i + 1 + n - 1 - (k - 1) * dil: i + 1 + n: dil].transpose(1, 0, 2).reshape(self.streams, -1)
             if j < len(self.layers):
                 w, b, _, _ = self.layers[j]
                 h = np.maximum(x @ w + b, 0.0)
@@ -193,21 +224,29 @@ class CachedPhaseNet:
                         x = np.maximum(x, 0.0)
                 h = x
         self._t += 1
-        return h
+        return h[0] if single else h
 
 
 class StreamingPhaseEstimator:
     """Per-sample use: ``push(features_row) -> dict`` with phase, confidence and mode for the newest sample
-    (numpy; the same outputs as ``PhaseNet`` on the same window). A right-aligned network runs cached per layer
-    (``CachedPhaseNet``); the first shipped layout runs its whole window each sample (``NumpyPhaseNet``) from a
-    doubled ring (each row written twice), so every window is a contiguous view: a sample costs no window copy."""
+    (numpy; the same outputs as ``predict_recording`` on the same window, mirror average included: ``mirror``
+    as in ``uses_mirror``). A right-aligned network runs cached per layer (``CachedPhaseNet``, the window and its
+    mirror image as two streams of one pass); the first shipped layout runs its whole window each sample
+    (``NumpyPhaseNet``) from a doubled ring (each row written twice), so every window is a contiguous view: a
+    sample costs no window copy."""
 
-    def __init__(self, model: PhaseNet):
+    def __init__(self, model: PhaseNet, mirror: bool | None = None):
+        from metagait_edge.phase.dataset import mirror_map
+
         self.model = model.eval()
-        self.cached = CachedPhaseNet(self.model) if model.config.right_aligned else None
+        self.mirror = uses_mirror(model, mirror)
+        streams = 2 if self.mirror else 1
+        self._src, self._sign = mirror_map()
+        self._rows = np.zeros((streams, model.config.in_channels), np.float32)  # [the row, its mirror image]
+        self.cached = CachedPhaseNet(self.model, streams) if model.config.right_aligned else None
         self.net = NumpyPhaseNet(self.model)
         self.window = model.config.window
-        self._ring = np.zeros((2 * self.window, model.config.in_channels), dtype=np.float32)
+        self._ring = np.zeros((streams, 2 * self.window, model.config.in_channels), dtype=np.float32)
         self._i = 0  # where the next row goes (and again at + window)
         self._n = 0
 
@@ -217,18 +256,22 @@ class StreamingPhaseEstimator:
             self.cached.reset()
 
     def push(self, row: np.ndarray) -> dict:
+        rows = self._rows
+        rows[0] = row
+        if self.mirror:
+            np.multiply(rows[0, self._src], self._sign, out=rows[1])
         if self.cached is not None:
-            out = self.cached.push(row)
+            out = self.cached.push(rows)
         else:
             w, i = self.window, self._i
             if self._n == 0:
-                self._ring[:] = np.asarray(row, dtype=np.float32)  # the first sample repeats back in time, as in training
+                self._ring[:] = rows[:, None]  # the first sample repeats back in time, as in training
             else:
-                self._ring[i] = self._ring[i + w] = row
+                self._ring[:, i] = self._ring[:, i + w] = rows
             self._n += 1
             self._i = (i + 1) % w
-            out = self.net(self._ring[i + 1:i + 1 + w])  # the last w rows, oldest first
-        d = decode(out[None])
+            out = np.stack([self.net(ring[i + 1:i + 1 + w]) for ring in self._ring])  # the last w rows, oldest first
+        d = decode(mirror_average(out[0], out[1])[None] if self.mirror else out[:1])
         return {"phase": d["phase"][0], "confidence": d["confidence"][0], "mode_prob": d["mode_prob"][0]}
 
 
@@ -248,4 +291,5 @@ def load_phase_net(path: str | Path) -> PhaseNet:
         raise CheckpointError(f"{ckpt.path}: no PhaseNet config: {exc}") from None
     model = PhaseNet(config)
     load_state(model, ckpt)
+    model.mirror_trained = float((ckpt.extra or {}).get("train_config", {}).get("leg_swap_prob", 0.0)) > 0.0
     return model.eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from metagait_edge.phase.dataset import GAIT_MODES, MODES
-from metagait_edge.phase.evaluate import REJECTED
+from metagait_edge.phase.evaluate import ONE_PASS, REJECTED
 
 GROUPS = list(GAIT_MODES) + ["transitions", "walking, both shank gyros valid", "walking, a shank gyro masked", REJECTED]
 
@@ -121,13 +121,16 @@ def learned_description(summary: dict) -> str:
         extras.append(f"a random gain per IMU and window (log-normal, sd {tc['gain_sd']:g})")
     if tc.get("leg_swap_prob"):
         extras.append(f"a {tc['leg_swap_prob']:g} share of windows mirrored left <-> right with the legs' phase targets "
-                      "swapped (`train.mirror_map`)")
+                      "swapped (`dataset.mirror_map`)")
     epochs = f", {tc['epochs']} epochs x {tc['windows_per_epoch']} windows" if tc.get("epochs") else ""
+    mirror = ("; per sample its outputs for the window and for the window's mirror image (legs swapped back) are "
+              "averaged (`model.mirror_average`: a two-member ensemble of one network trained mirrored, both passes in "
+              "one set of matrix products)" if tc.get("leg_swap_prob") else "")
     return (f"`PhaseNet` (`metagait_edge/phase/model.py`, {n_params / 1000:.0f}k parameters: a 1x1 mix to "
             f"{cfg.mix_channels} channels, {cfg.n_conv} stride-2 convolutions of width {cfg.width}, a {cfg.hidden}-unit "
             f"layer): {read}, corrupted gyroscopes zeroed and flagged -> (cos, sin) of each leg's phase + "
             f"{cfg.n_modes} mode logits; trained with " + ", ".join(extras) + f"{epochs} (`training/train_phase.py`, "
-            "weights in `metagait_edge/resources/phase/`).")
+            f"weights in `metagait_edge/resources/phase/`){mirror}.")
 
 
 def render(summary: dict, command: str, machine: str, date: str, plot: str | None) -> str:
@@ -171,6 +174,12 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
                   "gyroscopes masked on purpose (zeroed, flag 0), phase RMSE %:", "",
                   "| estimator | " + " | ".join(GROUPS[:5]) + " |", "|---" * 6 + "|"]
         for k in ["learned"] + masked:
+            lines.append(f"| {k} | " + " | ".join(_f(ph[k][g]) for g in GROUPS[:5]) + " |")
+    if ONE_PASS in ph:
+        lines += ["", "Mirror average: the same networks on the same files, one pass on the window as it is against the "
+                  "mean of that pass and the mirrored window's (what `learned` reports), phase RMSE %:", "",
+                  "| estimator | " + " | ".join(GROUPS[:5]) + " |", "|---" * 6 + "|"]
+        for k in ("learned", ONE_PASS):
             lines.append(f"| {k} | " + " | ".join(_f(ph[k][g]) for g in GROUPS[:5]) + " |")
     per = s["walking_rmse_per_walker"]
     if per.get("learned"):

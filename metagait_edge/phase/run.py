@@ -14,10 +14,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from metagait_edge.phase.dataset import MODES, PhaseRecording, features, load_recordings, mask_gyros
-from metagait_edge.phase.evaluate import PhaseScores, baseline_phase, transition_points
+from metagait_edge.phase.dataset import MODES, PhaseRecording, features, load_recordings, mask_gyros, mirror_features
+from metagait_edge.phase.evaluate import ONE_PASS, PhaseScores, baseline_phase, transition_points
 from metagait_edge.phase.folds import phase_folds
-from metagait_edge.phase.model import RESOURCE_DIR, PhaseNet, StreamingPhaseEstimator, decode, load_phase_net, predict_recording
+from metagait_edge.phase.model import (RESOURCE_DIR, PhaseNet, StreamingPhaseEstimator, decode, load_phase_net, mirror_average,
+                                       predict_recording)
 from metagait_edge.sensors import SENSORS
 
 
@@ -90,6 +91,7 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
     n_files, subjects, alphas = 0, [], {}
     model = None
     weights = {}
+    one_pass_scored = False
     for k in folds:
         model = load_phase_net(Path(weights_dir) / f"fold{k}")
         weights[k] = weights_provenance(Path(weights_dir) / f"fold{k}")
@@ -105,7 +107,12 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
             recs = recs[::4]
         subjects += test
         for rec in tqdm(recs, desc=f"fold {k}: {len(test)} held-out walkers", unit="file", disable=not progress):
-            out = decode(predict_recording(model, rec.x))
+            plain = predict_recording(model, rec.x, mirror=False)
+            if model.mirror_trained:
+                one_pass_scored = True
+                scores.add_phase(ONE_PASS, rec, decode(plain)["phase"].T)
+                plain = mirror_average(plain, predict_recording(model, mirror_features(rec.x), mirror=False))
+            out = decode(plain)
             learned = out["phase"].T
             base = baseline_phase(rec)
             scores.add_phase("learned", rec, learned)
@@ -116,7 +123,7 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
             scores.add_modes(rec, pred)
             n_files += 1
             _keep_trace(trace, rec, learned, base, pred)
-    summary = scores.summary(("learned", "baseline") + tuple(MASKED))
+    summary = scores.summary(("learned", "baseline") + tuple(MASKED) + ((ONE_PASS,) if one_pass_scored else ()))
     rec0 = db.load(recs[0].file_id)
     wall, cpu = latency_ms(model, rec0.physical(), recs[0].valid, 1000 if quick else 5000)
     summary["latency_ms_p50"] = float(np.percentile(wall, 50))
