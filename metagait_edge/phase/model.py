@@ -89,16 +89,36 @@ def decode(out: np.ndarray) -> dict:
     return {"phase": phase, "confidence": conf, "mode_prob": p / p.sum(1, keepdims=True)}
 
 
+def decode_one(values) -> dict:
+    """``decode`` of one output vector (4 + M values) in plain Python floats: the per-sample path, where a dozen
+    numpy calls on eleven numbers cost more than the arithmetic (and a cold cache multiplies each call's cost)."""
+    v = list(values)
+    phase, conf = [], []
+    for c, s in (v[0:2], v[2:4]):
+        phase.append(math.degrees(math.atan2(s, c)) / 3.6 % 100.0)
+        conf.append(min(math.hypot(c, s), 1.0))
+    logits = v[4:]
+    top = max(logits)
+    e = [math.exp(x - top) for x in logits]
+    z = sum(e)
+    return {"phase": tuple(phase), "confidence": tuple(conf), "mode_prob": tuple(x / z for x in e)}
+
+
 def phase_targets(phase_pct: np.ndarray) -> np.ndarray:
     """(cos, sin) of phases in percent; NaN stays NaN."""
     a = 2 * math.pi * np.asarray(phase_pct) / 100.0
     return np.stack([np.cos(a), np.sin(a)], axis=-1)
 
 
+def unmirrored_order(n_outputs: int) -> list[int]:
+    """Column order that puts the outputs for a mirrored window back in the original legs' order: the legs'
+    (cos, sin) swapped; the mode logits do not depend on the side."""
+    return [2, 3, 0, 1] + list(range(4, n_outputs))
+
+
 def unmirror_outputs(out: np.ndarray) -> np.ndarray:
-    """Outputs for a mirrored window [..., 4 + M] -> the same in the original legs' order (the legs' (cos, sin)
-    swapped back; the mode logits do not depend on the side)."""
-    return np.concatenate([out[..., 2:4], out[..., 0:2], out[..., 4:]], axis=-1)
+    """Outputs for a mirrored window [..., 4 + M] -> the same in the original legs' order."""
+    return out[..., unmirrored_order(out.shape[-1])]
 
 
 def mirror_average(out: np.ndarray, mirrored_out: np.ndarray) -> np.ndarray:
@@ -207,6 +227,11 @@ class CachedPhaseNet:
         h = h.reshape(self.streams, -1)
         first, t = self._t == 0, self._t
         for j, (ring, n, k, dil) in enumerate(self.rings):
+            if n == 1 and j < len(self.layers):  # a 1x1 layer (the channel mix) reads only the newest row: no history to keep
+                x = h
+                w, b, _, _ = self.layers[j]
+                h = np.maximum(x @ w + b, 0.0)
+                continue
             i = t % n
             if first:
                 ring[:] = h  # a constant past: every layer's history is its output on the first sample
@@ -242,6 +267,7 @@ class StreamingPhaseEstimator:
         self.mirror = uses_mirror(model, mirror)
         streams = 2 if self.mirror else 1
         self._src, self._sign = mirror_map()
+        self._order = unmirrored_order(4 + model.config.n_modes)
         self._rows = np.zeros((streams, model.config.in_channels), np.float32)  # [the row, its mirror image]
         self.cached = CachedPhaseNet(self.model, streams) if model.config.right_aligned else None
         self.net = NumpyPhaseNet(self.model)
@@ -271,8 +297,10 @@ class StreamingPhaseEstimator:
             self._n += 1
             self._i = (i + 1) % w
             out = np.stack([self.net(ring[i + 1:i + 1 + w]) for ring in self._ring])  # the last w rows, oldest first
-        d = decode(mirror_average(out[0], out[1])[None] if self.mirror else out[:1])
-        return {"phase": d["phase"][0], "confidence": d["confidence"][0], "mode_prob": d["mode_prob"][0]}
+        if not self.mirror:
+            return decode_one(out[0].tolist())
+        plain, mirrored = out.tolist()  # mirror_average in Python floats (eleven numbers)
+        return decode_one([0.5 * (a + mirrored[j]) for a, j in zip(plain, self._order)])
 
 
 RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources" / "phase"

@@ -148,7 +148,7 @@ class PhaseStream:
         self.n = 0
         if self.net is not None:
             self.net.reset()
-        self._prob: Optional[np.ndarray] = None
+        self._prob: Optional[List[float]] = None  # smoothed mode probabilities
         self._prev_phase: Optional[float] = None
         self._rate = 0.0
         self.nongait_since = None
@@ -179,14 +179,14 @@ class PhaseStream:
 
     def _network(self, x: np.ndarray, t_s: float) -> PhaseEstimate:
         np.multiply(x, self._scale, out=self._row[:36])
-        out = self.net.push(self._row)
-        phases = tuple(min(float(p) / 100.0, _BELOW_ONE) for p in out["phase"])
-        vec = float(out["confidence"].min())
+        out = self.net.push(self._row)  # Python floats from here on: cheaper than numpy on 2 + 2 + 7 numbers
+        phases = tuple(min(p / 100.0, _BELOW_ONE) for p in out["phase"])
+        vec = min(out["confidence"])
         p = out["mode_prob"]
         a = self.config.mode_alpha
-        self._prob = p if self._prob is None else (1.0 - a) * self._prob + a * p
-        m = int(self._prob.argmax())
-        conf = float(min(vec, self._prob[m]))
+        self._prob = p if self._prob is None else [(1.0 - a) * q + a * r for q, r in zip(self._prob, p)]
+        m = max(range(len(self._prob)), key=self._prob.__getitem__)
+        conf = min(vec, self._prob[m])
         rate = self._advance_rate(phases[0])
         return self._judge(t_s, phases, rate, MODES[m], m, conf, SOURCE_NETWORK)
 
