@@ -145,6 +145,54 @@ def test_mirror_average_is_left_right_equivariant_and_streams_like_the_batch_pas
     assert np.allclose([s["mode_prob"] for s in stream], d["mode_prob"], atol=1e-5)
 
 
+@pytest.mark.parametrize("right_aligned", [True, False])
+def test_an_ensemble_streams_as_one_wider_net_and_gives_the_mean_of_its_members(right_aligned):
+    """Two nets of one architecture run side by side (block-diagonal weights): per sample, each member's outputs
+    equal its own forward pass, and the estimate is the mean of the members' mirror-averaged outputs."""
+    from metagait_edge.phase.model import CachedPhaseNet
+
+    cfg = PhaseNetConfig(window=61 if right_aligned else 32, width=16, hidden=24, right_aligned=right_aligned)
+    nets = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        nets.append(PhaseNet(cfg).eval())
+        nets[-1].mirror_trained = True
+    x = np.random.default_rng(4).normal(size=(80, N_INPUTS)).astype(np.float32)
+    if right_aligned:
+        side_by_side = CachedPhaseNet(nets)
+        got = np.stack([side_by_side.push(r) for r in x])
+        n = got.shape[1] // 2
+        for j, m in enumerate(nets):
+            assert np.allclose(got[:, j * n:(j + 1) * n], predict_recording(m, x, mirror=False), atol=2e-5)
+    mean = predict_recording(nets, x)
+    assert np.allclose(mean, (predict_recording(nets[0], x) + predict_recording(nets[1], x)) / 2)
+    assert not np.allclose(mean, predict_recording(nets[0], x), atol=1e-3)
+    est = StreamingPhaseEstimator(nets)
+    stream = [est.push(r) for r in x]
+    d = decode(mean)
+    assert np.allclose([s["phase"] for s in stream], d["phase"], atol=1e-3)
+    assert np.allclose([s["mode_prob"] for s in stream], d["mode_prob"], atol=1e-5)
+    nets[1].mirror_trained = False
+    with pytest.raises(ValueError, match="disagree"):
+        StreamingPhaseEstimator(nets)
+
+
+def test_load_phase_ensemble_finds_the_seed_members_in_order_and_refuses_a_foreign_one(tmp_path):
+    from metagait_edge.checkpoint import CheckpointError, save_checkpoint
+    from metagait_edge.phase.model import load_phase_ensemble, member_paths
+
+    cfg = PhaseNetConfig(window=61, width=16, hidden=24, right_aligned=True)
+    for name in ("fold0", "fold0.seed10", "fold0.seed2", "fold01", "fold1.seed1"):
+        save_checkpoint(tmp_path / name, PhaseNet(cfg), cfg)
+    assert [p.name for p in member_paths(tmp_path / "fold0")] == ["fold0", "fold0.seed2", "fold0.seed10"]
+    assert [p.name for p in member_paths(tmp_path / "fold01")] == ["fold01"]
+    assert len(load_phase_ensemble(tmp_path / "fold0")) == 3
+    other = PhaseNetConfig(window=61, width=8, hidden=24, right_aligned=True)
+    save_checkpoint(tmp_path / "fold1", PhaseNet(other), other)
+    with pytest.raises(CheckpointError, match="fold1.seed1"):
+        load_phase_ensemble(tmp_path / "fold1")
+
+
 def test_load_phase_net_mirror_averages_only_weights_trained_with_leg_swap(tmp_path):
     from metagait_edge.checkpoint import save_checkpoint
     from metagait_edge.phase.model import RESOURCE_DIR, load_phase_net

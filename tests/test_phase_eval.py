@@ -7,6 +7,7 @@ import pytest
 
 from metagait_edge.phase.dataset import prepare_recording
 from metagait_edge.phase.evaluate import PhaseScores, circular_error, transition_points, wrap_events
+from metagait_edge.phase.evaluate import ONE_NET, ONE_PASS
 from metagait_edge.phase.report import machine_summary, render
 from metagait_edge.phase.run import smooth_modes
 from tests.test_phase_ground_truth import synthetic_recording
@@ -73,7 +74,18 @@ def test_scores_perfect_and_shifted_estimates():
          "config": {"window": 117, "n_conv": 4, "right_aligned": True, "width": 48, "mix_channels": 32, "hidden": 128}}
     md = render({**full, "weights": {0: w}}, "cmd", "vm", "today", None)
     assert "the last 117 samples (1.99 s)" in md and "count(mode)^-0.6" in md and "sd 0.1" in md
-    assert "| 0 |  /  /  | `training/train_phase.py --config c.yaml` |" in md
+    assert "| 0 |  /  /  | n/a | `training/train_phase.py --config c.yaml` |" in md
+    assert "ensemble" not in md and "mirror image" not in md
+    # an ensemble of two mirror-trained seeds: one row per member, the description and the comparison rows say so
+    tc = dict(w["train_config"], leg_swap_prob=0.5)
+    members = [dict(w, train_config=dict(tc, seed=s), command=f"train --seed {s}") for s in (0, 1)]
+    ph = {k: dict(v) for k, v in full["phase_rmse_pct"].items()}
+    ph[ONE_PASS] = dict(ph["learned"], walking=1.25)
+    ph[ONE_NET] = dict(ph["learned"], walking=1.5)
+    md = render({**full, "phase_rmse_pct": ph, "weights": {0: dict(members[0], members=members)}}, "cmd", "vm", "today", None)
+    assert "an ensemble of 2 such networks" in md and "mirror image" in md
+    assert "| 0 |  /  /  | 0 | `train --seed 0` |" in md and "| 0 |  /  /  | 1 | `train --seed 1` |" in md
+    assert f"| {ONE_PASS} | 1.25 |" in md and f"| {ONE_NET} | 1.50 |" in md
 
 
 def test_smooth_modes_is_causal_and_delays_switches():

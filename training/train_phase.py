@@ -34,6 +34,9 @@ def main() -> int:
     ap.add_argument("--config", default=None, help="a PhaseExperiment YAML (training/configs/phase.yaml)")
     ap.add_argument("--epochs", type=int, default=None, help="overrides the config's train.epochs")
     ap.add_argument("--windows-per-epoch", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="overrides the config's train.seed; the weights are then named <fold>.seed<N> (another member "
+                         "of the fold's ensemble, phase.model.load_phase_ensemble) unless N is the config's seed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESOURCE_DIR))
     args = ap.parse_args()
@@ -41,6 +44,7 @@ def main() -> int:
     exp = load_config(PhaseExperiment, args.config) if args.config else PhaseExperiment()
     cfg = dataclasses.replace(exp.train, threads=args.threads,
                               **({"epochs": args.epochs} if args.epochs is not None else {}),
+                              **({"seed": args.seed} if args.seed is not None else {}),
                               **({"windows_per_epoch": args.windows_per_epoch} if args.windows_per_epoch is not None else {}))
     net = exp.net
     db = HuGaDB.open()
@@ -54,7 +58,8 @@ def main() -> int:
         train = [r for r in recs if r.subject in split["train"]]
         val = [r for r in recs if r.subject in split["val"]]
         model, history = train_phase_net(train, val, cfg, net, desc=f"train {name}")
-        path = save_checkpoint(f"{args.out}/{name}", model, net,
+        member = name if args.seed is None or args.seed == exp.train.seed else f"{name}.seed{args.seed}"
+        path = save_checkpoint(f"{args.out}/{member}", model, net,
                                extra={"split": split, "train_config": dataclasses.asdict(cfg), "history": history,
                                       "command": " ".join(["training/train_phase.py"] + sys.argv[1:])})
         if val:

@@ -31,6 +31,8 @@ DEFAULT_STRIDE = 53.0
 REJECTED = "strides failing the alternation check (not scored above)"
 # The same network without the mirror average (one pass on the window as it is), for the report's comparison.
 ONE_PASS = "one pass (no mirror average)"
+# An ensemble's first member (seed 0) alone, mirror-averaged: what the other seeds add.
+ONE_NET = "one net (the seed-0 member alone)"
 # Groups scored per held-out walker too: whether a mode's error is every walker's or a few walkers'.
 PER_WALKER_GROUPS = tuple(GAIT_MODES) + (TRANSITIONS,)
 NEAR_CHANGE_S = (0.5, 1.0)

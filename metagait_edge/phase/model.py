@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -134,13 +135,22 @@ def uses_mirror(model: PhaseNet, mirror: bool | None) -> bool:
     return model.mirror_trained if mirror is None else bool(mirror)
 
 
+def members(model: PhaseNet | Sequence[PhaseNet]) -> list[PhaseNet]:
+    """One net or an ensemble (the nets of one fold trained with other seeds, ``load_phase_ensemble``) as a list."""
+    return [model] if isinstance(model, PhaseNet) else list(model)
+
+
 @torch.no_grad()
-def predict_recording(model: PhaseNet, x: np.ndarray, batch: int = 4096, mirror: bool | None = None) -> np.ndarray:
+def predict_recording(model: PhaseNet | Sequence[PhaseNet], x: np.ndarray, batch: int = 4096,
+                      mirror: bool | None = None) -> np.ndarray:
     """Causal outputs at every row of one recording's features ``x`` [T, C] -> [T, 4 + M]; ``mirror``: see
-    ``uses_mirror``."""
+    ``uses_mirror``. An ensemble's outputs are the mean of its members' (each mirror-averaged as it was trained)."""
     from metagait_edge.phase.dataset import mirror_features, windows
 
-    model.eval()
+    nets = members(model)
+    if len(nets) > 1:
+        return np.mean([predict_recording(m, x, batch, mirror) for m in nets], axis=0)
+    model = nets[0].eval()
     w = model.config.window
     if uses_mirror(model, mirror):
         return mirror_average(predict_recording(model, x, batch, mirror=False),
@@ -188,6 +198,38 @@ class NumpyPhaseNet:
         return h
 
 
+def _block_diagonal(ws: Sequence[np.ndarray], taps: int) -> np.ndarray:
+    """Members' weights ``[taps * in_e, out_e]`` (rows tap-major: tap * in_e + channel) -> one weight
+    ``[taps * sum(in_e), sum(out_e)]`` for their inputs side by side per tap and their outputs side by side: each
+    member reads only its own channels, so one matrix product computes every member's layer."""
+    ins = [w.shape[0] // taps for w in ws]
+    outs = [w.shape[1] for w in ws]
+    big = np.zeros((taps * sum(ins), sum(outs)), np.float32)
+    i0 = o0 = 0
+    for w, n_in, n_out in zip(ws, ins, outs):
+        for t in range(taps):
+            big[t * sum(ins) + i0: t * sum(ins) + i0 + n_in, o0:o0 + n_out] = w[t * n_in:(t + 1) * n_in]
+        i0, o0 = i0 + n_in, o0 + n_out
+    return big
+
+
+class _StackedNet:
+    """The layers of several ``NumpyPhaseNet`` of one architecture as one wider net: the first layer reads the
+    shared input (weights side by side), every later one block-diagonal; its outputs are the members' side by
+    side. The same number of numpy calls per sample as one member."""
+
+    def __init__(self, nets: Sequence[NumpyPhaseNet]):
+        first = nets[0]
+        self.head_len = first.lins[0][0].shape[0] // first.convs[-1][0].shape[1]
+        self.convs = []
+        for j, (_, _, k, stride) in enumerate(first.convs):
+            ws = [n.convs[j][0] for n in nets]
+            w = np.concatenate(ws, axis=1) if j == 0 else _block_diagonal(ws, k)
+            self.convs.append((w, np.concatenate([n.convs[j][1] for n in nets]), k, stride))
+        self.lins = [(_block_diagonal([n.lins[m][0] for n in nets], self.head_len if m == 0 else 1),
+                      np.concatenate([n.lins[m][1] for n in nets])) for m in range(len(first.lins))]
+
+
 class CachedPhaseNet:
     """A right-aligned ``PhaseNet`` one sample at a time: each layer computes only its output for the newest sample
     and keeps a short history of its outputs. Right-aligned, a stride-2 layer's output at the newest sample
@@ -198,19 +240,23 @@ class CachedPhaseNet:
     Each layer's input history lives in a doubled ring (each row written twice), so the rows a layer reads are
     one strided view. The first sample repeats back in time, as ``windows`` pads in training."""
 
-    def __init__(self, model: PhaseNet, streams: int = 1):
-        if not model.config.right_aligned:
+    def __init__(self, model: PhaseNet | Sequence[PhaseNet], streams: int = 1):
+        nets = members(model)
+        if not all(m.config.right_aligned for m in nets):
             raise ValueError("CachedPhaseNet needs a right-aligned PhaseNet (NumpyPhaseNet runs the others)")
-        net = NumpyPhaseNet(model)
+        if any(m.config != nets[0].config for m in nets):
+            raise ValueError("the members of an ensemble must share one architecture")
+        net = _StackedNet([NumpyPhaseNet(m) for m in nets])
+        self.n_members = len(nets)  # outputs [streams, members x (4 + M)]: each member's side by side
         self.streams = int(streams)  # independent inputs run side by side (the window and its mirror image)
         self.layers, d = [], 1
         for w, b, k, stride in net.convs:
             self.layers.append((w, b, k, d))
             d *= stride
         self.lins = net.lins
-        self.head_len = net.lins[0][0].shape[0] // net.convs[-1][0].shape[1]
+        self.head_len = net.head_len
         spans = [(k - 1) * dil + 1 for _, _, k, dil in self.layers] + [(self.head_len - 1) * d + 1]
-        widths = [model.config.in_channels] + [w.shape[1] for w, _, _, _ in self.layers]
+        widths = [nets[0].config.in_channels] + [w.shape[1] for w, _, _, _ in self.layers]
         reads = [(k, dil) for _, _, k, dil in self.layers] + [(self.head_len, d)]
         self.rings = [(np.zeros((2 * n, self.streams, c), np.float32), n, k, dil)
                       for n, c, (k, dil) in zip(spans, widths, reads)]
@@ -254,25 +300,32 @@ class CachedPhaseNet:
 
 class StreamingPhaseEstimator:
     """Per-sample use: ``push(features_row) -> dict`` with phase, confidence and mode for the newest sample
-    (numpy; the same outputs as ``predict_recording`` on the same window, mirror average included: ``mirror``
-    as in ``uses_mirror``). A right-aligned network runs cached per layer (``CachedPhaseNet``, the window and its
-    mirror image as two streams of one pass); the first shipped layout runs its whole window each sample
-    (``NumpyPhaseNet``) from a doubled ring (each row written twice), so every window is a contiguous view: a
-    sample costs no window copy."""
+    (numpy, then Python floats; the same outputs as ``predict_recording`` on the same window, mirror average and
+    ensemble mean included: ``mirror`` as in ``uses_mirror``). A right-aligned network (or ensemble) runs cached
+    per layer (``CachedPhaseNet``: the members side by side, the window and its mirror image as two streams, all in
+    one set of matrix products); the first shipped layout runs its whole window each sample (``NumpyPhaseNet``)
+    from a doubled ring (each row written twice), so every window is a contiguous view: a sample costs no window
+    copy."""
 
-    def __init__(self, model: PhaseNet, mirror: bool | None = None):
+    def __init__(self, model: PhaseNet | Sequence[PhaseNet], mirror: bool | None = None):
         from metagait_edge.phase.dataset import mirror_map
 
-        self.model = model.eval()
-        self.mirror = uses_mirror(model, mirror)
+        self.models = [m.eval() for m in members(model)]
+        self.model = self.models[0]
+        choices = {uses_mirror(m, mirror) for m in self.models}
+        if len(choices) > 1:
+            raise ValueError("the members of an ensemble disagree on the mirror average (trained with and without "
+                             "leg swap)")
+        self.mirror = choices.pop()
         streams = 2 if self.mirror else 1
         self._src, self._sign = mirror_map()
-        self._order = unmirrored_order(4 + model.config.n_modes)
-        self._rows = np.zeros((streams, model.config.in_channels), np.float32)  # [the row, its mirror image]
-        self.cached = CachedPhaseNet(self.model, streams) if model.config.right_aligned else None
-        self.net = NumpyPhaseNet(self.model)
-        self.window = model.config.window
-        self._ring = np.zeros((streams, 2 * self.window, model.config.in_channels), dtype=np.float32)
+        self._n_out = 4 + self.model.config.n_modes
+        self._order = unmirrored_order(self._n_out)
+        self._rows = np.zeros((streams, self.model.config.in_channels), np.float32)  # [the row, its mirror image]
+        self.cached = CachedPhaseNet(self.models, streams) if self.model.config.right_aligned else None
+        self.nets = [NumpyPhaseNet(m) for m in self.models]
+        self.window = self.model.config.window
+        self._ring = np.zeros((streams, 2 * self.window, self.model.config.in_channels), dtype=np.float32)
         self._i = 0  # where the next row goes (and again at + window)
         self._n = 0
 
@@ -296,11 +349,14 @@ class StreamingPhaseEstimator:
                 self._ring[:, i] = self._ring[:, i + w] = rows
             self._n += 1
             self._i = (i + 1) % w
-            out = np.stack([self.net(ring[i + 1:i + 1 + w]) for ring in self._ring])  # the last w rows, oldest first
-        if not self.mirror:
-            return decode_one(out[0].tolist())
-        plain, mirrored = out.tolist()  # mirror_average in Python floats (eleven numbers)
-        return decode_one([0.5 * (a + mirrored[j]) for a, j in zip(plain, self._order)])
+            # the last w rows, oldest first; the members' outputs side by side, as the cached net gives them
+            out = np.stack([np.concatenate([net(ring[i + 1:i + 1 + w]) for net in self.nets]) for ring in self._ring])
+        # the mean over members (and over the window and its mirror image, legs swapped back) in Python floats
+        n, vals = self._n_out, out.tolist()
+        parts = [vals[0][e * n:(e + 1) * n] for e in range(len(self.models))]
+        if self.mirror:
+            parts += [[vals[1][e * n + j] for j in self._order] for e in range(len(self.models))]
+        return decode_one([sum(c) / len(parts) for c in zip(*parts)])
 
 
 RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources" / "phase"
@@ -321,3 +377,33 @@ def load_phase_net(path: str | Path) -> PhaseNet:
     load_state(model, ckpt)
     model.mirror_trained = float((ckpt.extra or {}).get("train_config", {}).get("leg_swap_prob", 0.0)) > 0.0
     return model.eval()
+
+
+def member_paths(path: str | Path) -> list[Path]:
+    """The checkpoints of one ensemble: ``path`` itself (e.g. ``resources/phase/fold0``) and the nets trained for it
+    with other seeds beside it (``fold0.seed1``, ``fold0.seed2``, ...: ``training/train_phase.py --seed N``), in seed
+    order."""
+    import re
+
+    path = Path(path)
+    found = []
+    for sidecar in path.parent.glob(f"{path.name}.seed*.json"):
+        m = re.fullmatch(re.escape(path.name) + r"\.seed(\d+)\.json", sidecar.name)
+        if m:
+            found.append((int(m.group(1)), sidecar.with_suffix("")))
+    return [path] + [p for _, p in sorted(found)]
+
+
+def load_phase_ensemble(path: str | Path) -> list[PhaseNet]:
+    """Every member of the ensemble at ``path`` (``member_paths``), each loaded strictly (``load_phase_net``); they
+    must share one architecture and one training with or without leg swap (the mirror average)."""
+    from metagait_edge.checkpoint import CheckpointError
+
+    paths = member_paths(path)
+    nets = [load_phase_net(p) for p in paths]
+    for p, m in zip(paths[1:], nets[1:]):
+        if m.config != nets[0].config or m.mirror_trained != nets[0].mirror_trained:
+            raise CheckpointError(f"{p}: an ensemble member of {path} with another architecture or leg-swap training "
+                                  f"({m.config}, mirror {m.mirror_trained}) than {nets[0].config}, mirror "
+                                  f"{nets[0].mirror_trained}")
+    return nets

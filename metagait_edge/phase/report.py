@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from metagait_edge.phase.dataset import GAIT_MODES, MODES
-from metagait_edge.phase.evaluate import ONE_PASS, REJECTED
+from metagait_edge.phase.evaluate import ONE_NET, ONE_PASS, REJECTED
 
 GROUPS = list(GAIT_MODES) + ["transitions", "walking, both shank gyros valid", "walking, a shank gyro masked", REJECTED]
 
@@ -104,7 +104,7 @@ def learned_description(summary: dict) -> str:
     from metagait_edge.config import from_dict
     from metagait_edge.phase.model import PhaseNet, PhaseNetConfig, used_length
 
-    w = next(iter((summary.get("weights") or {}).values()), {})
+    w = first = next(iter((summary.get("weights") or {}).values()), {})
     cfg = from_dict(PhaseNetConfig, w.get("config") or {})
     n_params = sum(p.numel() for p in PhaseNet(cfg).parameters())
     n = used_length(cfg)
@@ -126,6 +126,11 @@ def learned_description(summary: dict) -> str:
     mirror = ("; per sample its outputs for the window and for the window's mirror image (legs swapped back) are "
               "averaged (`model.mirror_average`: a two-member ensemble of one network trained mirrored, both passes in "
               "one set of matrix products)" if tc.get("leg_swap_prob") else "")
+    n_members = len(first.get("members") or [first])
+    if n_members > 1:
+        mirror += (f"; each fold's estimator is an ensemble of {n_members} such networks trained with different seeds "
+                   "(`model.load_phase_ensemble`: their outputs averaged; per sample they run side by side as one wider "
+                   "network with block-diagonal weights)")
     return (f"`PhaseNet` (`metagait_edge/phase/model.py`, {n_params / 1000:.0f}k parameters: a 1x1 mix to "
             f"{cfg.mix_channels} channels, {cfg.n_conv} stride-2 convolutions of width {cfg.width}, a {cfg.hidden}-unit "
             f"layer): {read}, corrupted gyroscopes zeroed and flagged -> (cos, sin) of each leg's phase + "
@@ -175,11 +180,13 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
                   "| estimator | " + " | ".join(GROUPS[:5]) + " |", "|---" * 6 + "|"]
         for k in ["learned"] + masked:
             lines.append(f"| {k} | " + " | ".join(_f(ph[k][g]) for g in GROUPS[:5]) + " |")
-    if ONE_PASS in ph:
-        lines += ["", "Mirror average: the same networks on the same files, one pass on the window as it is against the "
-                  "mean of that pass and the mirrored window's (what `learned` reports), phase RMSE %:", "",
+    parts = [k for k in (ONE_PASS, ONE_NET) if k in ph]
+    if parts:
+        lines += ["", "What the mirror average and the ensemble add: the same networks on the same files, without the "
+                  "mirror average (one pass on the window as it is) and, for an ensemble, its seed-0 member alone "
+                  "(mirror-averaged), against `learned` (both), phase RMSE %:", "",
                   "| estimator | " + " | ".join(GROUPS[:5]) + " |", "|---" * 6 + "|"]
-        for k in ("learned", ONE_PASS):
+        for k in ["learned"] + parts:
             lines.append(f"| {k} | " + " | ".join(_f(ph[k][g]) for g in GROUPS[:5]) + " |")
     per = s["walking_rmse_per_walker"]
     if per.get("learned"):
@@ -226,13 +233,14 @@ def render(summary: dict, command: str, machine: str, date: str, plot: str | Non
               f"{s['latency_cpu_ms_p99']:.3f} ms. The VM's 2 cores are shared with other engineers' jobs, so the "
               "wall-clock tail includes time the core spent on them.", ""]
     if s.get("weights"):
-        lines += ["## Weights", "", "| fold | train / validation / test walkers | made by | at | kept epoch (of) |",
-                  "|---|---|---|---|---|"]
-        for k, w in s["weights"].items():
-            sp = w.get("split", {})
-            walkers = " / ".join(",".join(str(x) for x in sp.get(part, [])) for part in ("train", "val", "test"))
-            lines.append(f"| {k} | {walkers} | `{w['command']}` | {w['created'][:16]}, commit {w['git_commit'][:10]} | "
-                         f"{w['kept_epoch']} ({w['epochs']}) |")
+        lines += ["## Weights", "", "| fold | train / validation / test walkers | seed | made by | at | kept epoch (of) |",
+                  "|---|---|---|---|---|---|"]
+        for k, fold in s["weights"].items():
+            for w in fold.get("members") or [fold]:
+                sp = w.get("split", {})
+                walkers = " / ".join(",".join(str(x) for x in sp.get(part, [])) for part in ("train", "val", "test"))
+                lines.append(f"| {k} | {walkers} | {w.get('train_config', {}).get('seed', 'n/a')} | `{w['command']}` | "
+                             f"{w['created'][:16]}, commit {w['git_commit'][:10]} | {w['kept_epoch']} ({w['epochs']}) |")
         lines.append("")
     if plot:
         lines += ["## Estimate vs truth across a transition", "", f"![phase across a transition]({plot})", ""]

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from metagait_edge.phase.dataset import MODES, PhaseRecording, features, load_recordings, mask_gyros, mirror_features
-from metagait_edge.phase.evaluate import ONE_PASS, PhaseScores, baseline_phase, transition_points
+from metagait_edge.phase.evaluate import ONE_NET, ONE_PASS, PhaseScores, baseline_phase, transition_points
 from metagait_edge.phase.folds import phase_folds
-from metagait_edge.phase.model import (RESOURCE_DIR, PhaseNet, StreamingPhaseEstimator, decode, load_phase_net, mirror_average,
-                                       predict_recording)
+from metagait_edge.phase.model import (RESOURCE_DIR, PhaseNet, StreamingPhaseEstimator, decode, load_phase_ensemble,
+                                       member_paths, mirror_average, predict_recording)
 from metagait_edge.sensors import SENSORS
 
 
@@ -37,7 +37,7 @@ MASKED = {"learned, shank gyros masked": ("rs", "ls"), "learned, all gyros maske
 ALPHAS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03)
 
 
-def tune_mode_alpha(model: PhaseNet, recs: Sequence[PhaseRecording], alphas: Sequence[float] = ALPHAS) -> dict:
+def tune_mode_alpha(model: PhaseNet | Sequence[PhaseNet], recs: Sequence[PhaseRecording], alphas: Sequence[float] = ALPHAS) -> dict:
     """Mode accuracy per smoothing ``alpha`` on (validation) recordings; the best alpha under ``best``."""
     probs = [decode(predict_recording(model, r.x))["mode_prob"] for r in recs]
     acc = {}
@@ -51,7 +51,7 @@ def tune_mode_alpha(model: PhaseNet, recs: Sequence[PhaseRecording], alphas: Seq
     return {"accuracy": acc, "best": max(acc, key=acc.get)}
 
 
-def latency_ms(model: PhaseNet, physical: np.ndarray, valid: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+def latency_ms(model: PhaseNet | Sequence[PhaseNet], physical: np.ndarray, valid: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample times (ms) on one thread from one decoded IMU sample (36 values in g, deg/s) to phase,
     confidence and mode (``features`` of the row, then ``StreamingPhaseEstimator.push``), over ``n`` real
     samples: (wall clock, the thread's CPU time). On a shared machine the wall clock also counts the time
@@ -91,10 +91,11 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
     n_files, subjects, alphas = 0, [], {}
     model = None
     weights = {}
-    one_pass_scored = False
+    one_pass_scored = one_net_scored = False
     for k in folds:
-        model = load_phase_net(Path(weights_dir) / f"fold{k}")
-        weights[k] = weights_provenance(Path(weights_dir) / f"fold{k}")
+        model = load_phase_ensemble(Path(weights_dir) / f"fold{k}")
+        weights[k] = dict(weights_provenance(Path(weights_dir) / f"fold{k}"),
+                          members=[weights_provenance(p) for p in member_paths(Path(weights_dir) / f"fold{k}")])
         test = splits[k][walkers]
         alpha = mode_alpha
         if alpha is None:
@@ -107,12 +108,18 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
             recs = recs[::4]
         subjects += test
         for rec in tqdm(recs, desc=f"fold {k}: {len(test)} held-out walkers", unit="file", disable=not progress):
-            plain = predict_recording(model, rec.x, mirror=False)
-            if model.mirror_trained:
+            # predict_recording(model, rec.x) from each member's two passes, kept for the comparison rows
+            passes = [(predict_recording(m, rec.x, mirror=False),
+                       predict_recording(m, mirror_features(rec.x), mirror=False) if m.mirror_trained else None)
+                      for m in model]
+            singles = [p if q is None else mirror_average(p, q) for p, q in passes]
+            if any(q is not None for _, q in passes):
                 one_pass_scored = True
-                scores.add_phase(ONE_PASS, rec, decode(plain)["phase"].T)
-                plain = mirror_average(plain, predict_recording(model, mirror_features(rec.x), mirror=False))
-            out = decode(plain)
+                scores.add_phase(ONE_PASS, rec, decode(np.mean([p for p, _ in passes], axis=0))["phase"].T)
+            if len(model) > 1:
+                one_net_scored = True
+                scores.add_phase(ONE_NET, rec, decode(singles[0])["phase"].T)
+            out = decode(np.mean(singles, axis=0))
             learned = out["phase"].T
             base = baseline_phase(rec)
             scores.add_phase("learned", rec, learned)
@@ -123,7 +130,8 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
             scores.add_modes(rec, pred)
             n_files += 1
             _keep_trace(trace, rec, learned, base, pred)
-    summary = scores.summary(("learned", "baseline") + tuple(MASKED) + ((ONE_PASS,) if one_pass_scored else ()))
+    summary = scores.summary(("learned", "baseline") + tuple(MASKED) + ((ONE_PASS,) if one_pass_scored else ())
+                             + ((ONE_NET,) if one_net_scored else ()))
     rec0 = db.load(recs[0].file_id)
     wall, cpu = latency_ms(model, rec0.physical(), recs[0].valid, 1000 if quick else 5000)
     summary["latency_ms_p50"] = float(np.percentile(wall, 50))

@@ -45,7 +45,9 @@ class PhaseStreamConfig:
     """``phase:`` in ``EdgeConfig`` (docs/runtime.md)."""
 
     enabled: bool = True  # publish gait.phase and use the estimate; False: the heel-strike phase as before
-    weights: Optional[Path] = None  # PhaseNet checkpoint (path without suffix); None: the shipped resources/phase/all
+    # PhaseNet checkpoint (path without suffix; members trained with other seeds beside it, <path>.seed<N>, join it as
+    # an ensemble); None: the shipped resources/phase/all
+    weights: Optional[Path] = None
     # Gyroscopes to mask (zeroed and flagged, as eval-phase does for corrupted ones), e.g. [rs, ls]. None: a
     # replayed HuGaDB file gets its masks from the shipped corrupted-gyroscope table, any other input none.
     masked_gyros: Optional[List[str]] = None
@@ -116,10 +118,10 @@ class PhaseStream:
         self.rate_alpha = self.dt / (config.rate_tau_s + self.dt)
         self.net, self.note = None, ""
         try:
-            from metagait_edge.phase.model import RESOURCE_DIR, StreamingPhaseEstimator, load_phase_net
+            from metagait_edge.phase.model import RESOURCE_DIR, StreamingPhaseEstimator, load_phase_ensemble
 
-            self.net = StreamingPhaseEstimator(load_phase_net(config.weights if config.weights is not None
-                                                              else RESOURCE_DIR / "all"))
+            self.net = StreamingPhaseEstimator(load_phase_ensemble(config.weights if config.weights is not None
+                                                                   else RESOURCE_DIR / "all"))
         except (OSError, ValueError, ImportError) as exc:  # CheckpointError is a ValueError
             self.note = f"no PhaseNet checkpoint ({exc})"
             log.warning("gait phase: %s; the time-since-heel-strike baseline runs instead (gait.phase source: baseline)",
