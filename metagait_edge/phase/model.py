@@ -198,47 +198,18 @@ class NumpyPhaseNet:
         return h
 
 
-def _block_diagonal(ws: Sequence[np.ndarray], taps: int) -> np.ndarray:
-    """Members' weights ``[taps * in_e, out_e]`` (rows tap-major: tap * in_e + channel) -> one weight
-    ``[taps * sum(in_e), sum(out_e)]`` for their inputs side by side per tap and their outputs side by side: each
-    member reads only its own channels, so one matrix product computes every member's layer."""
-    ins = [w.shape[0] // taps for w in ws]
-    outs = [w.shape[1] for w in ws]
-    big = np.zeros((taps * sum(ins), sum(outs)), np.float32)
-    i0 = o0 = 0
-    for w, n_in, n_out in zip(ws, ins, outs):
-        for t in range(taps):
-            big[t * sum(ins) + i0: t * sum(ins) + i0 + n_in, o0:o0 + n_out] = w[t * n_in:(t + 1) * n_in]
-        i0, o0 = i0 + n_in, o0 + n_out
-    return big
-
-
-class _StackedNet:
-    """The layers of several ``NumpyPhaseNet`` of one architecture as one wider net: the first layer reads the
-    shared input (weights side by side), every later one block-diagonal; its outputs are the members' side by
-    side. The same number of numpy calls per sample as one member."""
-
-    def __init__(self, nets: Sequence[NumpyPhaseNet]):
-        first = nets[0]
-        self.head_len = first.lins[0][0].shape[0] // first.convs[-1][0].shape[1]
-        self.convs = []
-        for j, (_, _, k, stride) in enumerate(first.convs):
-            ws = [n.convs[j][0] for n in nets]
-            w = np.concatenate(ws, axis=1) if j == 0 else _block_diagonal(ws, k)
-            self.convs.append((w, np.concatenate([n.convs[j][1] for n in nets]), k, stride))
-        self.lins = [(_block_diagonal([n.lins[m][0] for n in nets], self.head_len if m == 0 else 1),
-                      np.concatenate([n.lins[m][1] for n in nets])) for m in range(len(first.lins))]
-
-
 class CachedPhaseNet:
-    """A right-aligned ``PhaseNet`` one sample at a time: each layer computes only its output for the newest sample
-    and keeps a short history of its outputs. Right-aligned, a stride-2 layer's output at the newest sample
-    depends only on its input at that sample and every other one before it (dilation doubling per layer), never
-    on where the window starts, so the cached outputs equal the full forward pass's (same weights, float32):
-    per sample 1 + n_conv small matrix products instead of the whole window's convolutions.
+    """A right-aligned ``PhaseNet`` (or an ensemble of them) one sample at a time: each layer computes only its
+    output for the newest sample and keeps a short history of its outputs. Right-aligned, a stride-2 layer's output
+    at the newest sample depends only on its input at that sample and every other one before it (dilation doubling
+    per layer), never on where the window starts, so the cached outputs equal the full forward pass's (same weights,
+    float32): per sample 1 + n_conv small matrix products instead of the whole window's convolutions.
 
-    Each layer's input history lives in a doubled ring (each row written twice), so the rows a layer reads are
-    one strided view. The first sample repeats back in time, as ``windows`` pads in training."""
+    An ensemble's members share every call: each layer's weights are stacked [members, in, out] and one batched
+    matrix product computes all members for all streams (no zero blocks: at the IMU's pace the weights are read
+    from a cold cache every sample, so their size is most of the cost). Each layer's input history lives in a
+    doubled ring (each row written twice), so the rows a layer reads are one strided view. The first sample
+    repeats back in time, as ``windows`` pads in training."""
 
     def __init__(self, model: PhaseNet | Sequence[PhaseNet], streams: int = 1):
         nets = members(model)
@@ -246,56 +217,61 @@ class CachedPhaseNet:
             raise ValueError("CachedPhaseNet needs a right-aligned PhaseNet (NumpyPhaseNet runs the others)")
         if any(m.config != nets[0].config for m in nets):
             raise ValueError("the members of an ensemble must share one architecture")
-        net = _StackedNet([NumpyPhaseNet(m) for m in nets])
+        numpy_nets = [NumpyPhaseNet(m) for m in nets]
         self.n_members = len(nets)  # outputs [streams, members x (4 + M)]: each member's side by side
         self.streams = int(streams)  # independent inputs run side by side (the window and its mirror image)
+        stack = lambda arrays: np.ascontiguousarray(np.stack(arrays))  # noqa: E731
         self.layers, d = [], 1
-        for w, b, k, stride in net.convs:
-            self.layers.append((w, b, k, d))
+        for j, (_, _, k, stride) in enumerate(numpy_nets[0].convs):
+            self.layers.append((stack([n.convs[j][0] for n in numpy_nets]),
+                                stack([n.convs[j][1][None] for n in numpy_nets]), k, d))
             d *= stride
-        self.lins = net.lins
-        self.head_len = net.head_len
+        self.lins = [(stack([n.lins[m][0] for n in numpy_nets]), stack([n.lins[m][1][None] for n in numpy_nets]))
+                     for m in range(len(numpy_nets[0].lins))]
+        self.head_len = self.lins[0][0].shape[1] // self.layers[-1][0].shape[2]
         spans = [(k - 1) * dil + 1 for _, _, k, dil in self.layers] + [(self.head_len - 1) * d + 1]
-        widths = [nets[0].config.in_channels] + [w.shape[1] for w, _, _, _ in self.layers]
+        widths = [nets[0].config.in_channels] + [w.shape[2] for w, _, _, _ in self.layers]
         reads = [(k, dil) for _, _, k, dil in self.layers] + [(self.head_len, d)]
-        self.rings = [(np.zeros((2 * n, self.streams, c), np.float32), n, k, dil)
-                      for n, c, (k, dil) in zip(spans, widths, reads)]
+        # ring rows [members, streams, channels]; the network's input is shared by the members (one row per stream)
+        self.rings = [(np.zeros((2 * n, 1 if j == 0 else self.n_members, self.streams, c), np.float32), n, k, dil)
+                      for j, (n, c, (k, dil)) in enumerate(zip(spans, widths, reads))]
         self._t = 0
 
     def reset(self) -> None:
         self._t = 0
 
     def push(self, rows: np.ndarray) -> np.ndarray:
-        """The newest feature row of each stream [streams, C] -> the network's outputs [streams, 4 + M] for the
-        windows ending at them (one stream: a row [C] -> [4 + M]). The streams share each layer's matrix product."""
+        """The newest feature row of each stream [streams, C] -> the outputs [streams, members x (4 + M)] for the
+        windows ending at them (one stream: a row [C] -> [members x (4 + M)])."""
         h = np.asarray(rows, dtype=np.float32)
         single = h.ndim == 1
-        h = h.reshape(self.streams, -1)
+        h = h.reshape(1, self.streams, -1)
         first, t = self._t == 0, self._t
+        s = self.streams
         for j, (ring, n, k, dil) in enumerate(self.rings):
-            if n == 1 and j < len(self.layers):  # a 1x1 layer (the channel mix) reads only the newest row: no history to keep
+            if n == 1 and j < len(self.layers):  # a 1x1 layer (the channel mix) reads only the newest row: no ring
                 x = h
-                w, b, _, _ = self.layers[j]
-                h = np.maximum(x @ w + b, 0.0)
-                continue
-            i = t % n
-            if first:
-                ring[:] = h  # a constant past: every layer's history is its output on the first sample
             else:
-                ring[i] = ring[i + n] = h
-            # the last n rows, oldest first, are ring[i + 1: i + 1 + n]; read k of them, dil apart, ending newest
-            x = ring[i + 1 + n - 1 - (k - 1) * dil: i + 1 + n: dil].transpose(1, 0, 2).reshape(self.streams, -1)
+                i = t % n
+                if first:
+                    ring[:] = h  # a constant past: every layer's history is its output on the first sample
+                else:
+                    ring[i] = ring[i + n] = h
+                # the last n rows, oldest first, are ring[i + 1: i + 1 + n]; read k of them, dil apart, ending newest
+                x = ring[i + 1 + n - 1 - (k - 1) * dil: i + 1 + n: dil]  # [k, members (or 1), streams, C]
+                x = x.transpose(1, 2, 0, 3).reshape(x.shape[1], s, -1)  # [members, streams, k * C], tap-major
             if j < len(self.layers):
                 w, b, _, _ = self.layers[j]
-                h = np.maximum(x @ w + b, 0.0)
+                h = np.maximum(np.matmul(x, w) + b, 0.0)  # [members, streams, out]
             else:
                 for m, (w, b) in enumerate(self.lins):
-                    x = x @ w + b
+                    x = np.matmul(x, w) + b
                     if m < len(self.lins) - 1:
                         x = np.maximum(x, 0.0)
                 h = x
         self._t += 1
-        return h[0] if single else h
+        out = h.transpose(1, 0, 2).reshape(s, -1)
+        return out[0] if single else out
 
 
 class StreamingPhaseEstimator:
