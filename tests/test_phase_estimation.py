@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,7 +187,9 @@ def test_load_phase_ensemble_finds_the_seed_members_in_order_and_refuses_a_forei
         save_checkpoint(tmp_path / name, PhaseNet(cfg), cfg)
     assert [p.name for p in member_paths(tmp_path / "fold0")] == ["fold0", "fold0.seed2", "fold0.seed10"]
     assert [p.name for p in member_paths(tmp_path / "fold01")] == ["fold01"]
-    assert len(load_phase_ensemble(tmp_path / "fold0")) == 3
+    loaded = load_phase_ensemble(tmp_path / "fold0")
+    firsts = [m.features[0].weight.detach().numpy() for m in loaded]  # each member from its own file
+    assert len(loaded) == 3 and not np.allclose(firsts[0], firsts[1]) and not np.allclose(firsts[1], firsts[2])
     other = PhaseNetConfig(window=61, width=8, hidden=24, right_aligned=True)
     save_checkpoint(tmp_path / "fold1", PhaseNet(other), other)
     with pytest.raises(CheckpointError, match="fold1.seed1"):
@@ -316,13 +319,22 @@ def test_shipped_weights_load_and_score_a_real_walker():
 
     prov = weights_provenance(RESOURCE_DIR / "fold0")
     assert prov["command"].startswith("training/train_phase.py") and 0 <= prov["kept_epoch"] < prov["epochs"]
+    from metagait_edge.phase.model import load_phase_ensemble, member_paths
+
+    for k, name in ((0, "fold0"), (1, "fold1"), (2, "fold2"), (None, "all")):  # the shipped two-seed ensembles
+        metas = [json.loads(Path(f"{p}.json").read_text()) for p in member_paths(RESOURCE_DIR / name)]
+        assert [m["extra"]["train_config"]["seed"] for m in metas] == [0, 1]
+        assert all(m["extra"]["split"] == (phase_folds()[k] if k is not None else metas[0]["extra"]["split"]) for m in metas)
     test_walker = phase_folds()[0]["test"][0]
     db = HuGaDB.open()
     fid = next(f for f in db.file_ids if f.startswith(f"HuGaDB_v1_walking_{test_walker:02d}_"))
     rec = prepare_recording(db.load(fid))
-    out = decode(predict_recording(load_phase_net(RESOURCE_DIR / "fold0"), rec.x))
     ok = np.isfinite(rec.truth.phase)
+    one = _circular_rmse(decode(predict_recording(load_phase_net(RESOURCE_DIR / "fold0"), rec.x))["phase"].T[ok],
+                         rec.truth.phase[ok])
+    out = decode(predict_recording(load_phase_ensemble(RESOURCE_DIR / "fold0"), rec.x))
     rmse = _circular_rmse(out["phase"].T[ok], rec.truth.phase[ok])
-    assert rmse < 6.0  # the baseline scores about 6 % in walking
+    assert rmse < 6.0 and one < 6.0  # the baseline scores about 6 % in walking
+    assert rmse != one  # the second member is really there
     assert (out["mode_prob"].argmax(1)[rec.mode == 0] == 0).mean() > 0.8
     assert os.path.getsize(RESOURCE_DIR / "fold0.safetensors") < 500_000

@@ -46,16 +46,26 @@ def _estimate(**kw) -> PhaseEstimate:
 @pytest.mark.slow
 def test_stream_matches_the_offline_estimator_with_the_tables_gyro_masks(db):
     from metagait_edge.phase.dataset import features
-    from metagait_edge.phase.model import RESOURCE_DIR, decode, load_phase_net, predict_recording
+    from metagait_edge.phase.model import RESOURCE_DIR, decode, load_phase_ensemble, predict_recording
 
     fid = "HuGaDB_v1_walking_03_00"  # right foot, shank and thigh gyroscopes corrupted in the authors' table
     rec = db.load(fid)
     cfg = PhaseStreamConfig(mode_alpha=1.0)
     valid = gyro_valid_for(cfg, Path(f"/data/{fid}.txt"))
     assert [s for s, ok in valid.items() if not ok] == ["rf", "rs", "rt"]
-    offline = decode(predict_recording(load_phase_net(RESOURCE_DIR / "all"), features(rec.physical()[:600], valid)))
+    x = features(rec.physical()[:600], valid)
+    nets = load_phase_ensemble(RESOURCE_DIR / "all")
+    assert len(nets) == 2
+    # the seed-0 network alone, one pass: what phase.members: 1 and phase.mirror_average: false run
+    lean = PhaseStream(PhaseStreamConfig(mode_alpha=1.0, members=1, mirror_average=False), RATE, valid)
+    lean_phase = np.array([lean.push(r, k / RATE).phase for k, r in enumerate(rec.physical()[:600])]) * 100
+    lean_offline = decode(predict_recording(nets[0], x, mirror=False))["phase"]
+    ok = lean_phase.any(1)
+    assert np.abs(np.mod(lean_phase[ok] - lean_offline[ok] + 50, 100) - 50).max() < 1e-3
+    offline = decode(predict_recording(nets, x))
+    assert np.abs(np.mod(offline["phase"][ok] - lean_offline[ok] + 50, 100) - 50).max() > 0.5  # they do differ
     stream = PhaseStream(cfg, RATE, valid)
-    assert stream.source == "phasenet"
+    assert stream.source == "phasenet" and len(stream.net.models) == 2 and stream.net.mirror
     out = [stream.push(x, k / RATE) for k, x in enumerate(rec.physical()[:600])]
     ok = np.array([e.status == "OK" for e in out])
     assert ok[40:].mean() > 0.9 and not ok[:cfg.warmup_samples].any()
@@ -91,6 +101,8 @@ def test_config_rejects_unknown_policy_and_sensor():
         PhaseStreamConfig(other_mode_policy="personalized")
     with pytest.raises(ValueError, match="masked_gyros.*'xx'"):
         PhaseStreamConfig(masked_gyros=["xx"])
+    with pytest.raises(ValueError, match="phase.members"):
+        PhaseStreamConfig(members=-1)
     from metagait_edge.config import from_dict
 
     cfg = from_dict(EdgeConfig, {"sources": [], "phase": {"other_mode_policy": "hold"}})
@@ -199,12 +211,12 @@ def test_phase_on_the_wire_advances_and_matches_the_offline_estimator(tmp_path, 
     import zmq
 
     from metagait_edge.phase.dataset import features
-    from metagait_edge.phase.model import RESOURCE_DIR, decode, load_phase_net, predict_recording
+    from metagait_edge.phase.model import RESOURCE_DIR, decode, load_phase_ensemble, predict_recording
     from metagait_edge.runtime.zmq_output import ZmqOutputConfig, ZmqPublisher
 
     rec = db.load("HuGaDB_v1_walking_08_02")
     n = 700
-    offline = decode(predict_recording(load_phase_net(RESOURCE_DIR / "all"), features(rec.physical()[:n], {})))
+    offline = decode(predict_recording(load_phase_ensemble(RESOURCE_DIR / "all"), features(rec.physical()[:n], {})))
     # Samples come faster than real time here: a high-water mark that holds them all (at 58.8 Hz, 10 do).
     pub = ZmqPublisher(ZmqOutputConfig(endpoints=["tcp://127.0.0.1:*"], sndhwm=100000)).start()
     got, stop = [], threading.Event()

@@ -48,6 +48,10 @@ class PhaseStreamConfig:
     # PhaseNet checkpoint (path without suffix; members trained with other seeds beside it, <path>.seed<N>, join it as
     # an ensemble); None: the shipped resources/phase/all
     weights: Optional[Path] = None
+    # Accuracy against time per sample (docs/BENCHMARKS.md): how many of the ensemble's members run (0: all), and
+    # whether each also runs on the mirrored window (only for weights trained with leg swap)
+    members: int = 0
+    mirror_average: bool = True
     # Gyroscopes to mask (zeroed and flagged, as eval-phase does for corrupted ones), e.g. [rs, ls]. None: a
     # replayed HuGaDB file gets its masks from the shipped corrupted-gyroscope table, any other input none.
     masked_gyros: Optional[List[str]] = None
@@ -70,6 +74,8 @@ class PhaseStreamConfig:
             raise ValueError(f"phase.mode_alpha must be in (0, 1], got {self.mode_alpha}")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"phase.min_confidence must be in [0, 1], got {self.min_confidence}")
+        if self.members < 0:
+            raise ValueError(f"phase.members must be >= 0 (0: every member of the ensemble), got {self.members}")
         if self.warmup_samples < 0 or not self.rate_tau_s > 0 or self.nongait_hold_s < 0:
             raise ValueError("phase.warmup_samples and phase.nongait_hold_s must be >= 0, phase.rate_tau_s > 0")
 
@@ -120,8 +126,9 @@ class PhaseStream:
         try:
             from metagait_edge.phase.model import RESOURCE_DIR, StreamingPhaseEstimator, load_phase_ensemble
 
-            self.net = StreamingPhaseEstimator(load_phase_ensemble(config.weights if config.weights is not None
-                                                                   else RESOURCE_DIR / "all"))
+            nets = load_phase_ensemble(config.weights if config.weights is not None else RESOURCE_DIR / "all")
+            self.net = StreamingPhaseEstimator(nets[:config.members] if config.members else nets,
+                                               mirror=None if config.mirror_average else False)
         except (OSError, ValueError, ImportError) as exc:  # CheckpointError is a ValueError
             self.note = f"no PhaseNet checkpoint ({exc})"
             log.warning("gait phase: %s; the time-since-heel-strike baseline runs instead (gait.phase source: baseline)",
