@@ -41,7 +41,7 @@ def _percentiles(ms) -> dict:
             "max": round(float(d.max()), 3), "over_1ms": int((d > 1.0).sum())}
 
 
-def compute_only(n: int, pace_s: float = 0.0) -> dict:
+def compute_only(n: int, pace_s: float = 0.0, phase_config=None) -> dict:
     """PhaseStream.push + encode + send of one gait.phase per HuGaDB sample, in this thread, no subscriber;
     ``pace_s`` > 0: one sample every ``pace_s`` (the IMU's pace: the caches go cold between samples), else back to
     back."""
@@ -53,7 +53,7 @@ def compute_only(n: int, pace_s: float = 0.0) -> dict:
     from metagait_edge.imu.protocol import channel_scale
 
     rows = np.asarray(load_walker(rate_hz=58.8).samples, np.float32) * channel_scale(np.float32)
-    stream = PhaseStream(PhaseStreamConfig(), 58.8)
+    stream = PhaseStream(phase_config or PhaseStreamConfig(), 58.8)
     pub = ZmqPublisher(ZmqOutputConfig(endpoints=["tcp://127.0.0.1:*"])).start()
     wall, cpu = [], []
     try:
@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=58.8, help="IMU rate (HuGaDB's)")
     ap.add_argument("--compute-samples", type=int, default=5000)
     ap.add_argument("--paced-samples", type=int, default=1000, help="compute alone at the IMU's pace (cold caches)")
+    ap.add_argument("--members", type=int, default=0, help="phase.members (0: every member of the shipped ensemble)")
+    ap.add_argument("--no-mirror", action="store_true", help="phase.mirror_average: false")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -104,7 +106,10 @@ def main(argv=None) -> int:
     sub.start()
     os.sched_setaffinity(sub.pid, others)
     ready.wait(30)
-    cfg = EdgeConfig(sources=[SourceConfig(kind="serial", port=str(work / "dev" / "ttyVIRTUAL0"), rate_hz=args.rate)],
+    from metagait_edge.runtime.phase_stream import PhaseStreamConfig
+
+    phase = PhaseStreamConfig(members=args.members, mirror_average=not args.no_mirror)
+    cfg = EdgeConfig(phase=phase, sources=[SourceConfig(kind="serial", port=str(work / "dev" / "ttyVIRTUAL0"), rate_hz=args.rate)],
                      sinks=SinksConfig(zmq=ZmqOutputConfig(endpoints=[endpoint])),
                      safety=SafetyConfig(staleness_timeout_s=0.25), calibration=CalibrationConfig(directory=work / "p"))
     rt = Runtime(cfg, store=ProfileStore(work / "p")).start()
@@ -143,8 +148,9 @@ def main(argv=None) -> int:
         "phase_received": int(len(got["phase"])), "invalid_received": int(got["invalid"]),
         "publisher_dropped": rt.publisher.stats.dropped_queue_full + rt.publisher.stats.dropped_hwm,
         "load_average_at_start": round(load0, 2), "cpu_steal_fraction": round(steal, 4),
-        "compute_only": compute_only(args.compute_samples),
-        "compute_paced": compute_only(args.paced_samples, 1.0 / args.rate),
+        "phase_members": args.members, "mirror_average": not args.no_mirror,
+        "compute_only": compute_only(args.compute_samples, phase_config=phase),
+        "compute_paced": compute_only(args.paced_samples, 1.0 / args.rate, phase_config=phase),
     }
     print(json.dumps(out, indent=2))
     d, c, cp = out["decoded_to_sent_ms"], out["compute_only"], out["compute_paced"]
@@ -153,7 +159,8 @@ def main(argv=None) -> int:
           f"{out['phase_received']} received by the subscriber, load {load0:.1f}; compute alone p50 "
           f"{c['wall_ms']['p50']:.3f} / p99 {c['wall_ms']['p99']:.3f} ms wall, "
           f"{c['thread_cpu_ms']['p50']:.3f} / {c['thread_cpu_ms']['p99']:.3f} ms CPU; at the IMU's pace p50 "
-          f"{cp['wall_ms']['p50']:.3f} / p99 {cp['wall_ms']['p99']:.3f} ms wall ({c['members']} network(s))")
+          f"{cp['wall_ms']['p50']:.3f} / p99 {cp['wall_ms']['p99']:.3f} ms wall ({c['members']} network(s), mirror average "
+          f"{'on' if phase.mirror_average else 'off'})")
     if args.json:
         from metagait_edge.atomic import atomic_write_text
 
