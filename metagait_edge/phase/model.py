@@ -141,10 +141,12 @@ def members(model: PhaseNet | Sequence[PhaseNet]) -> list[PhaseNet]:
 
 
 @torch.no_grad()
-def predict_recording(model: PhaseNet | Sequence[PhaseNet], x: np.ndarray, batch: int = 4096,
+def predict_recording(model: PhaseNet | Sequence[PhaseNet], x: np.ndarray, batch: int = 512,
                       mirror: bool | None = None) -> np.ndarray:
     """Causal outputs at every row of one recording's features ``x`` [T, C] -> [T, 4 + M]; ``mirror``: see
-    ``uses_mirror``. An ensemble's outputs are the mean of its members' (each mirror-averaged as it was trained)."""
+    ``uses_mirror``. An ensemble's outputs are the mean of its members' (each mirror-averaged as it was trained).
+    ``batch`` windows at a time: 512 (9 MB of windows) ran a 3000-row recording 4.5x faster than 4096 (80 MB, a
+    fresh allocation and its page faults every batch) on the 2-vCPU VM."""
     from metagait_edge.phase.dataset import mirror_features, windows
 
     nets = members(model)
