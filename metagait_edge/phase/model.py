@@ -301,7 +301,8 @@ class StreamingPhaseEstimator:
         self._order = unmirrored_order(self._n_out)
         self._rows = np.zeros((streams, self.model.config.in_channels), np.float32)  # [the row, its mirror image]
         self.cached = CachedPhaseNet(self.models, streams) if self.model.config.right_aligned else None
-        self.nets = [NumpyPhaseNet(m) for m in self.models]
+        # the whole-window pass, only for the first layout (the cached net holds its own copy of the weights)
+        self.nets = [] if self.cached is not None else [NumpyPhaseNet(m) for m in self.models]
         self.window = self.model.config.window
         self._ring = np.zeros((streams, 2 * self.window, self.model.config.in_channels), dtype=np.float32)
         self._i = 0  # where the next row goes (and again at + window)

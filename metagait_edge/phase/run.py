@@ -94,8 +94,8 @@ def evaluate_phase(db, weights_dir: str | Path = RESOURCE_DIR, quick: bool = Fal
     one_pass_scored = one_net_scored = False
     for k in folds:
         model = load_phase_ensemble(Path(weights_dir) / f"fold{k}")
-        weights[k] = dict(weights_provenance(Path(weights_dir) / f"fold{k}"),
-                          members=[weights_provenance(p) for p in member_paths(Path(weights_dir) / f"fold{k}")])
+        provenance = [weights_provenance(p) for p in member_paths(Path(weights_dir) / f"fold{k}")]
+        weights[k] = dict(provenance[0], members=provenance)  # the first member's fields describe the fold
         test = splits[k][walkers]
         alpha = mode_alpha
         if alpha is None:
