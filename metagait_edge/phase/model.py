@@ -90,21 +90,6 @@ def decode(out: np.ndarray) -> dict:
     return {"phase": phase, "confidence": conf, "mode_prob": p / p.sum(1, keepdims=True)}
 
 
-def decode_one(values) -> dict:
-    """``decode`` of one output vector (4 + M values) in plain Python floats: the per-sample path, where a dozen
-    numpy calls on eleven numbers cost more than the arithmetic (and a cold cache multiplies each call's cost)."""
-    v = list(values)
-    phase, conf = [], []
-    for c, s in (v[0:2], v[2:4]):
-        phase.append(math.degrees(math.atan2(s, c)) / 3.6 % 100.0)
-        conf.append(min(math.hypot(c, s), 1.0))
-    logits = v[4:]
-    top = max(logits)
-    e = [math.exp(x - top) for x in logits]
-    z = sum(e)
-    return {"phase": tuple(phase), "confidence": tuple(conf), "mode_prob": tuple(x / z for x in e)}
-
-
 def phase_targets(phase_pct: np.ndarray) -> np.ndarray:
     """(cos, sin) of phases in percent; NaN stays NaN."""
     a = 2 * math.pi * np.asarray(phase_pct) / 100.0
@@ -207,11 +192,11 @@ class CachedPhaseNet:
     per layer), never on where the window starts, so the cached outputs equal the full forward pass's (same weights,
     float32): per sample 1 + n_conv small matrix products instead of the whole window's convolutions.
 
-    An ensemble's members share every call: each layer's weights are stacked [members, in, out] and one batched
-    matrix product computes all members for all streams (no zero blocks: at the IMU's pace the weights are read
-    from a cold cache every sample, so their size is most of the cost). Each layer's input history lives in a
-    doubled ring (each row written twice), so the rows a layer reads are one strided view. The first sample
-    repeats back in time, as ``windows`` pads in training."""
+    An ensemble's members share every call: each layer's weights are stacked [members, in, out] and one compiled
+    call (``phase.kernel.cached_step``) computes every member for every stream (no zero blocks: at the IMU's pace
+    the weights are read from a cold cache every sample, so their size is most of the cost). Each layer's input
+    history lives in a doubled ring (each row written twice), so the rows a layer reads are contiguous. The first
+    sample repeats back in time, as ``windows`` pads in training."""
 
     def __init__(self, model: PhaseNet | Sequence[PhaseNet], streams: int = 1):
         nets = members(model)
@@ -237,43 +222,41 @@ class CachedPhaseNet:
         # ring rows [members, streams, channels]; the network's input is shared by the members (one row per stream)
         self.rings = [(np.zeros((2 * n, 1 if j == 0 else self.n_members, self.streams, c), np.float32), n, k, dil)
                       for j, (n, c, (k, dil)) in enumerate(zip(spans, widths, reads))]
+        def outs(ws):  # each layer's output buffer [members, streams, out], written in place by the kernel
+            return tuple(np.zeros((self.n_members, self.streams, w.shape[2]), np.float32) for w in ws)
+
+        # the compiled step's arguments (phase.kernel.cached_step): tuples of same-typed arrays
+        self._args = (tuple(r for r, _, _, _ in self.rings),
+                      *(np.array(v, np.int64) for v in zip(*[(n, k, dil) for _, n, k, dil in self.rings])),
+                      tuple(w for w, _, _, _ in self.layers), tuple(b for _, b, _, _ in self.layers),
+                      outs([w for w, _, _, _ in self.layers]),
+                      tuple(w for w, _ in self.lins), tuple(b for _, b in self.lins), outs([w for w, _ in self.lins]),
+                      np.zeros(max(k * c for (_, _, k, _), c in zip(self.rings, widths)), np.float32))
+        self._in = np.zeros((1, self.streams, widths[0]), np.float32)
+        self._out = np.zeros((self.streams, self.n_members * self.lins[-1][0].shape[2]), np.float32)
+        from metagait_edge.phase.kernel import cached_step, estimate
+
+        self._step, self._estimate = cached_step, estimate
         self._t = 0
 
     def reset(self) -> None:
         self._t = 0
 
+    def estimate(self, row: np.ndarray, mirror_src: np.ndarray, mirror_sign: np.ndarray, order: np.ndarray,
+                 result: np.ndarray) -> None:
+        """One feature row [C] -> ``result`` decoded (``phase.kernel.estimate``: with two streams the second is the
+        row's mirror image), in one compiled call."""
+        row = np.ascontiguousarray(row, dtype=np.float32)
+        self._estimate(row, mirror_src, mirror_sign, order, self._in, *self._args, self._t, self._out, result)
+        self._t += 1
+
     def push(self, rows: np.ndarray) -> np.ndarray:
         """The newest feature row of each stream [streams, C] -> the outputs [streams, members x (4 + M)] for the
         windows ending at them (one stream: a row [C] -> [members x (4 + M)])."""
-        h = np.asarray(rows, dtype=np.float32)
-        single = h.ndim == 1
-        h = h.reshape(1, self.streams, -1)
-        first, t = self._t == 0, self._t
-        s = self.streams
-        for j, (ring, n, k, dil) in enumerate(self.rings):
-            if n == 1 and j < len(self.layers):  # a 1x1 layer (the channel mix) reads only the newest row: no ring
-                x = h
-            else:
-                i = t % n
-                if first:
-                    ring[:] = h  # a constant past: every layer's history is its output on the first sample
-                else:
-                    ring[i] = ring[i + n] = h
-                # the last n rows, oldest first, are ring[i + 1: i + 1 + n]; read k of them, dil apart, ending newest
-                x = ring[i + 1 + n - 1 - (k - 1) * dil: i + 1 + n: dil]  # [k, members (or 1), streams, C]
-                x = x.transpose(1, 2, 0, 3).reshape(x.shape[1], s, -1)  # [members, streams, k * C], tap-major
-            if j < len(self.layers):
-                w, b, _, _ = self.layers[j]
-                h = np.maximum(np.matmul(x, w) + b, 0.0)  # [members, streams, out]
-            else:
-                for m, (w, b) in enumerate(self.lins):
-                    x = np.matmul(x, w) + b
-                    if m < len(self.lins) - 1:
-                        x = np.maximum(x, 0.0)
-                h = x
+        self._in[0] = np.asarray(rows, dtype=np.float32).reshape(self.streams, -1)
+        self._step(self._in, *self._args, self._t, self._out)
         self._t += 1
-        out = h.transpose(1, 0, 2).reshape(s, -1)
-        return out[0] if single else out
+        return self._out[0].copy() if np.ndim(rows) == 1 else self._out.copy()
 
 
 class StreamingPhaseEstimator:
@@ -298,7 +281,8 @@ class StreamingPhaseEstimator:
         streams = 2 if self.mirror else 1
         self._src, self._sign = mirror_map()
         self._n_out = 4 + self.model.config.n_modes
-        self._order = unmirrored_order(self._n_out)
+        self._order = np.array(unmirrored_order(self._n_out), np.int64)
+        self._result = np.zeros(self._n_out, np.float64)  # decoded: phase %, confidence per leg; mode probabilities
         self._rows = np.zeros((streams, self.model.config.in_channels), np.float32)  # [the row, its mirror image]
         self.cached = CachedPhaseNet(self.models, streams) if self.model.config.right_aligned else None
         # the whole-window pass, only for the first layout (the cached net holds its own copy of the weights)
@@ -307,6 +291,8 @@ class StreamingPhaseEstimator:
         self._ring = np.zeros((streams, 2 * self.window, self.model.config.in_channels), dtype=np.float32)
         self._i = 0  # where the next row goes (and again at + window)
         self._n = 0
+        self.push(np.zeros(self.model.config.in_channels, np.float32))  # compiles (or loads) the compiled path now,
+        self.reset()  # never on the first real sample
 
     def reset(self) -> None:
         self._n = self._i = 0
@@ -314,13 +300,16 @@ class StreamingPhaseEstimator:
             self.cached.reset()
 
     def push(self, row: np.ndarray) -> dict:
-        rows = self._rows
-        rows[0] = row
-        if self.mirror:
-            np.multiply(rows[0, self._src], self._sign, out=rows[1])
-        if self.cached is not None:
-            out = self.cached.push(rows)
+        result = self._result
+        if self.cached is not None:  # one compiled call: mirror, network, mean, decode (phase.kernel.estimate)
+            self.cached.estimate(row, self._src, self._sign, self._order, result)
         else:
+            from metagait_edge.phase.kernel import combine_decode
+
+            rows = self._rows
+            rows[0] = row
+            if self.mirror:
+                np.multiply(rows[0, self._src], self._sign, out=rows[1])
             w, i = self.window, self._i
             if self._n == 0:
                 self._ring[:] = rows[:, None]  # the first sample repeats back in time, as in training
@@ -330,12 +319,9 @@ class StreamingPhaseEstimator:
             self._i = (i + 1) % w
             # the last w rows, oldest first; the members' outputs side by side, as the cached net gives them
             out = np.stack([np.concatenate([net(ring[i + 1:i + 1 + w]) for net in self.nets]) for ring in self._ring])
-        # the mean over members (and over the window and its mirror image, legs swapped back) in Python floats
-        n, vals = self._n_out, out.tolist()
-        parts = [vals[0][e * n:(e + 1) * n] for e in range(len(self.models))]
-        if self.mirror:
-            parts += [[vals[1][e * n + j] for j in self._order] for e in range(len(self.models))]
-        return decode_one([sum(c) / len(parts) for c in zip(*parts)])
+            combine_decode(out, len(self.models), self._order, result)
+        v = result.tolist()  # Python floats from here on: cheaper than numpy on 2 + 2 + M numbers
+        return {"phase": (v[0], v[1]), "confidence": (v[2], v[3]), "mode_prob": tuple(v[4:])}
 
 
 RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources" / "phase"

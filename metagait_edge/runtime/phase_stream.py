@@ -4,8 +4,8 @@
 ``PhaseEstimate``: phase per leg in [0, 1) (0 = that leg's initial contact), phase rate in cycles/s, the
 locomotion mode, a confidence and a status. It runs the shipped ``PhaseNet`` (``resources/phase/all``,
 trained on all 18 HuGaDB walkers, loaded strictly by ``checkpoint.load_into``) causally on the last
-``window`` samples (``phase.model.StreamingPhaseEstimator``: numpy; a right-aligned network computes only
-each layer's output for the newest sample, ``CachedPhaseNet``), with the
+``window`` samples (``phase.model.StreamingPhaseEstimator``: one compiled call, ``phase.kernel``; a right-aligned
+network computes only each layer's output for the newest sample, ``CachedPhaseNet``), with the
 same input features and gyroscope masks as ``eval-phase`` (``phase.dataset.features``): a replayed HuGaDB file
 gets the shipped corrupted-gyroscope table's masks for that file, other inputs the configured ``masked_gyros``.
 
@@ -161,7 +161,8 @@ class PhaseStream:
         self._prev_phase: Optional[float] = None
         self._rate = 0.0
         self.nongait_since = None
-        self._mode_counts = np.zeros(len(MODES) + 1, np.int64)  # per mode since the last cycle; last: unknown
+        self._mode_counts = [0] * (len(MODES) + 1)  # per mode since the last cycle; last: unknown (Python ints:
+        # counted every sample on the input thread, where a numpy scalar update costs more than the count)
         for det in self._detectors:
             det.reset()
 
@@ -180,10 +181,10 @@ class PhaseStream:
     def take_cycle_mode(self) -> str:
         """The most frequent mode since the last call (one gait cycle, called at each IC), then start counting
         again: a cycle's mode, robust to a few samples of another mode around the IC."""
-        counts, self._mode_counts = self._mode_counts, np.zeros_like(self._mode_counts)
-        if not counts.any():
+        counts, self._mode_counts = self._mode_counts, [0] * len(self._mode_counts)
+        if not any(counts):
             return self.latest.mode if self.latest is not None else UNKNOWN_MODE
-        m = int(counts.argmax())
+        m = max(range(len(counts)), key=counts.__getitem__)  # the first of equal counts, as argmax
         return UNKNOWN_MODE if m == len(MODES) else MODES[m]
 
     def _network(self, x: np.ndarray, t_s: float) -> PhaseEstimate:

@@ -31,7 +31,7 @@ from metagait_edge.runtime.worker import ThreadOwner
 from metagait_edge.runtime import zmq_schema as M
 
 log = logging.getLogger(__name__)
-_F32_BELOW_ONE = np.nextafter(np.float32(1.0), np.float32(0.0))  # the largest float32 phase below 1
+_F32_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))  # the largest float32 phase below 1
 
 
 @dataclass
@@ -231,13 +231,14 @@ class ZmqPublisher(ThreadOwner):
     def publish_phase(self, estimate, *, walker_id: Optional[str], t_input_ns: int, t_ns: Optional[int] = None) -> bool:
         """One ``gait.phase`` message from a ``phase_stream.PhaseEstimate`` (per IMU sample); sent from the
         caller's thread under the same rule as trajectories (``inline_trajectories``)."""
-        values = np.array([*estimate.phase, estimate.rate_hz, estimate.mode_index, estimate.confidence], np.float32)
-        values[:2] = np.minimum(values[:2], _F32_BELOW_ONE)  # a phase just below 1 must not round up to 1 in float32
+        # a phase just below 1 must not round up to 1 in float32 (Python floats: this runs every IMU sample)
+        phases = [min(float(p), _F32_BELOW_ONE) for p in estimate.phase]
+        values = np.array([*phases, estimate.rate_hz, estimate.mode_index, estimate.confidence], np.float32)
         rate = float(values[2])
         fields = dict(
             t_ns=M.now_ns() if t_ns is None else t_ns, t_input_ns=t_input_ns, walker_id=walker_id,
             phase=float(values[0]), cycle_s=1.0 / rate if rate > 0 else 0.0, shape=values.shape,
-            channels=list(M.PHASE_CHANNELS), status=estimate.status, reason=estimate.reason,
+            channels=M.PHASE_CHANNELS, status=estimate.status, reason=estimate.reason,
             confidence=float(values[4]), mode=estimate.mode, source=estimate.source,
         )
         if self.config.inline_trajectories:

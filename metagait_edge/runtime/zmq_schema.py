@@ -119,14 +119,18 @@ def make_header(
     }
 
 
+_EMPTY = np.zeros(0, dtype="<f4")
+
+
 def encode(topic: bytes, header: Mapping[str, Any], payload: Optional[np.ndarray] = None) -> list[bytes]:
     """The three frames of a message. ``payload`` must match ``header['shape']``."""
     if topic not in TOPICS:
         raise ValueError(f"unknown topic {topic!r}; topics are {[t.decode() for t in TOPICS]}")
-    data = np.zeros(0, dtype="<f4") if payload is None else np.ascontiguousarray(payload, dtype="<f4")
-    if list(data.shape) != list(header["shape"]) and not (data.size == 0 and int(np.prod(header["shape"])) == 0):
+    data = _EMPTY if payload is None else np.ascontiguousarray(payload, dtype="<f4")
+    if list(data.shape) != list(header["shape"]) and not (data.size == 0 and math.prod(header["shape"]) == 0):
         raise ValueError(f"payload shape {list(data.shape)} does not match header shape {header['shape']}")
-    return [topic, msgpack.packb(dict(header), use_bin_type=True), data.tobytes()]
+    # (no numpy and no copy of a plain dict here: a gait.phase message is encoded at every IMU sample)
+    return [topic, msgpack.packb(header if type(header) is dict else dict(header), use_bin_type=True), data.tobytes()]
 
 
 def decode(frames: Sequence[bytes]) -> Message:
