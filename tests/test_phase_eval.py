@@ -181,3 +181,22 @@ def test_validation_scoring_is_named_in_the_report_and_bad_walker_sets_are_refus
             "latency_ms_p99": 0.5, "latency_cpu_ms_p50": 0.2, "latency_cpu_ms_p99": 0.4}
     assert "**Validation walkers**" in render({**base, "scored_walkers": "val"}, "cmd", "vm", "today", None)
     assert "**Validation walkers**" not in render({**base, "scored_walkers": "test"}, "cmd", "vm", "today", None)
+
+
+def test_each_gait_mode_is_split_by_the_files_shank_gyroscopes():
+    """The ground truth comes from the shank gyroscopes: every mode is also scored apart for files with both
+    valid and files with a corrupted one, and a file's rows land only in its own side."""
+    act = np.ones(1600, dtype=np.uint8)
+    act[800:] = 3  # walking, then stairs up
+    clean = prepare_recording(synthetic_recording(act=act))
+    broken = prepare_recording(synthetic_recording(act=act))
+    broken.valid = {**broken.valid, "ls": False}
+    s = PhaseScores()
+    s.add_phase("learned", clean, np.mod(np.nan_to_num(clean.truth.phase) + 2.0, 100))
+    s.add_phase("learned", broken, np.mod(np.nan_to_num(broken.truth.phase) + 6.0, 100))
+    ph = s.summary(("learned",))["phase_rmse_pct"]["learned"]
+    for mode in ("walking", "stairs_up"):
+        assert ph[f"{mode}, both shank gyros valid"] == pytest.approx(2.0, abs=1e-6)
+        assert ph[f"{mode}, a shank gyro corrupted"] == pytest.approx(6.0, abs=1e-6)
+        assert 2.0 < ph[mode] < 6.0  # the pooled row holds both files
+    assert np.isnan(ph["running, both shank gyros valid"]) and np.isnan(ph["running, a shank gyro corrupted"])

@@ -35,6 +35,10 @@ ONE_PASS = "one pass (no mirror average)"
 ONE_NET = "one net (the seed-0 member alone)"
 # Groups scored per held-out walker too: whether a mode's error is every walker's or a few walkers'.
 PER_WALKER_GROUPS = tuple(GAIT_MODES) + (TRANSITIONS,)
+# Each gait mode split by the file's shank gyroscopes: the ground truth's events come from them, and a corrupted
+# one (x10, clipped; masked for the network) is what the truth is detected on there.
+SHANK_VALID, SHANK_CORRUPTED = "both shank gyros valid", "a shank gyro corrupted"
+SHANK_GROUPS = tuple(f"{m}, {v}" for m in GAIT_MODES for v in (SHANK_VALID, SHANK_CORRUPTED))
 NEAR_CHANGE_S = (0.5, 1.0)
 # The true labels themselves, output d ms late: what a causal estimator that is perfect except that it needs d ms
 # of evidence after each label change can reach (an upper bound on mode accuracy at that delay).
@@ -126,8 +130,8 @@ class PhaseScores:
             near[max(0, t - half): t + half] = True
         groups = {m: rec.mode == i for i, m in enumerate(GAIT_MODES)}
         groups[TRANSITIONS] = near
-        shank_ok = rec.valid["rs"] and rec.valid["ls"]
-        groups["walking, both shank gyros valid" if shank_ok else "walking, a shank gyro masked"] = rec.mode == 0
+        shank = SHANK_VALID if rec.valid["rs"] and rec.valid["ls"] else SHANK_CORRUPTED
+        groups.update({f"{m}, {shank}": rec.mode == i for i, m in enumerate(GAIT_MODES)})
         truths = {g: truth for g in groups}
         if rec.truth.rejected is not None:
             groups[REJECTED] = np.ones(len(rec), dtype=bool)
@@ -198,8 +202,7 @@ class PhaseScores:
         return self.n.get((name, group), 0) / t if t else float("nan")
 
     def summary(self, names: tuple[str, ...] = ("learned", "baseline")) -> dict:
-        groups = list(GAIT_MODES) + [TRANSITIONS, "walking, both shank gyros valid", "walking, a shank gyro masked",
-                                     REJECTED]
+        groups = list(GAIT_MODES) + [TRANSITIONS, *SHANK_GROUPS, REJECTED]
         out: dict = {"phase_rmse_pct": {}, "coverage": {}, "samples": {}, "hs_timing_ms": {}, "walking_rmse_per_walker": {},
                      "rmse_per_walker": {}, "samples_per_walker": {}}
         for name in names:
