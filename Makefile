@@ -14,10 +14,12 @@ endif
 
 .PHONY: venv demo eval-quick test test-lib test-ros2 test-fast test-camera-models ros2-ws clean
 
+# The last step compiles the gait-phase path (numba) once and caches it, not at the runtime's first start.
 $(BIN)/metagait-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev,ros2-dev]"
+	$(BIN)/python -c "from metagait_edge.phase.model import precompile; precompile()"
 	touch $@
 
 venv: $(BIN)/metagait-edge

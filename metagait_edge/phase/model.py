@@ -344,6 +344,13 @@ def load_phase_net(path: str | Path) -> PhaseNet:
     return model.eval()
 
 
+def precompile() -> None:
+    """Compile (or load) the per-sample path for the shipped weights' layout now (``phase.kernel``, cached on
+    disk): ``make venv`` runs it so that a first ``metagait-edge run`` or ROS 2 node does not spend its start-up
+    compiling (about 8 s on the 2-vCPU VM, longer on a Jetson)."""
+    StreamingPhaseEstimator(load_phase_ensemble(RESOURCE_DIR / "all"))
+
+
 def member_paths(path: str | Path) -> list[Path]:
     """The checkpoints of one ensemble: ``path`` itself (e.g. ``resources/phase/fold0``) and the nets trained for it
     with other seeds beside it (``fold0.seed1``, ``fold0.seed2``, ...: ``training/train_phase.py --seed N``), in seed
