@@ -78,6 +78,8 @@ awk '/^dependencies = \[/{f=1; next} f && /^\]/{exit} f' "$REPO/pyproject.toml" 
   | sed -n 's/^ *"\([^"]*\)",*/\1/p' | grep -v '^torch' | xargs "$VENV/bin/pip" install
 "$VENV/bin/pip" install "onnx>=1.15" "onnxruntime>=1.17" polygraphy
 "$VENV/bin/metagait-edge" info
+# The gait-phase path is compiled (numba) once now and cached beside the sources, not at the service's first start.
+"$VENV/bin/python" -c "from metagait_edge.phase.model import precompile; precompile()"
 
 log "TensorRT engines ($PRECISION) for the models in $MODELS"
 shopt -s nullglob
