@@ -112,6 +112,8 @@ def test_cached_streaming_matches_the_batch_forward_pass_and_restarts_on_reset(c
     assert np.allclose([s["phase"] for s in stream], d["phase"], atol=1e-3)
     with pytest.raises(ValueError):
         CachedPhaseNet(PhaseNet(PhaseNetConfig(window=32)))
+    with pytest.raises(ValueError, match="shape"):  # the compiled step reads only as many values as it expects
+        est.push(x[0, :-1])
 
 
 @pytest.mark.parametrize("cfg", [PhaseNetConfig(window=61, width=16, hidden=24, right_aligned=True),

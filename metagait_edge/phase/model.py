@@ -247,6 +247,8 @@ class CachedPhaseNet:
         """One feature row [C] -> ``result`` decoded (``phase.kernel.estimate``: with two streams the second is the
         row's mirror image), in one compiled call."""
         row = np.ascontiguousarray(row, dtype=np.float32)
+        if row.shape != self._in.shape[2:]:  # the compiled step does not check its indices
+            raise ValueError(f"a feature row must have shape {self._in.shape[2:]}, got {row.shape}")
         self._estimate(row, mirror_src, mirror_sign, order, self._in, *self._args, self._t, self._out, result)
         self._t += 1
 
