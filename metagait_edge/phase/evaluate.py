@@ -38,7 +38,14 @@ PER_WALKER_GROUPS = tuple(GAIT_MODES) + (TRANSITIONS,)
 # Each gait mode split by the file's shank gyroscopes: the ground truth's events come from them, and a corrupted
 # one (x10, clipped; masked for the network) is what the truth is detected on there.
 SHANK_VALID, SHANK_CORRUPTED = "both shank gyros valid", "a shank gyro corrupted"
-SHANK_GROUPS = tuple(f"{m}, {v}" for m in GAIT_MODES for v in (SHANK_VALID, SHANK_CORRUPTED))
+
+
+def shank_group(mode: str, shank: str) -> str:
+    """The group of ``mode``'s rows in files whose shank gyroscopes are ``shank`` (SHANK_VALID or SHANK_CORRUPTED)."""
+    return f"{mode}, {shank}"
+
+
+SHANK_GROUPS = tuple(shank_group(m, v) for m in GAIT_MODES for v in (SHANK_VALID, SHANK_CORRUPTED))
 NEAR_CHANGE_S = (0.5, 1.0)
 # The true labels themselves, output d ms late: what a causal estimator that is perfect except that it needs d ms
 # of evidence after each label change can reach (an upper bound on mode accuracy at that delay).
@@ -130,8 +137,8 @@ class PhaseScores:
             near[max(0, t - half): t + half] = True
         groups = {m: rec.mode == i for i, m in enumerate(GAIT_MODES)}
         groups[TRANSITIONS] = near
-        shank = SHANK_VALID if rec.valid["rs"] and rec.valid["ls"] else SHANK_CORRUPTED
-        groups.update({f"{m}, {shank}": rec.mode == i for i, m in enumerate(GAIT_MODES)})
+        shank = SHANK_VALID if all(rec.valid[s] for s in SHANK_SENSOR.values()) else SHANK_CORRUPTED
+        groups.update({shank_group(m, shank): rec.mode == i for i, m in enumerate(GAIT_MODES)})
         truths = {g: truth for g in groups}
         if rec.truth.rejected is not None:
             groups[REJECTED] = np.ones(len(rec), dtype=bool)

@@ -289,6 +289,9 @@ class StreamingPhaseEstimator:
         self.cached = CachedPhaseNet(self.models, streams) if self.model.config.right_aligned else None
         # the whole-window pass, only for the first layout (the cached net holds its own copy of the weights)
         self.nets = [] if self.cached is not None else [NumpyPhaseNet(m) for m in self.models]
+        from metagait_edge.phase.kernel import combine_decode  # numba: imported when an estimator is built
+
+        self._combine_decode = combine_decode  # the first layout's mean and decoding (the cached net's own call)
         self.window = self.model.config.window
         self._ring = np.zeros((streams, 2 * self.window, self.model.config.in_channels), dtype=np.float32)
         self._i = 0  # where the next row goes (and again at + window)
@@ -306,8 +309,6 @@ class StreamingPhaseEstimator:
         if self.cached is not None:  # one compiled call: mirror, network, mean, decode (phase.kernel.estimate)
             self.cached.estimate(row, self._src, self._sign, self._order, result)
         else:
-            from metagait_edge.phase.kernel import combine_decode
-
             rows = self._rows
             rows[0] = row
             if self.mirror:
@@ -321,7 +322,7 @@ class StreamingPhaseEstimator:
             self._i = (i + 1) % w
             # the last w rows, oldest first; the members' outputs side by side, as the cached net gives them
             out = np.stack([np.concatenate([net(ring[i + 1:i + 1 + w]) for net in self.nets]) for ring in self._ring])
-            combine_decode(out, len(self.models), self._order, result)
+            self._combine_decode(out, len(self.models), self._order, result)
         v = result.tolist()  # Python floats from here on: cheaper than numpy on 2 + 2 + M numbers
         return {"phase": (v[0], v[1]), "confidence": (v[2], v[3]), "mode_prob": tuple(v[4:])}
 
